@@ -1,0 +1,46 @@
+"""Test-suite set-up: interpret Triton kernels on CPU-only machines, the ``gpu`` marker, data paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Triton reads TRITON_INTERPRET when a kernel is decorated, so this must run before any
+# dnastream.kernels module is imported. Without a GPU every Triton kernel then runs in the
+# CPU interpreter, which is how CI (2 cores, no GPU) tests every kernel code path.
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+SHARED_DATA = SHARED / "data"
+FIXTURES = SHARED / "fixtures" / "hyenadna"
+TEST_DATA = REPO_ROOT / "tests" / "data"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    # `pytest -m gpu` on a machine without a GPU must not report a green run.
+    if "gpu" in (config.getoption("-m") or "") and "not gpu" not in config.getoption("-m"):
+        raise pytest.UsageError("`-m gpu` selected but no CUDA GPU is visible on this machine")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the repository (real genomes and annotations)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data folder {SHARED_DATA} is absent")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def hyenadna_fixtures() -> Path:
+    """``../shared/fixtures/hyenadna`` (official-format checkpoints and reference outputs)."""
+    if not FIXTURES.is_dir():
+        pytest.skip(f"HyenaDNA fixtures folder {FIXTURES} is absent")
+    return FIXTURES

@@ -1,0 +1,55 @@
+"""The ``dnastream`` command's basics: version, doctor, help; both in-process and as a real process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from dnastream import __version__
+from dnastream.cli.main import app
+from dnastream.kernels.backend import kernel_mode
+from dnastream.pipelines.doctor import collect_environment
+
+runner = CliRunner()
+
+
+def test_version_flag() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"dnastream {__version__}"
+
+
+def test_doctor_reports_versions_and_kernel_mode() -> None:
+    import torch
+
+    result = runner.invoke(app, ["doctor"])
+    assert result.exit_code == 0, result.output
+    assert torch.__version__ in result.stdout
+    env = collect_environment()
+    assert env.packages["torch"] is not None
+    assert env.kernel_mode in result.stdout
+    assert env.kernel_mode == kernel_mode()
+    if not torch.cuda.is_available():
+        assert "none visible" in result.stdout
+
+
+def test_kernel_mode_follows_interpreter_flag(monkeypatch) -> None:
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert kernel_mode("cpu") == "interpreted"
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert kernel_mode("cpu") == "reference"
+
+
+def test_console_script_runs_as_a_process() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "dnastream", "--version"], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert __version__ in proc.stdout
+
+
+def test_no_arguments_prints_help() -> None:
+    result = runner.invoke(app, [])
+    assert "doctor" in result.output
