@@ -1,4 +1,4 @@
-"""Test-suite set-up: interpret Triton kernels on CPU-only machines, the ``gpu`` marker, data paths."""
+"""Test set-up: interpret Triton kernels without a GPU, the ``gpu`` marker, data paths."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The ``dnastream`` command's basics: version, doctor, help; both in-process and as a real process."""
+"""The ``dnastream`` command's basics: version, doctor, help; in-process and as a process."""
 
 from __future__ import annotations
 
@@ -44,7 +44,10 @@ def test_kernel_mode_follows_interpreter_flag(monkeypatch) -> None:
 
 def test_console_script_runs_as_a_process() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "dnastream", "--version"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "dnastream", "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert __version__ in proc.stdout
