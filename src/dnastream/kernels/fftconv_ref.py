@@ -17,7 +17,11 @@ from torch import Tensor
 
 from dnastream.kernels.spectrum import FFTConv, compute_dtype, fft_size
 
-__all__ = ["fftconv_ref"]
+__all__ = ["WORKSPACE_BYTES", "fftconv_ref"]
+
+#: Above this size of one complex spectrum of all channels, the convolution runs over groups of
+#: channels so its transient memory stays bounded (what keeps a 1 Mbp forward lean).
+WORKSPACE_BYTES = 512 * 2**20
 
 
 def fftconv_ref(
@@ -49,16 +53,37 @@ def fftconv_ref(
     spec = k if isinstance(k, FFTConv) else FFTConv(k)
     dtype = compute_dtype(u.dtype, spec.k.dtype)
     seq_len = u.shape[-1]
+    ext_len = seq_len + (0 if context is None else context.shape[-1])
+    taps = min(spec.filter_len, ext_len) if causal else spec.filter_len
+    n = fft_size(ext_len, taps, causal=causal)
+    rows = u[..., 0, 0].numel()
+    channels = u.shape[-2]
+    per_channel = rows * (n // 2 + 1) * 2 * torch.finfo(dtype).bits // 8
+    if channels > 1 and per_channel * channels > WORKSPACE_BYTES:
+        # Long sequences: convolve a group of channels at a time so the complex
+        # intermediates stay within WORKSPACE_BYTES (the spectrum is then not cached).
+        group = max(1, WORKSPACE_BYTES // per_channel)
+        return torch.cat(
+            [
+                fftconv_ref(
+                    u[..., c : c + group, :],
+                    spec.k[c : c + group],
+                    None if D is None else D[c : c + group],
+                    pregate=None if pregate is None else pregate[..., c : c + group, :],
+                    postgate=None if postgate is None else postgate[..., c : c + group, :],
+                    causal=causal,
+                    context=None if context is None else context[..., c : c + group, :],
+                )
+                for c in range(0, channels, group)
+            ],
+            dim=-2,
+        )
 
     g = u.to(dtype)
     if pregate is not None:
         g = g * pregate.to(dtype)
     ext = g if context is None else torch.cat([context.to(dtype), g], dim=-1)
-    ctx_len = ext.shape[-1] - seq_len
-    ext_len = ext.shape[-1]
-
-    taps = min(spec.filter_len, ext_len) if causal else spec.filter_len
-    n = fft_size(ext_len, taps, causal=causal)
+    ctx_len = ext_len - seq_len
     k_f = spec.spectrum(n, taps, dtype)
     y = torch.fft.irfft(torch.fft.rfft(ext, n=n) * k_f, n=n)[..., ctx_len : ctx_len + seq_len]
 

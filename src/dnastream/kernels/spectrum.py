@@ -5,7 +5,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["FFTConv", "compute_dtype", "fft_size", "next_fast_len"]
+__all__ = ["SPECTRUM_CACHE_BYTES", "FFTConv", "compute_dtype", "fft_size", "next_fast_len"]
+
+#: Largest spectrum (bytes) an :class:`FFTConv` keeps between calls. Bigger spectra (a 1 Mbp
+#: convolution over 256 channels is 2 GiB) are recomputed per call: one rfft of the filter is
+#: cheap next to holding gigabytes per layer for the whole run.
+SPECTRUM_CACHE_BYTES = 256 * 2**20
 
 
 def next_fast_len(n: int) -> int:
@@ -49,7 +54,8 @@ class FFTConv:
     """A fixed long filter ``k`` (H, Lk) whose spectra are computed once and reused.
 
     ``spectrum(n, taps, dtype)`` returns ``rfft(k[:, :taps], n)`` (H, n // 2 + 1), cached per
-    ``(n, taps, dtype)``. Nothing is cached while the result would carry an autograd graph
+    ``(n, taps, dtype)`` when it is at most :data:`SPECTRUM_CACHE_BYTES`. Nothing is cached
+    while the result would carry an autograd graph
     (``k.requires_grad`` with grad mode on), so training never reuses a stale graph. Pass the
     object instead of a tensor as ``k`` to :func:`dnastream.kernels.fftconv`.
     """
@@ -72,7 +78,10 @@ class FFTConv:
 
     def spectrum(self, n: int, taps: int, dtype: torch.dtype) -> Tensor:
         """``rfft`` of the first ``taps`` taps zero-padded to ``n``: complex (H, n // 2 + 1)."""
-        cacheable = not (torch.is_grad_enabled() and self.k.requires_grad)
+        nbytes = self.channels * (n // 2 + 1) * 2 * torch.finfo(dtype).bits // 8
+        cacheable = nbytes <= SPECTRUM_CACHE_BYTES and not (
+            torch.is_grad_enabled() and self.k.requires_grad
+        )
         key = (n, taps, dtype, torch.is_inference_mode_enabled())
         if cacheable and key in self._spectra:
             return self._spectra[key]

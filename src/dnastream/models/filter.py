@@ -23,6 +23,12 @@ from dnastream.models.config import HyenaLayerConfig
 __all__ = ["FilterLengthError", "HyenaFilter", "decay_rates", "positional_features"]
 
 
+#: Largest materialised filter (bytes, per layer) kept between calls. At 1M taps over 256
+#: channels a filter is 1 GiB per layer; it is then recomputed per call (a small MLP over the
+#: positions), which keeps a long forward lean instead of pinning gigabytes for the whole run.
+FILTER_CACHE_BYTES = 256 * 2**20
+
+
 class FilterLengthError(ValueError):
     """An input is longer than the long filters can cover."""
 
@@ -168,14 +174,15 @@ class HyenaFilter(nn.Module):
         """The long filters as ``groups`` :class:`FFTConv` objects of (channels, taps) each.
 
         Cached (filters and their spectra) across calls in eval mode while no gradient is
-        needed; recomputed when any filter parameter or buffer changes (in-place updates bump
-        the tensor version, replacing ``.data`` changes the address), when the shift or
-        filter_len changes, or in training mode.
+        needed and the filters take at most :data:`FILTER_CACHE_BYTES`; recomputed when any
+        filter parameter or buffer changes (in-place updates bump the tensor version, replacing
+        ``.data`` changes the address), when the shift or filter_len changes, or in training.
         """
         needs_grad = torch.is_grad_enabled() and any(
             t.requires_grad for t in self._kernel_tensors()
         )
-        cacheable = not self.training and not needs_grad
+        nbytes = self.channels * self.groups * taps * self.z.element_size()
+        cacheable = not self.training and not needs_grad and nbytes <= FILTER_CACHE_BYTES
         stamp = self._cache_stamp(taps)
         if cacheable and self._cache is not None and self._cache.stamp == stamp:
             return self._cache.filters
