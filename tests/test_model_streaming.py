@@ -95,3 +95,22 @@ def test_batch_size_change_needs_reset(tiny_dir):
     eng.step(torch.full((2, 10), 8))
     with pytest.raises(ValueError, match="reset"):
         eng.step(torch.full((1, 10), 8))
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-13), (torch.float32, 1e-6)])
+def test_tiled_inference_equals_plain_forward(tiny_dir, monkeypatch, dtype, tol):
+    """The lean no-grad path (position-wise work in tiles) gives the plain forward's numbers."""
+    import dnastream.models.hyenadna as hy
+
+    model = load_model(tiny_dir, filter_len=200, dtype=dtype).eval()
+    ids = torch.randint(7, 12, (2, 301), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        plain = model(ids, output_layers=[0, 1], return_logprobs=True)
+        monkeypatch.setattr(hy, "TILED_INFERENCE_TOKENS", 0)
+        for tile in (1, 97, 4096):
+            monkeypatch.setattr(hy, "INFERENCE_TILE", tile)
+            lean = model(ids, output_layers=[0, 1], return_logprobs=True)
+            assert _rel(lean.last_hidden_state, plain.last_hidden_state) <= tol
+            for i in (0, 1):
+                assert _rel(lean.hidden_states[i], plain.hidden_states[i]) <= tol
+            assert _rel(lean.next_token_logprobs, plain.next_token_logprobs) <= tol

@@ -17,10 +17,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from dnastream.kernels import short_conv_state_ref
 from dnastream.models.config import HyenaDNAConfig
 from dnastream.models.operator import HyenaOperator
 
 __all__ = ["Block", "HyenaDNAModel", "HyenaDNAOutput", "Mlp", "next_token_logprobs"]
+
+#: Inference over more than this many tokens (B x L) runs the position-wise parts of each block
+#: tile by tile (see :meth:`HyenaDNAModel._forward_tiled`): same numbers, a fraction of the
+#: memory, since only the residual stream, the projections and the long-conv output are ever
+#: whole-sequence tensors.
+TILED_INFERENCE_TOKENS = 1 << 17
+INFERENCE_TILE = 1 << 16
 
 
 class Mlp(nn.Module):
@@ -180,10 +188,14 @@ class HyenaDNAModel(nn.Module):
         h = self.embed_dropout(self.embedding(input_ids))
         residual: Tensor | None = None
         hidden_states: dict[int, Tensor] = {}
-        for i, block in enumerate(self.blocks):
-            h, residual = block(h, residual)
-            if i in wanted:
-                hidden_states[i] = h + residual
+        lean = not torch.is_grad_enabled() and not self.training
+        if lean and input_ids.numel() > TILED_INFERENCE_TOKENS:
+            h, residual = self._forward_tiled(h, wanted, hidden_states, INFERENCE_TILE)
+        else:
+            for i, block in enumerate(self.blocks):
+                h, residual = block(h, residual)
+                if i in wanted:
+                    hidden_states[i] = h + residual
         dropped = self.final_dropout(h)
         residual = dropped if residual is None else dropped + residual
         final = self.ln_f(residual.to(self.ln_f.weight.dtype))
@@ -194,6 +206,65 @@ class HyenaDNAModel(nn.Module):
             assert out.logits is not None
             out.next_token_logprobs = next_token_logprobs(out.logits, input_ids)
         return out
+
+    def _forward_tiled(
+        self, h: Tensor, wanted: set[int], hidden_states: dict[int, Tensor], tile: int
+    ) -> tuple[Tensor, Tensor]:
+        """Blocks for inference (no grad, eval), position-wise work in tiles of ``tile``.
+
+        h: embeddings (B, L, d). Per block, tile by tile: residual add, norm1, in_proj and the
+        short conv (its W - 1 left inputs carried across tiles) fill z (B, (N + 1) d, L); the
+        long convolutions run once over the whole length (channel-grouped FFTs); then, tile by
+        tile: out_proj, residual add, norm2, MLP. Returns (h, residual) like the blocks.
+        """
+        batch, length, _ = h.shape
+        residual: Tensor | None = None
+        for i, block in enumerate(self.blocks):
+            mixer = block.mixer
+            filters = mixer.filter.fft_filters(mixer.filter.taps_for(length))
+            z: Tensor | None = None
+            state: Tensor | None = None
+            first_block = residual is None
+            for s in range(0, length, tile):
+                e = min(length, s + tile)
+                r = h[:, s:e] if first_block else h[:, s:e] + residual[:, s:e]
+                normed = block.norm1(r.to(block.norm1.weight.dtype))
+                if block.residual_in_fp32:
+                    r = r.to(torch.float32)
+                if first_block and residual is None:
+                    residual = r.new_empty(batch, length, r.shape[-1])
+                assert residual is not None
+                residual[:, s:e] = r
+                z_in = mixer.project_in(normed)
+                z_tile = mixer.short_filter(z_in, state)
+                state = short_conv_state_ref(
+                    z_in[..., -mixer.short_conv.width :], mixer.short_conv.width, state
+                )
+                if z is None:
+                    z = z_tile.new_empty(batch, z_tile.shape[1], length)
+                z[..., s:e] = z_tile
+            del h
+            assert z is not None and residual is not None
+            xs, v = mixer.split(z)
+            y = mixer.long_conv(xs, v, filters)
+            del z, xs, v
+            h_next: Tensor | None = None
+            for s in range(0, length, tile):
+                e = min(length, s + tile)
+                r = mixer.project_out(y[..., s:e]) + residual[:, s:e]
+                normed = block.norm2(r.to(block.norm2.weight.dtype))
+                residual[:, s:e] = r
+                out = block.mlp(normed)
+                if h_next is None:
+                    h_next = out.new_empty(batch, length, out.shape[-1])
+                h_next[:, s:e] = out
+            del y
+            assert h_next is not None
+            h = h_next
+            if i in wanted:
+                hidden_states[i] = h + residual
+        assert residual is not None
+        return h, residual
 
 
 def next_token_logprobs(logits: Tensor, input_ids: Tensor) -> Tensor:
