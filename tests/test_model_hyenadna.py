@@ -263,3 +263,47 @@ def test_shift_setting_changes_filters() -> None:
         b = model(x).logits
     assert model.config.modulation_shift == 0.0 and not torch.allclose(a, b)
     assert all(blk.mixer.filter.modulation_shift == 0.0 for blk in model.blocks)
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    from pathlib import Path
+
+    from dnastream.models import load_model
+
+    fixtures = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "hyenadna"
+    if not fixtures.is_dir():
+        import pytest
+
+        pytest.skip(f"fixtures folder {fixtures} is absent")
+    ids = torch.randint(7, 12, (2, 300), generator=torch.Generator().manual_seed(0))
+    grads = []
+    for recompute in (False, True):
+        model = load_model(fixtures / "hf_tiny", dtype=torch.float64).train()
+        model.gradient_checkpointing = recompute
+        torch.manual_seed(0)  # same dropout masks (checkpoint replays the RNG state)
+        model(ids, return_logprobs=True).next_token_logprobs.sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
+    for name, g in grads[0].items():
+        assert torch.allclose(g, grads[1][name], rtol=1e-10, atol=1e-12), name
+
+
+def test_bf16_autocast_runs_ffts_in_float32():
+    from pathlib import Path
+
+    from dnastream.models import load_model
+
+    fixtures = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "hyenadna"
+    if not fixtures.is_dir():
+        import pytest
+
+        pytest.skip(f"fixtures folder {fixtures} is absent")
+    model = load_model(fixtures / "hf_tiny").eval()
+    ids = torch.randint(7, 12, (1, 500), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = model(ids).last_hidden_state
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(ids).last_hidden_state
+    assert low.dtype == torch.float32  # ln_f output in float32
+    err = ((low - ref).norm() / ref.norm()).item()
+    assert 1e-5 < err < 3e-2  # bf16 matmuls change the numbers, but only at bf16 precision

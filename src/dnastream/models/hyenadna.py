@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from dnastream.kernels import short_conv_state_ref
 from dnastream.models.config import HyenaDNAConfig
@@ -110,6 +111,9 @@ class HyenaDNAModel(nn.Module):
         self.lm_head = nn.Linear(d, vocab, bias=False)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.embedding.weight
+        #: Training option: recompute each block's activations in the backward pass instead of
+        #: storing them (memory O(L d) per block boundary instead of O(L d_inner) per block).
+        self.gradient_checkpointing = False
 
     # -- properties and settings ------------------------------------------------------------
 
@@ -192,8 +196,12 @@ class HyenaDNAModel(nn.Module):
         if lean and input_ids.numel() > TILED_INFERENCE_TOKENS:
             h, residual = self._forward_tiled(h, wanted, hidden_states, INFERENCE_TILE)
         else:
+            recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
             for i, block in enumerate(self.blocks):
-                h, residual = block(h, residual)
+                if recompute:
+                    h, residual = checkpoint(block, h, residual, use_reentrant=False)
+                else:
+                    h, residual = block(h, residual)
                 if i in wanted:
                     hidden_states[i] = h + residual
         dropped = self.final_dropout(h)
