@@ -1,0 +1,1494 @@
+"""FFT long convolution in Triton: Monarch (dense DFT matrix) FFTs on tensor cores, fused.
+
+Computes, for u (B, H, L) and a real filter k (H, Lk),
+
+    x = pregate * u
+    y = postgate * (x conv k + D * x)
+
+with causal (linear, zero-padded) or circular convolution, like the PyTorch reference
+``fftconv_ref``. See :mod:`dnastream.kernels.monarch` for the FFT factorisation and plans.
+
+How it works
+------------
+* **Pairs of rows.** Two batch rows ``b, b+1`` of the same channel are packed into one complex
+  sequence ``x_b + i x_(b+1)``. The filter is real, so the inverse transform of
+  ``FFT(x_b + i x_(b+1)) * K`` is ``(x_b conv k) + i (x_(b+1) conv k)``: both outputs at the
+  cost of one complex FFT pair. An odd last row is paired with zeros.
+* **Fused kernels** (``N <= 8192``; fp32 ``<= 4096``): one program computes FFT, filter product
+  and inverse FFT of a complex row without touching HBM in between. Two shapes:
+
+  - ``_conv_kernel`` (small FFTs, ``rows > 1``): ``rows`` pairs of one channel per tile, loaded
+    straight into the transposed step-1 layout (the transpose is in the load addressing), so
+    every dot has ``rows * n2 >= 128`` rows; one in-register transpose between the steps.
+  - ``_conv_nat_kernel`` (``rows == 1``, 2048-8192 points and the inner FFT of the outer
+    path): the row as its ``(n1, n2)`` matrix, step 1 a left product with the DFT matrix,
+    step 2 a right product, so nothing is transposed; the spectrum rows are processed
+    ``chunk`` at a time and the last (left) product accumulates over chunks, which bounds the
+    live registers.
+
+  The spectrum stays in the order the forward steps produce (``k1 + n1 * k2``), the inverse is
+  the mirror image. ``D * x`` is folded into the spectrum (``K + D``), so ``x`` need not stay
+  live. The zero half of a causal input is never loaded (the step-1 DFT matrix only has its
+  first ``io_rows`` columns), and the last inverse step only computes the stored outputs.
+  Each program is persistent and walks a contiguous run of tiles (same channel: the spectrum
+  stays in cache).
+* **Outer levels** (``N > 8192``): a first kernel does a length-``P`` DFT over strided columns
+  plus twiddles (reading the real input with gates and skipping its zero rows), writing fp32
+  complex intermediates (one more level, in place, for N > 1M); the fused kernel runs in
+  complex mode in place (FFT, filter, inverse); the mirrored outer kernels undo the levels and
+  the last one applies the epilogue (post-gate, first L outputs only).
+* **Precision.** For bf16/fp16 I/O the tensor-core operands are fp16, each data row (or column,
+  for left products) scaled by its own maximum before rounding (no overflow, ~11-bit operands:
+  bf16 operands would cost ~2x the error budget), with fp32 accumulation; for
+  fp32 I/O the dots use 3xTF32. Twiddles, the spectrum product and all accumulations are fp32.
+  Because two batch rows share one complex FFT, the rounding error of a row is relative to the
+  pair's magnitude (rows of very different scale in one pair lose relative accuracy).
+* **Backward** (autograd): ``du``/``dpregate`` are a convolution of ``postgate * dy`` with the
+  conjugate spectrum (a correlation) and the same epilogue machinery; ``dpostgate`` re-runs the
+  forward convolution with ``dy`` as post-gate; ``dk`` is ``ifft(sum_b FFT(dz_b) conj FFT(x_b))``
+  accumulated in fp32 by a Triton kernel (the pair packing gives exactly this in the real part,
+  so no mirrored frequencies are needed) and ``dD = sum(dz * x)``.
+
+Fallbacks (plain PyTorch, documented): circular convolution whose length is not a power of two
+``>= 256``; float64 inputs; CPU tensors when the Triton interpreter is off.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from dnastream.kernels.monarch import (
+    FFTPlan,
+    dft_table,
+    filter_spectrum,
+    inner_twiddles,
+    plan_for,
+    spectrum_order,
+)
+
+__all__ = ["FFTPlan", "fftconv_triton", "filter_spectrum", "plan_for", "uses_triton"]
+
+_SUPPORTED = (torch.bfloat16, torch.float16, torch.float32)
+
+
+# ============================================================================================
+# Triton building blocks
+# ============================================================================================
+
+
+@triton.jit
+def _cmatmul(xr, xi, br, bi, CONJ_B: tl.constexpr, MMA_FP16: tl.constexpr):
+    """(xr + i xi) @ (br + i bi), or @ conj(br + i bi) when CONJ_B, with an fp32 result.
+
+    fp16 mode: every row of the left operand is scaled by its own max |.| before rounding to
+    fp16 (row scaling commutes with a right product), then scaled back after the fp32 dot.
+    fp32 mode: 3xTF32 dots on the fp32 values.
+    """
+    if CONJ_B:
+        b_im = -bi
+        b_imn = bi
+    else:
+        b_im = bi
+        b_imn = -bi
+    if MMA_FP16:
+        m = tl.maximum(tl.max(tl.abs(xr), axis=1), tl.max(tl.abs(xi), axis=1))
+        m = tl.where(m > 0.0, m, 1.0)
+        inv = 1.0 / m
+        ar = (xr * inv[:, None]).to(tl.float16)
+        ai = (xi * inv[:, None]).to(tl.float16)
+        cr = tl.dot(ar, br)
+        cr = tl.dot(ai, b_imn, cr)
+        ci = tl.dot(ar, b_im)
+        ci = tl.dot(ai, br, ci)
+        cr = cr * m[:, None]
+        ci = ci * m[:, None]
+    else:
+        cr = tl.dot(xr, br, input_precision="tf32x3")
+        cr = tl.dot(xi, b_imn, cr, input_precision="tf32x3")
+        ci = tl.dot(xr, b_im, input_precision="tf32x3")
+        ci = tl.dot(xi, br, ci, input_precision="tf32x3")
+    return cr, ci
+
+
+@triton.jit
+def _lmatmul(fr, fi, ar, ai, CONJ_F: tl.constexpr, MMA_FP16: tl.constexpr):
+    """(fr + i fi) @ (ar + i ai), or conj(F) @ (.) when CONJ_F; F on the left, fp32 result.
+
+    The right operand must already be in the dot dtype (fp16 operands pre-scaled per column by
+    the caller, who also undoes the scaling; fp32 operands use 3xTF32).
+    """
+    if CONJ_F:
+        f_im = -fi
+    else:
+        f_im = fi
+    f_imn = -f_im
+    if MMA_FP16:
+        cr = tl.dot(fr, ar)
+        cr = tl.dot(f_imn, ai, cr)
+        ci = tl.dot(fr, ai)
+        ci = tl.dot(f_im, ar, ci)
+    else:
+        cr = tl.dot(fr, ar, input_precision="tf32x3")
+        cr = tl.dot(f_imn, ai, cr, input_precision="tf32x3")
+        ci = tl.dot(fr, ai, input_precision="tf32x3")
+        ci = tl.dot(f_im, ar, ci, input_precision="tf32x3")
+    return cr, ci
+
+
+@triton.jit
+def _col_scaled(xr, xi, MMA_FP16: tl.constexpr):
+    """Right dot operand: fp16 with every column scaled by its max |.| (returns the scales)."""
+    if MMA_FP16:
+        m = tl.maximum(tl.max(tl.abs(xr), axis=0), tl.max(tl.abs(xi), axis=0))
+        m = tl.where(m > 0.0, m, 1.0)
+        inv = 1.0 / m
+        return (xr * inv[None, :]).to(tl.float16), (xi * inv[None, :]).to(tl.float16), m
+    else:
+        return xr, xi, 1.0
+
+
+@triton.jit
+def _nat_chunk_fwd(
+    ar,
+    ai,
+    scale,
+    f1_ptr,
+    f2_ptr,
+    tw_ptr,
+    k1,
+    N1: tl.constexpr,
+    N2: tl.constexpr,
+    N1_IO: tl.constexpr,
+    MMA_FP16: tl.constexpr,
+):
+    """Rows k1 (KC of them) of the forward inner FFT, natural orientation.
+
+    ar, ai: the (N1_IO, N2) input [a, b] = x[a * N2 + b] as dot operands (column-scaled by
+    ``scale`` in fp16 mode). Returns the (KC, N2) spectrum rows [k1, k2] = X[k1 + N1 * k2].
+    """
+    a = tl.arange(0, N1_IO)
+    b = tl.arange(0, N2)
+    foffs = k1[:, None] * N1 + a[None, :]
+    fr = tl.load(f1_ptr + foffs)
+    fi = tl.load(f1_ptr + N1 * N1 + foffs)
+    br, bi = _lmatmul(fr, fi, ar, ai, False, MMA_FP16)  # [k1, b]
+    if MMA_FP16:
+        br = br * scale[None, :]
+        bi = bi * scale[None, :]
+    toffs = b[None, :] * N1 + k1[:, None]
+    wr = tl.load(tw_ptr + toffs)
+    wi = tl.load(tw_ptr + N1 * N2 + toffs)
+    cr = br * wr - bi * wi
+    ci = br * wi + bi * wr
+    f2r, f2i = _load_planes(f2_ptr, N2, N2, N2, N2 * N2)
+    return _cmatmul(cr, ci, f2r, f2i, False, MMA_FP16)
+
+
+@triton.jit
+def _load_planes(
+    ptr, ROWS: tl.constexpr, COLS: tl.constexpr, LD: tl.constexpr, PLANE: tl.constexpr
+):
+    """Top-left (ROWS, COLS) block of a (2, *, LD) table of (re, im) planes PLANE apart."""
+    offs = tl.arange(0, ROWS)[:, None] * LD + tl.arange(0, COLS)[None, :]
+    return tl.load(ptr + offs), tl.load(ptr + PLANE + offs)
+
+
+@triton.jit
+def _twiddle(idx, NT):
+    """exp(-2 pi i idx / NT) for integer idx in [0, NT) (centred first for accuracy)."""
+    idx = tl.where(idx > NT // 2, idx - NT, idx)
+    ang = idx.to(tl.float32) * (-6.283185307179586 / NT)
+    return tl.cos(ang), tl.sin(ang)
+
+
+@triton.jit
+def _inner_fwd(
+    xr,
+    xi,
+    f1_ptr,
+    f2_ptr,
+    tw_ptr,
+    h_f1r,
+    h_f1i,
+    h_f2r,
+    h_f2i,
+    h_wr,
+    h_wi,
+    R: tl.constexpr,
+    N1: tl.constexpr,
+    N2: tl.constexpr,
+    N1_IO: tl.constexpr,
+    HOIST: tl.constexpr,
+    MMA_FP16: tl.constexpr,
+):
+    """Forward inner FFT of R complex rows.
+
+    In:  (R * N2, N1_IO) with element [r, b, a] = x_r[a * N2 + b] (rows a >= N1_IO are zero).
+    Out: (R * N1, N2) with element [r, k1, k2] = X_r[k1 + N1 * k2].
+    HOIST: the DFT matrices and twiddles come preloaded (h_*), else they are loaded here.
+    """
+    if HOIST:
+        f1r, f1i = h_f1r, h_f1i
+    else:
+        f1r, f1i = _load_planes(f1_ptr, N1_IO, N1, N1, N1 * N1)
+    br, bi = _cmatmul(xr, xi, f1r, f1i, False, MMA_FP16)  # [r, b, k1]
+    if HOIST:
+        wr, wi = h_wr, h_wi
+    else:
+        wr, wi = _load_planes(tw_ptr, N2, N1, N1, N1 * N2)
+    br3 = tl.reshape(br, (R, N2, N1))
+    bi3 = tl.reshape(bi, (R, N2, N1))
+    cr3 = br3 * wr[None, :, :] - bi3 * wi[None, :, :]
+    ci3 = br3 * wi[None, :, :] + bi3 * wr[None, :, :]
+    cr = tl.reshape(tl.permute(cr3, (0, 2, 1)), (R * N1, N2))  # [r, k1, b]
+    ci = tl.reshape(tl.permute(ci3, (0, 2, 1)), (R * N1, N2))
+    if HOIST:
+        f2r, f2i = h_f2r, h_f2i
+    else:
+        f2r, f2i = _load_planes(f2_ptr, N2, N2, N2, N2 * N2)
+    return _cmatmul(cr, ci, f2r, f2i, False, MMA_FP16)
+
+
+@triton.jit
+def _inner_inv(
+    yr,
+    yi,
+    f1_ptr,
+    f2_ptr,
+    tw_ptr,
+    h_g1r,
+    h_g1i,
+    h_f2r,
+    h_f2i,
+    h_wr,
+    h_wi,
+    R: tl.constexpr,
+    N1: tl.constexpr,
+    N2: tl.constexpr,
+    N1_IO: tl.constexpr,
+    HOIST: tl.constexpr,
+    MMA_FP16: tl.constexpr,
+):
+    """Inverse (unnormalised) inner FFT, the mirror image of :func:`_inner_fwd`.
+
+    In:  (R * N1, N2) spectrum [r, k1, k2]. Out: (R * N2, N1_IO) [r, b, a] = y_r[a * N2 + b].
+    """
+    if HOIST:
+        f2r, f2i = h_f2r, h_f2i
+    else:
+        f2r, f2i = _load_planes(f2_ptr, N2, N2, N2, N2 * N2)
+    er, ei = _cmatmul(yr, yi, f2r, f2i, True, MMA_FP16)  # [r, k1, b]
+    er3 = tl.permute(tl.reshape(er, (R, N1, N2)), (0, 2, 1))  # [r, b, k1]
+    ei3 = tl.permute(tl.reshape(ei, (R, N1, N2)), (0, 2, 1))
+    if HOIST:
+        wr, wi = h_wr, h_wi
+    else:
+        wr, wi = _load_planes(tw_ptr, N2, N1, N1, N1 * N2)
+    cr = tl.reshape(er3 * wr[None, :, :] + ei3 * wi[None, :, :], (R * N2, N1))
+    ci = tl.reshape(ei3 * wr[None, :, :] - er3 * wi[None, :, :], (R * N2, N1))
+    if HOIST:
+        g1r, g1i = h_g1r, h_g1i
+    else:
+        g1r, g1i = _load_planes(f1_ptr, N1, N1_IO, N1, N1 * N1)
+    return _cmatmul(cr, ci, g1r, g1i, True, MMA_FP16)
+
+
+@triton.jit
+def _gload(ptr, gptr, offs, mask, HAS_G: tl.constexpr):
+    """fp32 load of ptr[offs], times gptr[offs] when HAS_G."""
+    x = tl.load(ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_G:
+        x = x * tl.load(gptr + offs, mask=mask, other=0.0).to(tl.float32)
+    return x
+
+
+@triton.jit
+def _store(ptr, offs, val, mask, EMU_RNE: tl.constexpr):
+    """Store fp32 ``val`` cast to ptr's dtype.
+
+    EMU_RNE (set only under TRITON_INTERPRET for bfloat16 outputs): the CPU interpreter
+    truncates fp32 -> bf16 while GPUs round to nearest even, so round explicitly there.
+    """
+    if EMU_RNE:
+        bits = val.to(tl.uint32, bitcast=True)
+        bits = bits + 0x7FFF + ((bits >> 16) & 1)
+        tl.store(ptr + offs, (bits >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True), mask=mask)
+    else:
+        tl.store(ptr + offs, val.to(ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _row_offsets(
+    p,
+    h,
+    kp,
+    valid,
+    b_idx,
+    B,
+    H,
+    L,
+    NTOT,
+    M: tl.constexpr,
+    COLS: tl.constexpr,
+    N2: tl.constexpr,
+    COMPLEX_IO: tl.constexpr,
+):
+    """Offsets and masks of a (rows, COLS) tile whose row i holds column b_idx[i] of the view.
+
+    Element [i, a] is sample ``a * N2 + b_idx[i]`` of pair p[i] of channel h[i] (inner row kp).
+    Real I/O: offs0/offs1 index batch rows 2p and 2p+1 of a (B, H, L) tensor.
+    Complex I/O: offs0/offs1 index the re/im planes of a (pairs, H, 2, NTOT) fp32 buffer.
+    """
+    a = tl.arange(0, COLS)
+    n = a[None, :] * N2 + b_idx[:, None]
+    if COMPLEX_IO:
+        base = ((tl.cast(p, tl.int64) * H + h) * 2) * NTOT + tl.cast(kp, tl.int64) * M
+        offs0 = base[:, None] + n
+        offs1 = offs0 + NTOT
+        m0 = valid[:, None] & (n >= 0)
+        m1 = m0
+    else:
+        base = (tl.cast(2 * p, tl.int64) * H + h) * L
+        offs0 = base[:, None] + n
+        offs1 = offs0 + H * L
+        inb = n < L
+        m0 = valid[:, None] & inb
+        m1 = (valid & (2 * p + 1 < B))[:, None] & inb
+    return offs0, offs1, m0, m1
+
+
+# ============================================================================================
+# Kernels
+# ============================================================================================
+
+
+@triton.jit
+def _conv_kernel(
+    src_ptr,
+    g1_ptr,
+    g2_ptr,
+    aux_ptr,
+    d_ptr,
+    y_ptr,
+    y2_ptr,
+    spec_ptr,
+    f1_ptr,
+    f2_ptr,
+    tw_ptr,
+    B,
+    H,
+    L,
+    NPAIRS,
+    NTOT,
+    n_pblk,
+    n_tiles,
+    tiles_per_prog,
+    N1: tl.constexpr,
+    N2: tl.constexpr,
+    N1_IO: tl.constexpr,
+    R: tl.constexpr,
+    NR: tl.constexpr,
+    COMPLEX_IO: tl.constexpr,
+    CONJ_SPEC: tl.constexpr,
+    HAS_G1: tl.constexpr,
+    HAS_G2: tl.constexpr,
+    HAS_D: tl.constexpr,
+    HAS_Y2: tl.constexpr,
+    MMA_FP16: tl.constexpr,
+    HOIST: tl.constexpr = True,
+    RNE_Y: tl.constexpr = False,
+    RNE_Y2: tl.constexpr = False,
+):
+    """Fused FFT -> spectrum product -> inverse FFT over tiles of R complex rows.
+
+    Tile t is pair block j = t % n_pblk (pairs j*R .. j*R+R-1) of c = t // n_pblk = h * NR + kp,
+    so all rows of a tile share the filter spectrum row c. Each program takes a contiguous run
+    of tiles_per_prog tiles (consecutive tiles share c: the spectrum stays in L1/L2).
+    Real I/O (NR == 1): y = g2 * (conv(g1 * src) + D * g1 * src), y2 = aux * (same before g2).
+    Complex I/O: row kp (length N1 * N2) of the (pairs, H, 2, NTOT) buffer, updated in place.
+    HOIST: DFT matrices and twiddles are loaded once per program instead of once per tile.
+    """
+    M: tl.constexpr = N1 * N2
+    pid = tl.program_id(0)
+    i = tl.arange(0, R * N2)
+    b_idx = i % N2
+    r = i // N2
+    soffs = (tl.arange(0, R * N1) % N1 * N2)[:, None] + tl.arange(0, N2)[None, :]
+    if HOIST:
+        h_f1r, h_f1i = _load_planes(f1_ptr, N1_IO, N1, N1, N1 * N1)
+        h_g1r, h_g1i = _load_planes(f1_ptr, N1, N1_IO, N1, N1 * N1)
+        h_f2r, h_f2i = _load_planes(f2_ptr, N2, N2, N2, N2 * N2)
+        h_wr, h_wi = _load_planes(tw_ptr, N2, N1, N1, N1 * N2)
+    else:
+        h_f1r, h_f1i, h_g1r, h_g1i, h_f2r, h_f2i, h_wr, h_wi = 0, 0, 0, 0, 0, 0, 0, 0
+    t0 = pid * tiles_per_prog
+    for t in range(t0, tl.minimum(t0 + tiles_per_prog, n_tiles)):
+        c = t // n_pblk
+        j = t % n_pblk
+        h = c // NR
+        kp = c % NR
+        p = j * R + r
+        valid = p < NPAIRS
+        p = tl.where(valid, p, 0)
+        hv = h + 0 * p
+        offs0, offs1, m0, m1 = _row_offsets(
+            p, hv, kp + 0 * p, valid, b_idx, B, H, L, NTOT, M, N1_IO, N2, COMPLEX_IO
+        )
+        xr = _gload(src_ptr, g1_ptr, offs0, m0, HAS_G1)
+        xi = _gload(src_ptr, g1_ptr, offs1, m1, HAS_G1)
+
+        dr, di = _inner_fwd(
+            xr,
+            xi,
+            f1_ptr,
+            f2_ptr,
+            tw_ptr,
+            h_f1r,
+            h_f1i,
+            h_f2r,
+            h_f2i,
+            h_wr,
+            h_wi,
+            R,
+            N1,
+            N2,
+            N1_IO,
+            HOIST,
+            MMA_FP16,
+        )
+
+        sbase = spec_ptr + tl.cast(c, tl.int64) * M
+        kr = tl.load(sbase + soffs)
+        ki = tl.load(sbase + H * NTOT + soffs)
+        if CONJ_SPEC:
+            ki = -ki
+        if HAS_D:  # D * x folded into the spectrum: K + D
+            kr = kr + tl.load(d_ptr + h).to(tl.float32) / NTOT
+        yr = dr * kr - di * ki
+        yi = dr * ki + di * kr
+
+        outr, outi = _inner_inv(
+            yr,
+            yi,
+            f1_ptr,
+            f2_ptr,
+            tw_ptr,
+            h_g1r,
+            h_g1i,
+            h_f2r,
+            h_f2i,
+            h_wr,
+            h_wi,
+            R,
+            N1,
+            N2,
+            N1_IO,
+            HOIST,
+            MMA_FP16,
+        )
+
+        if COMPLEX_IO:
+            tl.store(y_ptr + offs0, outr, mask=m0)
+            tl.store(y_ptr + offs1, outi, mask=m1)
+        else:
+            if HAS_Y2:
+                a0 = tl.load(aux_ptr + offs0, mask=m0, other=0.0).to(tl.float32)
+                a1 = tl.load(aux_ptr + offs1, mask=m1, other=0.0).to(tl.float32)
+                _store(y2_ptr, offs0, a0 * outr, m0, RNE_Y2)
+                _store(y2_ptr, offs1, a1 * outi, m1, RNE_Y2)
+            if HAS_G2:
+                outr = outr * tl.load(g2_ptr + offs0, mask=m0, other=0.0).to(tl.float32)
+                outi = outi * tl.load(g2_ptr + offs1, mask=m1, other=0.0).to(tl.float32)
+            _store(y_ptr, offs0, outr, m0, RNE_Y)
+            _store(y_ptr, offs1, outi, m1, RNE_Y)
+
+
+@triton.jit
+def _xcorr_kernel(
+    a_ptr,
+    ga_ptr,
+    b_ptr,
+    gb_ptr,
+    s_ptr,
+    dd_ptr,
+    f1_ptr,
+    f2_ptr,
+    tw_ptr,
+    B,
+    H,
+    L,
+    NPAIRS,
+    NTOT,
+    n_pblk,
+    blk_per_prog,
+    N1: tl.constexpr,
+    N2: tl.constexpr,
+    N1_IO: tl.constexpr,
+    R: tl.constexpr,
+    NR: tl.constexpr,
+    COMPLEX_IO: tl.constexpr,
+    HAS_GA: tl.constexpr,
+    HAS_GB: tl.constexpr,
+    HAS_DD: tl.constexpr,
+    MMA_FP16: tl.constexpr,
+    HOIST: tl.constexpr = True,
+):
+    """Partial cross-spectrum S[c, g] = sum over pairs of FFT(b) * conj(FFT(a)) (fp32).
+
+    Program (c, g) with c = h * NR + kp handles pair blocks [g * blk_per_prog, ...) of row c.
+    With a = x (gated input) and b = dz (gated dy), Re(ifft(sum S)) is dk (all lags) because
+    the packed pair's imaginary cross terms only reach the imaginary part.
+    HAS_DD: also the partial dot product sum(a * b) (= dD's contribution) for real I/O.
+    """
+    M: tl.constexpr = N1 * N2
+    c = tl.program_id(0)
+    g = tl.program_id(1)
+    G = tl.num_programs(1)
+    h = c // NR
+    kp = c % NR
+    i = tl.arange(0, R * N2)
+    b_idx = i % N2
+    r = i // N2
+    accr = tl.zeros((R * N1, N2), dtype=tl.float32)
+    acci = tl.zeros((R * N1, N2), dtype=tl.float32)
+    dd = tl.sum(tl.zeros((16,), dtype=tl.float32), axis=0)
+    if HOIST:
+        h_f1r, h_f1i = _load_planes(f1_ptr, N1_IO, N1, N1, N1 * N1)
+        h_f2r, h_f2i = _load_planes(f2_ptr, N2, N2, N2, N2 * N2)
+        h_wr, h_wi = _load_planes(tw_ptr, N2, N1, N1, N1 * N2)
+    else:
+        h_f1r, h_f1i, h_f2r, h_f2i, h_wr, h_wi = 0, 0, 0, 0, 0, 0
+    start = g * blk_per_prog
+    stop = tl.minimum(start + blk_per_prog, n_pblk)
+    for j in range(start, stop):
+        p = j * R + r
+        valid = p < NPAIRS
+        p = tl.where(valid, p, 0)
+        hv = h + 0 * p
+        kv = kp + 0 * p
+        offs0, offs1, m0, m1 = _row_offsets(
+            p, hv, kv, valid, b_idx, B, H, L, NTOT, M, N1_IO, N2, COMPLEX_IO
+        )
+        xr = _gload(a_ptr, ga_ptr, offs0, m0, HAS_GA)
+        xi = _gload(a_ptr, ga_ptr, offs1, m1, HAS_GA)
+        zr = _gload(b_ptr, gb_ptr, offs0, m0, HAS_GB)
+        zi = _gload(b_ptr, gb_ptr, offs1, m1, HAS_GB)
+        if HAS_DD:
+            dd += tl.sum(tl.sum(xr * zr + xi * zi, axis=1), axis=0)
+        pr, pi = _inner_fwd(
+            xr,
+            xi,
+            f1_ptr,
+            f2_ptr,
+            tw_ptr,
+            h_f1r,
+            h_f1i,
+            h_f2r,
+            h_f2i,
+            h_wr,
+            h_wi,
+            R,
+            N1,
+            N2,
+            N1_IO,
+            HOIST,
+            MMA_FP16,
+        )
+        qr, qi = _inner_fwd(
+            zr,
+            zi,
+            f1_ptr,
+            f2_ptr,
+            tw_ptr,
+            h_f1r,
+            h_f1i,
+            h_f2r,
+            h_f2i,
+            h_wr,
+            h_wi,
+            R,
+            N1,
+            N2,
+            N1_IO,
+            HOIST,
+            MMA_FP16,
+        )
+        accr += qr * pr + qi * pi
+        acci += qi * pr - qr * pi
+    sr = tl.sum(tl.reshape(accr, (R, N1, N2)), axis=0)
+    si = tl.sum(tl.reshape(acci, (R, N1, N2)), axis=0)
+    offs = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]
+    base = tl.cast(c * G + g, tl.int64) * (2 * M)
+    tl.store(s_ptr + base + offs, sr)
+    tl.store(s_ptr + base + M + offs, si)
+    if HAS_DD:
+        tl.store(dd_ptr + c * G + g, dd)
+
+
+@triton.jit
+def _nat_bases(p, h, kp, B, H, L, NTOT, M: tl.constexpr, COMPLEX_IO: tl.constexpr):
+    """Scalar element offsets of the two real rows (or re/im planes) of pair p, and the
+    number of valid samples in each (masks are ``n < lim``)."""
+    if COMPLEX_IO:
+        base0 = ((tl.cast(p, tl.int64) * H + h) * 2) * NTOT + tl.cast(kp, tl.int64) * M
+        base1 = base0 + NTOT
+        lim0 = M
+        lim1 = M
+    else:
+        base0 = (tl.cast(2 * p, tl.int64) * H + h) * L
+        base1 = base0 + tl.cast(H, tl.int64) * L
+        lim0 = L
+        lim1 = tl.where(2 * p + 1 < B, L, 0)  # odd B: the last pair's second row is zero
+    return base0, base1, lim0, lim1
+
+
+@triton.jit
+def _conv_nat_kernel(
+    src_ptr,
+    g1_ptr,
+    g2_ptr,
+    aux_ptr,
+    d_ptr,
+    y_ptr,
+    y2_ptr,
+    spec_ptr,
+    f1_ptr,
+    f2_ptr,
+    tw_ptr,
+    B,
+    H,
+    L,
+    NPAIRS,
+    NTOT,
+    n_tiles,
+    tiles_per_prog,
+    N1: tl.constexpr,
+    N2: tl.constexpr,
+    N1_IO: tl.constexpr,
+    KC: tl.constexpr,
+    NR: tl.constexpr,
+    COMPLEX_IO: tl.constexpr,
+    CONJ_SPEC: tl.constexpr,
+    HAS_G1: tl.constexpr,
+    HAS_G2: tl.constexpr,
+    HAS_D: tl.constexpr,
+    HAS_Y2: tl.constexpr,
+    MMA_FP16: tl.constexpr,
+    RNE_Y: tl.constexpr = False,
+    RNE_Y2: tl.constexpr = False,
+):
+    """Fused convolution of one complex row per tile, transpose-free ("natural" orientation).
+
+    The row is held as its (N1_IO, N2) matrix [a, b] = x[a * N2 + b]. Step 1 is a left product
+    F1[k1, a] @ x, step 2 a right product with F2, so nothing is transposed; the spectrum rows
+    k1 are produced in chunks of KC rows, each chunk is multiplied by the filter, inverted back
+    through step 2 and accumulated into the output through its share of the last (left)
+    product conj(F1)[a, k1] -- only KC x N2 intermediate values are live at a time.
+    Tile t is pair p = t % NPAIRS of c = t // NPAIRS = h * NR + kp (see ``_conv_kernel``).
+    ``D * x`` is folded into the spectrum (K + D), so x need not stay in registers.
+    """
+    M: tl.constexpr = N1 * N2
+    pid = tl.program_id(0)
+    a = tl.arange(0, N1_IO)
+    kc = tl.arange(0, KC)
+    n = a[:, None] * N2 + tl.arange(0, N2)[None, :]
+    soffs0 = kc[:, None] * N2 + tl.arange(0, N2)[None, :]
+    t0 = pid * tiles_per_prog
+    for t in range(t0, tl.minimum(t0 + tiles_per_prog, n_tiles)):
+        c = t // NPAIRS
+        p = t % NPAIRS
+        h = c // NR
+        kp = c % NR
+        base0, base1, lim0, lim1 = _nat_bases(p, h, kp, B, H, L, NTOT, M, COMPLEX_IO)
+        xr = _gload(src_ptr + base0, g1_ptr + base0, n, n < lim0, HAS_G1)
+        xi = _gload(src_ptr + base1, g1_ptr + base1, n, n < lim1, HAS_G1)
+        ar, ai, scale = _col_scaled(xr, xi, MMA_FP16)
+        accr = tl.zeros((N1_IO, N2), dtype=tl.float32)
+        acci = tl.zeros((N1_IO, N2), dtype=tl.float32)
+        sbase = spec_ptr + tl.cast(c, tl.int64) * M
+        if HAS_D:
+            dv = tl.load(d_ptr + h).to(tl.float32) / NTOT
+        for ch in range(N1 // KC):
+            k1 = ch * KC + kc
+            dr, di = _nat_chunk_fwd(
+                ar, ai, scale, f1_ptr, f2_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16
+            )
+            kr = tl.load(sbase + ch * KC * N2 + soffs0)
+            ki = tl.load(sbase + H * NTOT + ch * KC * N2 + soffs0)
+            if CONJ_SPEC:
+                ki = -ki
+            if HAS_D:
+                kr = kr + dv
+            yr = dr * kr - di * ki
+            yi = dr * ki + di * kr
+            f2r, f2i = _load_planes(f2_ptr, N2, N2, N2, N2 * N2)
+            er, ei = _cmatmul(yr, yi, f2r, f2i, True, MMA_FP16)  # [k1, b]
+            toffs = tl.arange(0, N2)[None, :] * N1 + k1[:, None]
+            wr = tl.load(tw_ptr + toffs)
+            wi = tl.load(tw_ptr + N1 * N2 + toffs)
+            gr = er * wr + ei * wi
+            gi = ei * wr - er * wi
+            goffs = a[:, None] * N1 + k1[None, :]
+            hr = tl.load(f1_ptr + goffs)
+            hi = tl.load(f1_ptr + N1 * N1 + goffs)
+            gr, gi, gs = _col_scaled(gr, gi, MMA_FP16)
+            pr, pi = _lmatmul(hr, hi, gr, gi, True, MMA_FP16)  # [a, b]
+            if MMA_FP16:
+                pr = pr * gs[None, :]
+                pi = pi * gs[None, :]
+            accr += pr
+            acci += pi
+        m0 = n < lim0
+        m1 = n < lim1
+        if COMPLEX_IO:
+            tl.store(y_ptr + base0 + n, accr, mask=m0)
+            tl.store(y_ptr + base1 + n, acci, mask=m1)
+        else:
+            if HAS_Y2:
+                a0 = tl.load(aux_ptr + base0 + n, mask=m0, other=0.0).to(tl.float32)
+                a1 = tl.load(aux_ptr + base1 + n, mask=m1, other=0.0).to(tl.float32)
+                _store(y2_ptr + base0, n, a0 * accr, m0, RNE_Y2)
+                _store(y2_ptr + base1, n, a1 * acci, m1, RNE_Y2)
+            if HAS_G2:
+                accr = accr * tl.load(g2_ptr + base0 + n, mask=m0, other=0.0).to(tl.float32)
+                acci = acci * tl.load(g2_ptr + base1 + n, mask=m1, other=0.0).to(tl.float32)
+            _store(y_ptr + base0, n, accr, m0, RNE_Y)
+            _store(y_ptr + base1, n, acci, m1, RNE_Y)
+
+
+@triton.jit
+def _xcorr_nat_kernel(
+    a_ptr,
+    ga_ptr,
+    b_ptr,
+    gb_ptr,
+    s_ptr,
+    dd_ptr,
+    f1_ptr,
+    f2_ptr,
+    tw_ptr,
+    B,
+    H,
+    L,
+    NPAIRS,
+    NTOT,
+    pairs_per_prog,
+    N1: tl.constexpr,
+    N2: tl.constexpr,
+    N1_IO: tl.constexpr,
+    KC: tl.constexpr,
+    NR: tl.constexpr,
+    COMPLEX_IO: tl.constexpr,
+    HAS_GA: tl.constexpr,
+    HAS_GB: tl.constexpr,
+    HAS_DD: tl.constexpr,
+    MMA_FP16: tl.constexpr,
+):
+    """Natural-orientation twin of ``_xcorr_kernel``: program (c, g, ch) accumulates spectrum
+    rows k1 in chunk ch of sum over its pairs of FFT(b) * conj(FFT(a)) (and sum(a * b))."""
+    M: tl.constexpr = N1 * N2
+    c = tl.program_id(0)
+    g = tl.program_id(1)
+    ch = tl.program_id(2)
+    G = tl.num_programs(1)
+    NCH = tl.num_programs(2)
+    h = c // NR
+    kp = c % NR
+    k1 = ch * KC + tl.arange(0, KC)
+    n = tl.arange(0, N1_IO)[:, None] * N2 + tl.arange(0, N2)[None, :]
+    accr = tl.zeros((KC, N2), dtype=tl.float32)
+    acci = tl.zeros((KC, N2), dtype=tl.float32)
+    dd = tl.sum(tl.zeros((16,), dtype=tl.float32), axis=0)
+    start = g * pairs_per_prog
+    for p in range(start, tl.minimum(start + pairs_per_prog, NPAIRS)):
+        base0, base1, lim0, lim1 = _nat_bases(p, h, kp, B, H, L, NTOT, M, COMPLEX_IO)
+        m0 = n < lim0
+        m1 = n < lim1
+        xr = _gload(a_ptr + base0, ga_ptr + base0, n, m0, HAS_GA)
+        xi = _gload(a_ptr + base1, ga_ptr + base1, n, m1, HAS_GA)
+        if HAS_DD:
+            zr = _gload(b_ptr + base0, gb_ptr + base0, n, m0, HAS_GB)
+            zi = _gload(b_ptr + base1, gb_ptr + base1, n, m1, HAS_GB)
+            dd += tl.sum(tl.sum(xr * zr + xi * zi, axis=1), axis=0)
+        ar, ai, sa = _col_scaled(xr, xi, MMA_FP16)
+        pr, pi = _nat_chunk_fwd(ar, ai, sa, f1_ptr, f2_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16)
+        if not HAS_DD:  # load the second row only now (fewer live registers)
+            zr = _gload(b_ptr + base0, gb_ptr + base0, n, m0, HAS_GB)
+            zi = _gload(b_ptr + base1, gb_ptr + base1, n, m1, HAS_GB)
+        br, bi, sz = _col_scaled(zr, zi, MMA_FP16)
+        qr, qi = _nat_chunk_fwd(br, bi, sz, f1_ptr, f2_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16)
+        accr += qr * pr + qi * pi
+        acci += qi * pr - qr * pi
+    offs = k1[:, None] * N2 + tl.arange(0, N2)[None, :]
+    base = tl.cast(c * G + g, tl.int64) * (2 * M)
+    tl.store(s_ptr + base + offs, accr)
+    tl.store(s_ptr + base + M + offs, acci)
+    if HAS_DD:
+        tl.store(dd_ptr + (c * G + g) * NCH + ch, dd)
+
+
+@triton.jit
+def _outer_fwd_kernel(
+    src_ptr,
+    g_ptr,
+    dst_ptr,
+    f_ptr,
+    B,
+    H,
+    L,
+    NTOT,
+    S,
+    GIN,
+    n_sblk,
+    n_tiles,
+    P: tl.constexpr,
+    P_IO: tl.constexpr,
+    BS: tl.constexpr,
+    FIRST: tl.constexpr,
+    HAS_G: tl.constexpr,
+    MMA_FP16: tl.constexpr,
+):
+    """One outer level, forward: T[kp, s] = W_(P*S)^(s*kp) * sum_p W_P^(p*kp) x[p*S + s].
+
+    Tile = columns s in [s0, s0 + BS) of group gi of pair p of channel h, held transposed as
+    (BS, P): the strided DFT is then a right product with the (P_IO, P) DFT matrix.
+    FIRST: x comes from the real (B, H, L) input (times the gate), rows p >= P_IO are zero.
+    Otherwise x is row-group gi of the (pairs, H, 2, NTOT) buffer, updated in place.
+    """
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    sl = tl.arange(0, BS)
+    a = tl.arange(0, P_IO)
+    kk = tl.arange(0, P)
+    fr, fi = _load_planes(f_ptr, P_IO, P, P, P * P)
+    for t in range(pid, n_tiles, nprog):
+        sb = t % n_sblk
+        rest = t // n_sblk
+        gi = rest % GIN
+        rest = rest // GIN
+        h = rest % H
+        p = rest // H
+        s = sb * BS + sl
+        n = a[None, :] * S + s[:, None]
+        dbase = ((tl.cast(p, tl.int64) * H + h) * 2) * NTOT + tl.cast(gi, tl.int64) * (P * S)
+        if FIRST:
+            base0 = (tl.cast(2 * p, tl.int64) * H + h) * L
+            inb = n < L
+            xr = _gload(src_ptr, g_ptr, base0 + n, inb, HAS_G)
+            lim1 = tl.where(2 * p + 1 < B, L, 0)  # odd B: the last pair's second row is zero
+            xi = _gload(src_ptr, g_ptr, base0 + H * L + n, n < lim1, HAS_G)
+        else:
+            xr = tl.load(src_ptr + dbase + n)
+            xi = tl.load(src_ptr + dbase + NTOT + n)
+        tr, ti = _cmatmul(xr, xi, fr, fi, False, MMA_FP16)  # [s, kp]
+        wr, wi = _twiddle(s[:, None] * kk[None, :], P * S)
+        outr = tr * wr - ti * wi
+        outi = tr * wi + ti * wr
+        o = dbase + kk[None, :] * S + s[:, None]
+        tl.store(dst_ptr + o, outr)
+        tl.store(dst_ptr + NTOT + o, outi)
+
+
+@triton.jit
+def _outer_inv_kernel(
+    src_ptr,
+    dst_ptr,
+    g2_ptr,
+    aux_ptr,
+    y2_ptr,
+    f_ptr,
+    B,
+    H,
+    L,
+    NTOT,
+    S,
+    GIN,
+    n_sblk,
+    n_tiles,
+    P: tl.constexpr,
+    P_IO: tl.constexpr,
+    BS: tl.constexpr,
+    LAST: tl.constexpr,
+    HAS_G2: tl.constexpr,
+    HAS_Y2: tl.constexpr,
+    MMA_FP16: tl.constexpr,
+    RNE_Y: tl.constexpr = False,
+    RNE_Y2: tl.constexpr = False,
+):
+    """One outer level, inverse: y[p*S + s] = sum_kp W_P^(-p*kp) W_(P*S)^(-s*kp) U[kp, s].
+
+    LAST: writes the real outputs (rows 2p, 2p+1 of (B, H, L)) with the epilogue
+    ``g2 * z`` (and ``y2 = aux * z``), z = conv + D * x (D is in the inner spectrum), only
+    rows p < P_IO and samples < L. Otherwise writes back into the buffer (in place).
+    """
+    pid = tl.program_id(0)
+    nprog = tl.num_programs(0)
+    sl = tl.arange(0, BS)
+    a = tl.arange(0, P_IO)
+    kk = tl.arange(0, P)
+    fr, fi = _load_planes(f_ptr, P, P_IO, P, P * P)
+    for t in range(pid, n_tiles, nprog):
+        sb = t % n_sblk
+        rest = t // n_sblk
+        gi = rest % GIN
+        rest = rest // GIN
+        h = rest % H
+        p = rest // H
+        s = sb * BS + sl
+        sbase = ((tl.cast(p, tl.int64) * H + h) * 2) * NTOT + tl.cast(gi, tl.int64) * (P * S)
+        o = sbase + kk[None, :] * S + s[:, None]
+        ur = tl.load(src_ptr + o)
+        ui = tl.load(src_ptr + NTOT + o)
+        wr, wi = _twiddle(s[:, None] * kk[None, :], P * S)
+        cr = ur * wr + ui * wi
+        ci = ui * wr - ur * wi
+        outr, outi = _cmatmul(cr, ci, fr, fi, True, MMA_FP16)  # [s, p]
+        n = a[None, :] * S + s[:, None]
+        if LAST:
+            base0 = (tl.cast(2 * p, tl.int64) * H + h) * L
+            offs0 = base0 + n
+            offs1 = offs0 + H * L
+            m0 = n < L
+            m1 = n < tl.where(2 * p + 1 < B, L, 0)
+            if HAS_Y2:
+                a0 = tl.load(aux_ptr + offs0, mask=m0, other=0.0).to(tl.float32)
+                a1 = tl.load(aux_ptr + offs1, mask=m1, other=0.0).to(tl.float32)
+                _store(y2_ptr, offs0, a0 * outr, m0, RNE_Y2)
+                _store(y2_ptr, offs1, a1 * outi, m1, RNE_Y2)
+            if HAS_G2:
+                outr = outr * tl.load(g2_ptr + offs0, mask=m0, other=0.0).to(tl.float32)
+                outi = outi * tl.load(g2_ptr + offs1, mask=m1, other=0.0).to(tl.float32)
+            _store(dst_ptr, offs0, outr, m0, RNE_Y)
+            _store(dst_ptr, offs1, outi, m1, RNE_Y)
+        else:
+            tl.store(dst_ptr + sbase + n, outr)
+            tl.store(dst_ptr + sbase + NTOT + n, outi)
+
+
+# ============================================================================================
+# Launchers
+# ============================================================================================
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def uses_triton(device: torch.device | str) -> bool:
+    """True when tensors on ``device`` run the Triton kernels (CUDA, or the CPU interpreter)."""
+    dev = torch.device(device)
+    return dev.type == "cuda" or (dev.type == "cpu" and _interpreting())
+
+
+def _emu_rne(t: Tensor) -> bool:
+    """bf16 output under the interpreter: round to nearest even by hand (see ``_store``)."""
+    return t.dtype == torch.bfloat16 and t.device.type == "cpu" and _interpreting()
+
+
+_SM_COUNT: dict[int, int] = {}
+
+
+def _programs(n_tiles: int, ctas_per_sm: int, device: torch.device) -> int:
+    if device.type != "cuda":
+        return max(1, min(n_tiles, 3))
+    idx = device.index if device.index is not None else torch.cuda.current_device()
+    if idx not in _SM_COUNT:
+        _SM_COUNT[idx] = torch.cuda.get_device_properties(idx).multi_processor_count
+    return max(1, min(n_tiles, _SM_COUNT[idx] * ctas_per_sm))
+
+
+def _mma_dtype(plan: FFTPlan) -> torch.dtype:
+    return torch.float16 if plan.mma == "fp16" else torch.float32
+
+
+def _consts(plan: FFTPlan, device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    dt = _mma_dtype(plan)
+    return (
+        dft_table(plan.n1, dt, device),
+        dft_table(plan.n2, dt, device),
+        inner_twiddles(plan.n1, plan.n2, device),
+    )
+
+
+def _outer_launch_args(plan: FFTPlan, level: int, npairs: int, heads: int) -> dict:
+    p = plan.outer[level]
+    s = plan.strides[level]
+    gin = plan.n // (p * s)
+    bs = min(plan.outer_block, s)
+    n_sblk = s // bs
+    n_tiles = npairs * heads * gin * n_sblk
+    p_io = plan.outer_io if level == 0 else p
+    return dict(S=s, GIN=gin, n_sblk=n_sblk, n_tiles=n_tiles, P=p, P_IO=p_io, BS=bs)
+
+
+def _outer_forward(plan: FFTPlan, src: Tensor, gate: Tensor | None, buf: Tensor) -> None:
+    """Run all outer forward levels: real (B, H, L) input -> buffer (pairs, H, 2, N)."""
+    batch, heads, seq_len = src.shape
+    npairs = buf.shape[0]
+    dt = _mma_dtype(plan)
+    for level in range(len(plan.outer)):
+        a = _outer_launch_args(plan, level, npairs, heads)
+        first = level == 0
+        grid = (_programs(a["n_tiles"], plan.ctas_per_sm, src.device),)
+        _outer_fwd_kernel[grid](
+            src if first else buf,
+            gate if gate is not None else src,
+            buf,
+            dft_table(a["P"], dt, src.device),
+            batch,
+            heads,
+            seq_len,
+            plan.n,
+            a["S"],
+            a["GIN"],
+            a["n_sblk"],
+            a["n_tiles"],
+            P=a["P"],
+            P_IO=a["P_IO"],
+            BS=a["BS"],
+            FIRST=first,
+            HAS_G=first and gate is not None,
+            MMA_FP16=plan.mma == "fp16",
+            num_warps=plan.outer_warps,
+            num_stages=plan.outer_stages,
+        )
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def _launch_inner_conv(
+    plan: FFTPlan,
+    src: Tensor,
+    g1: Tensor | None,
+    g2: Tensor | None,
+    aux: Tensor | None,
+    D: Tensor | None,
+    y: Tensor,
+    y2: Tensor | None,
+    spec: Tensor,
+    conj: bool,
+    batch: int,
+    heads: int,
+    seq_len: int,
+    complex_io: bool,
+) -> None:
+    dev = src.device
+    npairs = (batch + 1) // 2
+    nr = plan.n // plan.inner
+    rows = max(1, min(plan.rows, _pow2_at_least(npairs)))
+    n_pblk = triton.cdiv(npairs, rows)
+    n_tiles = heads * nr * n_pblk
+    nprog = _programs(n_tiles, plan.ctas_per_sm, dev)
+    per = triton.cdiv(n_tiles, nprog)
+    nprog = triton.cdiv(n_tiles, per)
+    f1, f2, tw = _consts(plan, dev)
+    dummy = src
+    ptrs = (
+        src,
+        g1 if g1 is not None else dummy,
+        g2 if g2 is not None else dummy,
+        aux if aux is not None else dummy,
+        D if D is not None else dummy,
+        y,
+        y2 if y2 is not None else y,
+        spec,
+        f1,
+        f2,
+        tw,
+    )
+    flags = dict(
+        N1=plan.n1,
+        N2=plan.n2,
+        N1_IO=plan.n1 if complex_io else plan.io_rows,
+        NR=nr,
+        COMPLEX_IO=complex_io,
+        CONJ_SPEC=conj,
+        HAS_G1=g1 is not None,
+        HAS_G2=g2 is not None,
+        HAS_D=D is not None,
+        HAS_Y2=aux is not None,
+        MMA_FP16=plan.mma == "fp16",
+        RNE_Y=_emu_rne(y),
+        RNE_Y2=y2 is not None and _emu_rne(y2),
+        num_warps=plan.num_warps,
+        num_stages=plan.num_stages,
+    )
+    if rows == 1:
+        _conv_nat_kernel[(nprog,)](
+            *ptrs, batch, heads, seq_len, npairs, plan.n, n_tiles, per, KC=plan.chunk, **flags
+        )
+    else:
+        _conv_kernel[(nprog,)](
+            *ptrs,
+            batch,
+            heads,
+            seq_len,
+            npairs,
+            plan.n,
+            n_pblk,
+            n_tiles,
+            per,
+            R=rows,
+            HOIST=plan.hoist,
+            **flags,
+        )
+
+
+def _conv(
+    plan: FFTPlan,
+    src: Tensor,
+    g1: Tensor | None,
+    spec: Tensor,
+    conj: bool,
+    D: Tensor | None,
+    g2: Tensor | None,
+    aux: Tensor | None,
+    y2_dtype: torch.dtype | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """y = g2 * (conv(g1 * src) + D * g1 * src); y2 = aux * (conv(g1 * src) + D * g1 * src).
+
+    ``conv`` uses the spectrum ``spec`` (conjugated when ``conj``: a correlation).
+    All tensors (B, H, L) contiguous except D (H,) and spec (2, H, N).
+    """
+    batch, heads, seq_len = src.shape
+    npairs = (batch + 1) // 2
+    dev = src.device
+    y = torch.empty_like(src)
+    y2 = None
+    if aux is not None:
+        y2 = torch.empty(src.shape, dtype=y2_dtype or src.dtype, device=dev)
+    if not plan.outer:
+        _launch_inner_conv(
+            plan, src, g1, g2, aux, D, y, y2, spec, conj, batch, heads, seq_len, False
+        )
+        return y, y2
+
+    buf = torch.empty((npairs, heads, 2, plan.n), dtype=torch.float32, device=dev)
+    _outer_forward(plan, src, g1, buf)
+    _launch_inner_conv(
+        plan, buf, None, None, None, D, buf, None, spec, conj, batch, heads, seq_len, True
+    )
+    dt = _mma_dtype(plan)
+    dummy = src
+    fp16 = plan.mma == "fp16"
+    for level in reversed(range(len(plan.outer))):
+        a = _outer_launch_args(plan, level, npairs, heads)
+        last = level == 0
+        grid = (_programs(a["n_tiles"], plan.ctas_per_sm, dev),)
+        _outer_inv_kernel[grid](
+            buf,
+            y if last else buf,
+            g2 if g2 is not None else dummy,
+            aux if aux is not None else dummy,
+            y2 if y2 is not None else y,
+            dft_table(a["P"], dt, dev),
+            batch,
+            heads,
+            seq_len,
+            plan.n,
+            a["S"],
+            a["GIN"],
+            a["n_sblk"],
+            a["n_tiles"],
+            P=a["P"],
+            P_IO=a["P_IO"],
+            BS=a["BS"],
+            LAST=last,
+            HAS_G2=last and g2 is not None,
+            HAS_Y2=last and aux is not None,
+            MMA_FP16=fp16,
+            RNE_Y=last and _emu_rne(y),
+            RNE_Y2=last and y2 is not None and _emu_rne(y2),
+            num_warps=plan.outer_warps,
+            num_stages=plan.outer_stages,
+        )
+    return y, y2
+
+
+def _xcorr(
+    plan: FFTPlan,
+    a: Tensor,
+    ga: Tensor | None,
+    b: Tensor,
+    gb: Tensor | None,
+    want_dd: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """Cross-correlation spectrum summed over the batch and the dot products sum(x * dz).
+
+    Returns (S (H, N) complex64 in natural frequency order, dd (H,) fp32 or None), where
+    S = sum_b FFT(gb * b)_b * conj(FFT(ga * a)_b) and dd = sum_(b, t) (ga * a) (gb * b).
+    """
+    batch, heads, seq_len = a.shape
+    npairs = (batch + 1) // 2
+    dev = a.device
+    f1, f2, tw = _consts(plan, dev)
+    rows = max(1, min(plan.rows, _pow2_at_least(npairs)))
+    n_pblk = triton.cdiv(npairs, rows)
+    nr = plan.n // plan.inner
+    n_c = heads * nr
+    # enough programs to fill the GPU, each with at least one pair block
+    want = max(1, triton.cdiv(_programs(1 << 30, plan.ctas_per_sm, dev), n_c))
+    groups = max(1, min(n_pblk, want))
+    blk_per_prog = triton.cdiv(n_pblk, groups)
+    groups = triton.cdiv(n_pblk, blk_per_prog)
+    xchunk = max(16, plan.chunk // 2)  # two transforms live at once: half the chunk
+    nch = plan.n1 // xchunk if rows == 1 else 1
+    part = torch.empty((n_c, groups, 2, plan.inner), dtype=torch.float32, device=dev)
+    dd_part = torch.zeros((n_c, groups, nch), dtype=torch.float32, device=dev)
+    if not plan.outer:
+        srcs = (a, ga if ga is not None else a, b, gb if gb is not None else b)
+        complex_io, has_ga, has_gb, has_dd = False, ga is not None, gb is not None, want_dd
+        n1_io = plan.io_rows
+    else:
+        bufa = torch.empty((npairs, heads, 2, plan.n), dtype=torch.float32, device=dev)
+        bufb = torch.empty_like(bufa)
+        _outer_forward(plan, a, ga, bufa)
+        _outer_forward(plan, b, gb, bufb)
+        srcs = (bufa, bufa, bufb, bufb)
+        complex_io, has_ga, has_gb, has_dd, n1_io = True, False, False, False, plan.n1
+    flags = dict(
+        N1=plan.n1,
+        N2=plan.n2,
+        N1_IO=n1_io,
+        NR=nr,
+        COMPLEX_IO=complex_io,
+        HAS_GA=has_ga,
+        HAS_GB=has_gb,
+        HAS_DD=has_dd,
+        MMA_FP16=plan.mma == "fp16",
+        num_warps=plan.num_warps,
+        num_stages=plan.num_stages,
+    )
+    common = (*srcs, part, dd_part, f1, f2, tw, batch, heads, seq_len, npairs, plan.n)
+    if rows == 1:
+        _xcorr_nat_kernel[(n_c, groups, nch)](*common, blk_per_prog, KC=xchunk, **flags)
+    else:
+        _xcorr_kernel[(n_c, groups)](
+            *common, n_pblk, blk_per_prog, R=rows, HOIST=plan.hoist, **flags
+        )
+    s = part.sum(dim=1)  # (n_c, 2, inner)
+    s = s.reshape(heads, nr, 2, plan.inner).permute(2, 0, 1, 3).reshape(2, heads, plan.n)
+    s_store = torch.complex(s[0], s[1])
+    s_nat = torch.empty_like(s_store)
+    s_nat[:, spectrum_order(plan, dev)] = s_store
+    dd = None
+    if want_dd:
+        if has_dd:
+            dd = dd_part[:, :, 0].sum(dim=1)
+        else:
+            x = a.float() if ga is None else a.float() * ga.float()
+            z = b.float() if gb is None else b.float() * gb.float()
+            dd = (x * z).sum(dim=(0, 2))
+    return s_nat, dd
+
+
+# ============================================================================================
+# Autograd + public API
+# ============================================================================================
+
+
+class _FFTConvFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, k, D, pregate, postgate, plan, spec):  # type: ignore[override]
+        y, _ = _conv(plan, u, pregate, spec, False, D, postgate, None)
+        ctx.save_for_backward(u, k, D, pregate, postgate, spec)
+        ctx.plan = plan
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):  # type: ignore[override]
+        u, k, D, g1, g2, spec = ctx.saved_tensors
+        plan: FFTPlan = ctx.plan
+        need_u, need_k, need_d, need_g1, need_g2 = ctx.needs_input_grad[:5]
+        dy = dy.contiguous()
+        du = dk = dD = dg1 = dg2 = None
+        if need_u or need_g1:
+            # dz = g2 * dy; dxz = corr(dz, k) + D * dz; du = g1 * dxz; dg1 = u * dxz
+            du, dg1 = _conv(
+                plan,
+                dy,
+                g2,
+                spec,
+                True,
+                D,
+                g1,
+                u if need_g1 else None,
+                y2_dtype=g1.dtype if g1 is not None else None,
+            )
+            if not need_u:
+                du = None
+        if need_g2 and g2 is not None:
+            # dg2 = dy * (conv(g1 * u, k) + D * g1 * u)
+            z, _ = _conv(plan, u, g1, spec, False, D, dy, None)
+            dg2 = z.to(g2.dtype)
+        if need_k or need_d:
+            if need_k:
+                s_nat, dd = _xcorr(plan, u, g1, dy, g2, want_dd=need_d)
+                full = torch.fft.ifft(s_nat, dim=-1).real
+                dk = torch.zeros(k.shape, dtype=torch.float32, device=k.device)
+                taps = min(plan.taps, k.shape[1])
+                dk[:, :taps] = full[:, :taps]
+                dk = dk.to(k.dtype)
+            else:
+                x = u.float() if g1 is None else u.float() * g1.float()
+                z = dy.float() if g2 is None else dy.float() * g2.float()
+                dd = (x * z).sum(dim=(0, 2))
+            if need_d:
+                dD = dd.to(D.dtype)
+        return du, dk, dD, dg1, dg2, None, None
+
+
+def _torch_fftconv(
+    u: Tensor,
+    k: Tensor,
+    D: Tensor | None,
+    pregate: Tensor | None,
+    postgate: Tensor | None,
+    causal: bool,
+) -> Tensor:
+    """Plain PyTorch fallback (differentiable): fp32 FFTs (fp64 for fp64 inputs)."""
+    work = torch.float64 if torch.float64 in (u.dtype, k.dtype) else torch.float32
+    seq_len = u.shape[-1]
+    x = u.to(work)
+    if pregate is not None:
+        x = x * pregate.to(work)
+    if causal:
+        taps = min(k.shape[1], seq_len)
+        n = 1 << (seq_len + taps - 2).bit_length() if seq_len + taps > 2 else 1
+    else:
+        taps, n = k.shape[1], seq_len
+    kf = torch.fft.rfft(k[:, :taps].to(work), n=n)
+    y = torch.fft.irfft(torch.fft.rfft(x, n=n) * kf, n=n)[..., :seq_len]
+    if D is not None:
+        y = y + D.to(work)[:, None] * x
+    if postgate is not None:
+        y = y * postgate.to(work)
+    return y.to(u.dtype)
+
+
+def _validate(
+    u: Tensor,
+    k: Tensor,
+    D: Tensor | None,
+    pregate: Tensor | None,
+    postgate: Tensor | None,
+    causal: bool,
+) -> None:
+    if not isinstance(u, Tensor) or not isinstance(k, Tensor):
+        raise TypeError("fftconv_triton: u and k must be tensors")
+    if u.dim() != 3:
+        raise ValueError(f"fftconv_triton: u must be (B, H, L), got shape {tuple(u.shape)}")
+    batch, heads, seq_len = u.shape
+    if batch < 1 or heads < 1 or seq_len < 1:
+        raise ValueError(f"fftconv_triton: u has an empty dimension: {tuple(u.shape)}")
+    if not u.dtype.is_floating_point:
+        raise TypeError(f"fftconv_triton: u must be floating point, got {u.dtype}")
+    if not k.dtype.is_floating_point:
+        raise TypeError(f"fftconv_triton: k must be floating point, got {k.dtype}")
+    if k.dim() != 2 or k.shape[0] != heads or k.shape[1] < 1:
+        raise ValueError(
+            f"fftconv_triton: k must be (H={heads}, Lk>=1), got shape {tuple(k.shape)}"
+        )
+    if not causal and k.shape[1] > seq_len:
+        raise ValueError(
+            f"fftconv_triton: circular convolution needs Lk <= L, got Lk={k.shape[1]} > L={seq_len}"
+        )
+    if k.device != u.device:
+        raise ValueError(f"fftconv_triton: k is on {k.device} but u is on {u.device}")
+    if D is not None:
+        if not isinstance(D, Tensor) or not D.dtype.is_floating_point:
+            raise TypeError("fftconv_triton: D must be a floating-point tensor")
+        if tuple(D.shape) != (heads,):
+            raise ValueError(f"fftconv_triton: D must be (H={heads},), got {tuple(D.shape)}")
+        if D.device != u.device:
+            raise ValueError(f"fftconv_triton: D is on {D.device} but u is on {u.device}")
+    for name, g in (("pregate", pregate), ("postgate", postgate)):
+        if g is None:
+            continue
+        if not isinstance(g, Tensor) or not g.dtype.is_floating_point:
+            raise TypeError(f"fftconv_triton: {name} must be a floating-point tensor")
+        if g.shape != u.shape:
+            raise ValueError(
+                f"fftconv_triton: {name} must have u's shape {tuple(u.shape)}, got {tuple(g.shape)}"
+            )
+        if g.device != u.device:
+            raise ValueError(f"fftconv_triton: {name} is on {g.device} but u is on {u.device}")
+
+
+def fftconv_triton(
+    u: Tensor,
+    k: Tensor,
+    *,
+    D: Tensor | None = None,
+    pregate: Tensor | None = None,
+    postgate: Tensor | None = None,
+    causal: bool = True,
+    k_spectrum: Tensor | None = None,
+    plan: FFTPlan | None = None,
+) -> Tensor:
+    """FFT long convolution ``postgate * ((pregate * u) conv k + D * (pregate * u))``.
+
+    Args:
+        u: input (B, H, L), bfloat16 / float16 / float32 (float64 runs the PyTorch fallback).
+        k: real filter (H, Lk). Causal: taps beyond L are ignored; circular: Lk <= L.
+        D: optional skip weights (H,).
+        pregate, postgate: optional gates with u's shape (any float dtype).
+        causal: linear convolution with zero padding (any L) or circular convolution of
+            length L (Triton for power-of-two L >= 256; other L use the PyTorch fallback).
+        k_spectrum: optional ``filter_spectrum(k, plan)`` (2, H, N) computed once and reused
+            (must match the plan in use: pass ``plan`` too or use ``plan_for(L, Lk, causal,
+            u.dtype, batch=B)``). ``k`` is still needed for its gradient.
+        plan: optional :class:`FFTPlan` (see :func:`plan_for`), e.g. to force the outer path.
+
+    Returns:
+        y (B, H, L) in u's dtype. Differentiable w.r.t. u, k, D, pregate and postgate
+        (gradients computed by the Triton kernels).
+    """
+    _validate(u, k, D, pregate, postgate, causal)
+    batch, heads, seq_len = u.shape
+    if u.dtype not in _SUPPORTED or not uses_triton(u.device):
+        return _torch_fftconv(u, k, D, pregate, postgate, causal)
+    if plan is None:
+        plan = plan_for(seq_len, k.shape[1], causal, u.dtype, batch=batch)
+    if plan is None:
+        # No Triton plan (circular convolution of a length that is not a power of two >= 256,
+        # or an FFT longer than MAX_FFT_SIZE): PyTorch fallback, documented behaviour.
+        return _torch_fftconv(u, k, D, pregate, postgate, causal)
+    if plan.seq_len != seq_len or plan.causal != causal:
+        raise ValueError(f"fftconv_triton: plan ({plan.describe()}) is for another L or mode")
+    taps = min(k.shape[1], seq_len) if causal else k.shape[1]
+    if taps > plan.taps:
+        raise ValueError(
+            f"fftconv_triton: plan ({plan.describe()}) is for {plan.taps} filter taps, "
+            f"k uses {taps}"
+        )
+    expect_mma = "tf32x3" if u.dtype == torch.float32 else "fp16"
+    if plan.mma != expect_mma:
+        raise ValueError(
+            f"fftconv_triton: plan ({plan.describe()}) was made for another dtype than {u.dtype};"
+            " use plan_for(L, Lk, causal, u.dtype)"
+        )
+    if k_spectrum is None:
+        k_spectrum = filter_spectrum(k, plan)
+    elif (
+        k_spectrum.shape != (2, heads, plan.n)
+        or k_spectrum.dtype != torch.float32
+        or k_spectrum.device != u.device
+    ):
+        raise ValueError(
+            f"fftconv_triton: k_spectrum must be float32 (2, H={heads}, N={plan.n}) on {u.device}"
+            f" (from filter_spectrum(k, plan)), got {tuple(k_spectrum.shape)} {k_spectrum.dtype}"
+        )
+    k_spectrum = k_spectrum.contiguous()
+    u = u.contiguous()
+    pregate = pregate.contiguous() if pregate is not None else None
+    postgate = postgate.contiguous() if postgate is not None else None
+    D = D.contiguous() if D is not None else None
+    return _FFTConvFn.apply(u, k, D, pregate, postgate, plan, k_spectrum)

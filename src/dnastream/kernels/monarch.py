@@ -1,0 +1,392 @@
+"""FFT plans for the Monarch (matrix-product) FFT convolution kernels.
+
+An FFT of length ``N`` is computed as a product of small dense DFT matrices ("Monarch"
+factorisation, FlashFFTConv, arXiv 2311.05908) so that the work runs on tensor cores:
+
+* **Inner (fused) FFT**, ``M = n1 * n2`` points, done inside one Triton program. The sequence
+  is viewed as an ``(n1, n2)`` matrix ``A[a, b] = x[a * n2 + b]``. Step 1 is a DFT of length
+  ``n1`` over ``a`` (the strided sub-sequences), step 2 multiplies by twiddles
+  ``W_M^(b * k1)``, step 3 is a DFT of length ``n2`` over ``b``. The result is left in the
+  "transposed" order ``D[k1, k2] = X[k1 + n1 * k2]``; we never permute it to natural order.
+  The filter spectrum is stored in that same order and the inverse transform runs the three
+  steps mirrored (conjugate DFTs, conjugate twiddles), which lands back in natural order.
+* **Outer radix steps** (``N > M``), each a pass through HBM. A level of radix ``P`` and
+  stride ``S`` (``P * S`` points) does, for every column ``s < S``, a length-``P`` DFT over
+  ``x[p * S + s]`` and multiplies by ``W_(P*S)^(s * kp)``; row ``kp`` (length ``S``) then
+  needs an ``S``-point FFT, which is the next level or the inner FFT. The inverse runs the
+  levels in reverse with conjugates.
+
+The storage order of a spectrum is therefore ``freq = kp1 + P1 * (kp2 + P2 * (... +
+(k1 + n1 * k2)))`` at position ``((kp1 * P2 + kp2) ...) * M + k1 * n2 + k2``;
+:func:`spectrum_order` returns that map and :func:`filter_spectrum` uses it.
+
+All sizes are powers of two: Triton block shapes must be, and every dot needs each dimension
+``>= 16``. Causal (linear) convolution pads to ``N >= L + Lk - 1`` (and at least 256) so any
+``L >= 1`` works. Circular convolution needs ``N == L``: only powers of two ``>= 256`` have a
+plan; :func:`plan_for` returns ``None`` for the others and the caller falls back to PyTorch.
+
+This module only builds plans and small constant tables (DFT matrices, twiddles, filter
+spectra); the kernels live in :mod:`dnastream.kernels.fftconv_triton`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "MAX_FFT_SIZE",
+    "MAX_FUSED_SIZE",
+    "MAX_OUTER_RADIX",
+    "MIN_FFT_SIZE",
+    "FFTPlan",
+    "dft_table",
+    "filter_spectrum",
+    "inner_twiddles",
+    "plan_for",
+    "spectrum_order",
+]
+
+MIN_RADIX = 16  # smallest dot dimension Triton accepts
+MIN_FFT_SIZE = MIN_RADIX * MIN_RADIX  # 256: smallest fused FFT (16 x 16)
+MAX_FUSED_SIZE = 8192  # largest FFT done inside one program (128 x 64)
+MAX_OUTER_RADIX = 128  # largest dense DFT of one outer (HBM) level
+MAX_FFT_SIZE = 1 << 27  # two outer levels of 128 on an 8192-point inner FFT
+
+MmaKind = Literal["fp16", "tf32x3"]
+
+
+def _is_pow2(n: int) -> bool:
+    return n >= 1 and (n & (n - 1)) == 0
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+def _log2(n: int) -> int:
+    return n.bit_length() - 1
+
+
+@dataclass(frozen=True)
+class FFTPlan:
+    """How one FFT convolution is cut into kernels. All sizes are powers of two.
+
+    Attributes:
+        n: FFT length N.
+        seq_len: sequence length L.
+        taps: filter taps actually used (``min(Lk, L)`` causal, ``Lk`` circular).
+        causal: linear (zero-padded) or circular convolution.
+        n1: inner strided factor (step-1 DFT length; the zero half is skipped there).
+        n2: inner contiguous factor (step-2 DFT length).
+        outer: outer radices through HBM, outermost first; ``()`` = one fused kernel.
+        io_rows: step-1 input rows (of length ``n2``) that can hold data, and output rows
+            computed by the last step, in the fused kernel (``n1`` when there are outer levels).
+        outer_io: the same for the first outer level (its length-``outer[0]`` DFT), if any.
+        rows: complex rows (batch-row pairs) per program tile in the inner kernel.
+        num_warps: warps of the inner kernel.
+        outer_block: columns per program tile of the outer kernels.
+        outer_warps: warps of the outer kernels.
+        mma: ``"fp16"`` (bf16/fp16 I/O: fp16 operands scaled per row, fp32 accumulate) or
+            ``"tf32x3"`` (fp32 I/O).
+        ctas_per_sm: persistent programs per SM.
+        chunk: spectrum rows (of ``n1``) processed at a time by the one-row ("natural",
+            transpose-free) kernels, used when ``rows == 1``.
+        num_stages, outer_stages: Triton software-pipelining depth of the inner and outer
+            kernels (1 = off: prefetching the next tile's constants costs too much shared
+            memory in the fused kernels).
+        hoist: keep the inner DFT matrices and twiddles in registers for the whole program
+            (loaded once) instead of reloading them (from L1/L2) for every tile.
+    """
+
+    n: int
+    seq_len: int
+    taps: int
+    causal: bool
+    n1: int
+    n2: int
+    outer: tuple[int, ...] = ()
+    io_rows: int = 0
+    outer_io: int = 0
+    rows: int = 1
+    num_warps: int = 4
+    outer_block: int = 64
+    outer_warps: int = 4
+    mma: MmaKind = "fp16"
+    ctas_per_sm: int = 2
+    hoist: bool = True
+    chunk: int = 64
+    num_stages: int = 1
+    outer_stages: int = 2
+    _strides: tuple[int, ...] = field(default=(), repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for name in ("n", "n1", "n2", "rows", "outer_block"):
+            if not _is_pow2(getattr(self, name)):
+                raise ValueError(f"FFTPlan.{name} must be a power of two")
+        if self.n1 < MIN_RADIX or self.n2 < MIN_RADIX:
+            raise ValueError(f"FFTPlan: inner factors must be >= {MIN_RADIX}")
+        if any((not _is_pow2(p)) or p < MIN_RADIX for p in self.outer):
+            raise ValueError(f"FFTPlan: outer radices must be powers of two >= {MIN_RADIX}")
+        if self.inner * math.prod(self.outer) != self.n:
+            raise ValueError("FFTPlan: n != n1 * n2 * prod(outer)")
+        if not self.causal and self.n != self.seq_len:
+            raise ValueError("FFTPlan: circular convolution needs n == seq_len")
+        if self.causal and self.n < self.seq_len + self.taps - 1:
+            raise ValueError("FFTPlan: causal convolution needs n >= seq_len + taps - 1")
+        strides = []
+        s = self.n
+        for p in self.outer:
+            s //= p
+            strides.append(s)
+        object.__setattr__(self, "_strides", tuple(strides))
+        if self.io_rows == 0:
+            object.__setattr__(self, "io_rows", self._default_io_rows())
+        if self.outer and self.outer_io == 0:
+            object.__setattr__(self, "outer_io", _io_rows(self.seq_len, self.outer[0], strides[0]))
+
+    def _default_io_rows(self) -> int:
+        if self.outer:
+            return self.n1
+        return _io_rows(self.seq_len, self.n1, self.n2)
+
+    @property
+    def inner(self) -> int:
+        """Length of the inner (in-program) FFT, ``n1 * n2``."""
+        return self.n1 * self.n2
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        """Stride ``S`` of each outer level (``N / (P1 ... Pl)``)."""
+        return self._strides
+
+    @property
+    def kind(self) -> str:
+        """``"fused"`` (one kernel) or ``"outerK"`` (K outer levels through HBM)."""
+        return "fused" if not self.outer else f"outer{len(self.outer)}"
+
+    def describe(self) -> str:
+        """Short human-readable summary, e.g. ``N=4096 fused 64x64 R=1``."""
+        levels = "x".join(str(p) for p in self.outer)
+        head = f"N={self.n} " + ("fused" if not self.outer else f"outer[{levels}]")
+        return f"{head} inner {self.n1}x{self.n2} io={self.io_rows} R={self.rows} {self.mma}"
+
+
+def _io_rows(seq_len: int, radix: int, stride: int) -> int:
+    """Rows of a ``(radix, stride)`` view that hold the first ``seq_len`` samples (pow2, >=16)."""
+    rows = -(-seq_len // stride)
+    return min(radix, max(MIN_RADIX, _next_pow2(rows)))
+
+
+def _split_inner(m: int) -> tuple[int, int]:
+    e = _log2(m)
+    a = (e + 1) // 2
+    return 1 << a, 1 << (e - a)
+
+
+def _outer_levels(e: int, max_exp: int) -> tuple[int, ...] | None:
+    """Split ``2**e`` into levels, each a power of two between 16 and ``2**max_exp``."""
+    if e == 0:
+        return ()
+    min_exp = _log2(MIN_RADIX)
+    levels = -(-e // max_exp)
+    if e < min_exp * levels:
+        return None
+    exps = [e // levels + (1 if i < e % levels else 0) for i in range(levels)]
+    return tuple(1 << x for x in exps)
+
+
+def _mma_for(dtype: torch.dtype) -> MmaKind:
+    if dtype in (torch.float16, torch.bfloat16):
+        return "fp16"
+    return "tf32x3"
+
+
+def plan_for(
+    seq_len: int,
+    filter_len: int,
+    causal: bool,
+    dtype: torch.dtype,
+    *,
+    batch: int | None = None,
+    max_fused: int = MAX_FUSED_SIZE,
+    max_radix: int = MAX_OUTER_RADIX,
+    rows: int | None = None,
+) -> FFTPlan | None:
+    """Pick an :class:`FFTPlan` for a convolution of ``seq_len`` samples with ``filter_len`` taps.
+
+    Args:
+        seq_len: L >= 1.
+        filter_len: Lk >= 1 (causal: taps beyond L are ignored; circular: Lk <= L).
+        causal: linear convolution (any L, zero-padded to a power of two >= L + Lk - 1, at
+            least 256) or circular convolution of length L.
+        dtype: the I/O dtype of ``u`` (bf16/fp16 use fp16 tensor-core operands, fp32 uses
+            3xTF32).
+        batch: B, to size the row tiles (optional).
+        max_fused: largest FFT done in one fused kernel (tests lower it to reach the outer
+            path at small N).
+        max_radix: largest radix of one outer level.
+        rows: force the number of complex rows per tile.
+
+    Returns:
+        The plan, or ``None`` when no Triton plan exists (circular L that is not a power of
+        two >= 256, or N beyond :data:`MAX_FFT_SIZE`); callers then use the PyTorch fallback.
+    """
+    if seq_len < 1 or filter_len < 1:
+        raise ValueError(f"plan_for: need L >= 1 and Lk >= 1, got L={seq_len}, Lk={filter_len}")
+    if not _is_pow2(max_fused) or max_fused < MIN_FFT_SIZE:
+        raise ValueError(f"plan_for: max_fused must be a power of two >= {MIN_FFT_SIZE}")
+    if not _is_pow2(max_radix) or max_radix < MIN_RADIX:
+        raise ValueError(f"plan_for: max_radix must be a power of two >= {MIN_RADIX}")
+    if causal:
+        taps = min(filter_len, seq_len)
+        n = max(MIN_FFT_SIZE, _next_pow2(seq_len + taps - 1))
+    else:
+        if filter_len > seq_len:
+            raise ValueError(
+                f"plan_for: circular convolution needs Lk <= L ({filter_len} > {seq_len})"
+            )
+        taps = filter_len
+        n = seq_len
+        if not _is_pow2(n) or n < MIN_FFT_SIZE:
+            return None
+    if n > MAX_FFT_SIZE:
+        return None
+
+    mma = _mma_for(dtype)
+    if mma == "tf32x3":
+        # fp32 operands (3xTF32) need twice the shared memory: an 8192-point inner FFT would
+        # not fit in an H100's 227 KB, so fp32 stays at <= 4096 points per program.
+        max_fused = min(max_fused, MAX_FUSED_SIZE // 2)
+    if n <= max_fused:
+        inner, outer = n, ()
+    else:
+        outer = None
+        inner = max_fused
+        while inner >= MIN_FFT_SIZE:
+            outer = _outer_levels(_log2(n // inner), _log2(max_radix))
+            if outer is not None:
+                break
+            inner //= 2
+        if outer is None:
+            return None
+    n1, n2 = _split_inner(inner)
+
+    # Tile sizing. Small inner FFTs (<= 1024) batch `rows` complex rows (batch-row pairs) per
+    # program tile, about 4096 complex values, so each dot has >= 128 rows; they are laid out
+    # transposed and use two in-register transposes. Larger inner FFTs take one row per tile in
+    # the transpose-free "natural" kernel, `chunk` spectrum rows at a time (register budget).
+    if rows is None:
+        rows = 4096 // inner if inner <= 1024 else 1
+        if batch is not None:
+            rows = min(rows, _next_pow2(max(1, (batch + 1) // 2)))
+    if rows > 1:
+        num_warps = 8 if rows * n2 >= 128 else 4
+    else:
+        num_warps = 8 if inner >= 4096 else 4
+    radix_max = max(outer) if outer else MIN_RADIX
+    outer_block = max(MIN_RADIX, min(128, 4096 // radix_max))
+    outer_warps = 4 if outer_block * radix_max <= 2048 else 8
+    return FFTPlan(
+        n=n,
+        seq_len=seq_len,
+        taps=taps,
+        causal=causal,
+        n1=n1,
+        n2=n2,
+        outer=outer,
+        rows=rows,
+        num_warps=num_warps,
+        outer_block=outer_block,
+        outer_warps=outer_warps,
+        mma=mma,
+        hoist=True,
+        chunk=min(32, n1),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Constant tables (computed in float64, cached per device and dtype)
+# --------------------------------------------------------------------------------------------
+
+_TABLES: dict[tuple, Tensor] = {}
+
+
+def dft_table(size: int, dtype: torch.dtype, device: torch.device | str) -> Tensor:
+    """DFT matrix ``F[j, k] = exp(-2 pi i j k / size)`` as planes (re, im): (2, size, size).
+
+    ``dtype`` is the tensor-core operand dtype (float16 or float32). Cached.
+    """
+    device = torch.device(device)
+    key = ("dft", size, dtype, device)
+    t = _TABLES.get(key)
+    if t is None:
+        j = torch.arange(size, dtype=torch.int64)
+        idx = (j[:, None] * j[None, :]) % size
+        ang = idx.to(torch.float64) * (-2.0 * math.pi / size)
+        re, im = torch.cos(ang), torch.sin(ang)
+        t = torch.stack([re, im]).to(dtype).contiguous().to(device)
+        _TABLES[key] = t
+    return t
+
+
+def inner_twiddles(n1: int, n2: int, device: torch.device | str) -> Tensor:
+    """Inner twiddles ``W_M^(b * k1)`` laid out ``[b, k1]`` as planes (re, im): (2, n2, n1) fp32."""
+    device = torch.device(device)
+    key = ("tw", n1, n2, device)
+    t = _TABLES.get(key)
+    if t is None:
+        m = n1 * n2
+        b = torch.arange(n2, dtype=torch.int64)
+        k1 = torch.arange(n1, dtype=torch.int64)
+        ang = (b[:, None] * k1[None, :]).to(torch.float64) * (-2.0 * math.pi / m)
+        t = torch.stack([torch.cos(ang), torch.sin(ang)]).to(torch.float32).contiguous()
+        t = t.to(device)
+        _TABLES[key] = t
+    return t
+
+
+def spectrum_order(plan: FFTPlan, device: torch.device | str = "cpu") -> Tensor:
+    """Frequency index stored at each position of a spectrum in ``plan``'s order: (N,) int64."""
+    device = torch.device(device)
+    key = ("order", plan.n1, plan.n2, plan.outer, device)
+    t = _TABLES.get(key)
+    if t is None:
+        k1 = torch.arange(plan.n1, dtype=torch.int64)
+        k2 = torch.arange(plan.n2, dtype=torch.int64)
+        f = (k1[:, None] + plan.n1 * k2[None, :]).reshape(-1)  # position k1 * n2 + k2
+        for p in reversed(plan.outer):
+            kp = torch.arange(p, dtype=torch.int64)
+            f = (kp[:, None] + p * f[None, :]).reshape(-1)
+        t = f.to(device)
+        _TABLES[key] = t
+    return t
+
+
+def filter_spectrum(k: Tensor, plan: FFTPlan) -> Tensor:
+    """Spectrum of the filter in the kernel's storage order, scaled by ``1 / N``.
+
+    Args:
+        k: filter (H, Lk), any float dtype; taps beyond ``plan.taps`` are ignored.
+        plan: the plan the spectrum is for (N and storage order).
+
+    Returns:
+        (2, H, N) float32 (planes re, im), contiguous, on ``k``'s device. Compute it once per
+        filter and pass it as ``k_spectrum`` to reuse it. Not differentiable (the convolution's
+        backward computes the filter gradient from ``k`` itself).
+    """
+    if k.dim() != 2:
+        raise ValueError(f"filter_spectrum: k must be (H, Lk), got shape {tuple(k.shape)}")
+    n = plan.n
+    with torch.no_grad():
+        work = torch.float64 if (k.dtype == torch.float64 or k.device.type == "cpu") else None
+        work = work or torch.float32
+        kk = k[:, : plan.taps].to(work)
+        spec = torch.fft.fft(kk, n=n, dim=-1) / n
+        spec = spec[:, spectrum_order(plan, k.device)]
+        out = torch.stack([spec.real, spec.imag]).to(torch.float32).contiguous()
+    return out

@@ -1,0 +1,421 @@
+"""Triton Monarch FFT convolution (``dnastream.kernels.fftconv_triton``) against float64.
+
+On a machine without a GPU every kernel runs in Triton's CPU interpreter (conftest sets
+``TRITON_INTERPRET=1`` before anything imports Triton), so only small sizes are used here; the
+plan thresholds are lowered to reach the outer-radix (through HBM) path at small N. The
+``gpu``-marked class covers every FFT size from 256 to 16M on a real GPU.
+
+Error bars (relative L2 error against a float64 FFT convolution of the same rounded inputs):
+bf16 3e-3, fp16 1e-3, fp32 1e-5, for outputs and all gradients.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from dnastream.kernels.fftconv_triton import fftconv_triton, filter_spectrum, plan_for
+from dnastream.kernels.monarch import FFTPlan, spectrum_order
+
+BARS = {torch.bfloat16: 3e-3, torch.float16: 1e-3, torch.float32: 1e-5}
+DTYPES = [torch.float32, torch.float16, torch.bfloat16]
+ON_GPU = torch.cuda.is_available()
+DEV = "cuda" if ON_GPU else "cpu"
+
+
+# ---------------------------------------------------------------------------------------------
+# float64 reference and helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def ref64(u, k, D=None, pregate=None, postgate=None, causal=True):
+    """float64 FFT convolution (differentiable) of the given (already rounded) tensors."""
+    u, k = u.double(), k.double()
+    seq_len = u.shape[-1]
+    x = u * pregate.double() if pregate is not None else u
+    if causal:
+        taps = min(k.shape[1], seq_len)
+        n = 2 * seq_len
+    else:
+        taps, n = k.shape[1], seq_len
+    kf = torch.fft.rfft(k[:, :taps], n=n)
+    y = torch.fft.irfft(torch.fft.rfft(x, n=n) * kf, n=n)[..., :seq_len]
+    if D is not None:
+        y = y + D.double()[:, None] * x
+    if postgate is not None:
+        y = y * postgate.double()
+    return y
+
+
+def rel_err(a, b) -> float:
+    b = b.double()
+    den = b.norm().item()
+    return (a.double() - b).norm().item() / (den if den > 0 else 1.0)
+
+
+def make_inputs(B, H, L, Lk, dtype, *, gates=True, D=True, decay=False, seed=0, device=DEV):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(B, H, L, generator=g).to(dtype)
+    if decay:  # HyenaDNA-like implicit filter: k[h, t] = randn * exp(-alpha_h t)
+        alpha = torch.logspace(-3, -0.5, H).unsqueeze(-1)
+        k = torch.randn(H, Lk, generator=g) * torch.exp(-alpha * torch.arange(Lk))
+    else:
+        k = torch.randn(H, Lk, generator=g) / math.sqrt(Lk)
+    d = torch.randn(H, generator=g) if D else None
+    g1 = torch.randn(B, H, L, generator=g).to(dtype) if gates else None
+    g2 = torch.randn(B, H, L, generator=g).to(dtype) if gates else None
+    mv = lambda t: None if t is None else t.to(device)  # noqa: E731
+    return mv(u), mv(k), mv(d), mv(g1), mv(g2)
+
+
+def check_forward(B, H, L, Lk, dtype, causal=True, plan=None, **kw):
+    u, k, d, g1, g2 = make_inputs(B, H, L, Lk, dtype, **kw)
+    y = fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, causal=causal, plan=plan)
+    assert y.shape == u.shape and y.dtype == u.dtype
+    err = rel_err(y, ref64(u, k, d, g1, g2, causal))
+    assert err <= BARS[dtype], f"forward rel. error {err:.2e} > {BARS[dtype]:.0e}"
+    return err
+
+
+def check_backward(B, H, L, Lk, dtype, causal=True, plan=None, **kw):
+    inputs = make_inputs(B, H, L, Lk, dtype, **kw)
+    g = torch.Generator().manual_seed(123)
+    dy = torch.randn(B, H, L, generator=g).to(dtype).to(inputs[0].device)
+    leaves = [None if t is None else t.clone().requires_grad_(True) for t in inputs]
+    u, k, d, g1, g2 = leaves
+    y = fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, causal=causal, plan=plan)
+    y.backward(dy)
+    l64 = [None if t is None else t.detach().double().requires_grad_(True) for t in inputs]
+    y64 = ref64(*l64, causal=causal)
+    y64.backward(dy.double())
+    errs = {}
+    for name, a, b in zip(("u", "k", "D", "pregate", "postgate"), leaves, l64, strict=True):
+        if a is None:
+            continue
+        assert a.grad is not None and a.grad.dtype == a.dtype, name
+        errs[name] = rel_err(a.grad, b.grad)
+    bad = {n: e for n, e in errs.items() if e > BARS[dtype]}
+    assert not bad, f"gradient rel. errors above {BARS[dtype]:.0e}: {bad} (all: {errs})"
+    return errs
+
+
+# ---------------------------------------------------------------------------------------------
+# plans
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "L, Lk, causal, n, n1, n2, outer",
+    [
+        (1, 1, True, 256, 16, 16, ()),
+        (128, 128, True, 256, 16, 16, ()),
+        (129, 129, True, 512, 32, 16, ()),
+        (512, 512, True, 1024, 32, 32, ()),
+        (1000, 300, True, 2048, 64, 32, ()),
+        (2048, 2048, True, 4096, 64, 64, ()),
+        (4096, 4096, True, 8192, 128, 64, ()),
+        (8192, 8192, True, 16384, 32, 32, (16,)),
+        (1 << 20, 1 << 20, False, 1 << 20, 128, 64, (128,)),
+        (1 << 24, 1 << 24, False, 1 << 24, 128, 64, (64, 32)),
+    ],
+)
+def test_plan_sizes(L, Lk, causal, n, n1, n2, outer) -> None:
+    plan = plan_for(L, Lk, causal, torch.bfloat16)
+    assert (plan.n, plan.n1, plan.n2, plan.outer) == (n, n1, n2, outer)
+    assert plan.mma == "fp16"
+    assert plan_for(L, Lk, causal, torch.float32).mma == "tf32x3"
+
+
+def test_plan_causal_skips_zero_half_and_fallbacks() -> None:
+    plan = plan_for(2048, 2048, True, torch.float16)
+    assert plan.io_rows == plan.n1 // 2  # only the first half of the padded input is read
+    outer = plan_for(1 << 19, 1 << 19, True, torch.float16)
+    assert outer.outer_io == outer.outer[0] // 2
+    assert plan_for(100, 10, False, torch.float32) is None  # circular, not a power of two
+    assert plan_for(128, 10, False, torch.float32) is None  # circular, below 256
+    small = plan_for(2000, 2000, True, torch.float32, max_fused=256, max_radix=16)
+    assert small.kind == "outer1" and small.inner == 256
+    two = plan_for(30000, 3000, True, torch.float32, max_fused=256, max_radix=16)
+    assert two.kind == "outer2" and two.outer == (16, 16)
+    with pytest.raises(ValueError):
+        FFTPlan(n=512, seq_len=512, taps=1, causal=False, n1=16, n2=16)
+
+
+@pytest.mark.parametrize(
+    "L, Lk, kw",
+    [
+        (1500, 37, {}),
+        (3000, 37, {"max_fused": 256}),
+        (30000, 3000, {"max_fused": 256, "max_radix": 16}),
+    ],
+)
+def test_spectrum_order_is_a_permutation_matching_fft(L, Lk, kw) -> None:
+    plan = plan_for(L, Lk, True, torch.float32, **kw)
+    order = spectrum_order(plan)
+    assert torch.equal(torch.sort(order).values, torch.arange(plan.n))
+    k = torch.randn(3, Lk, dtype=torch.float64)
+    spec = filter_spectrum(k, plan)
+    full = torch.fft.fft(k, n=plan.n) / plan.n
+    torch.testing.assert_close(spec[0].double(), full.real[:, order], atol=1e-7, rtol=0)
+    torch.testing.assert_close(spec[1].double(), full.imag[:, order], atol=1e-7, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# forward
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("L", [1, 7, 97, 257])
+def test_forward_odd_and_prime_lengths(dtype, L) -> None:
+    check_forward(3, 2, L, L, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("n", [256, 512, 1024, 2048, 4096, 8192])
+def test_forward_each_fused_size(dtype, n) -> None:
+    """Every fused FFT size at its smallest causal instance (L = N / 2, Lk = L)."""
+    L = n // 2
+    plan = plan_for(L, L, True, dtype, batch=2)
+    # fp32 (3xTF32 operands) keeps at most 4096 points per program (shared memory)
+    assert plan.n == n and plan.kind == (
+        "outer1" if dtype == torch.float32 and n > 4096 else "fused"
+    )
+    check_forward(2, 1, L, L, dtype, plan=plan, gates=(n == 256), D=(n == 512))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("n", [256, 512, 1024])
+def test_forward_batched_row_tiles(dtype, n) -> None:
+    """Small FFTs put several batch-row pairs in one tile (transposed layout, R > 1)."""
+    plan = plan_for(n // 2, n // 2, True, dtype, batch=8)
+    assert plan.rows == 4 and plan.hoist
+    check_forward(8, 2, n // 2, n // 2, dtype, plan=plan)
+    if n == 256:  # constants reloaded per tile instead of hoisted
+        check_forward(7, 2, n // 2, 40, dtype, plan=dataclasses.replace(plan, hoist=False))
+
+
+@pytest.mark.parametrize(
+    "L, changes",
+    [
+        (1024, {"chunk": 16}),  # N = 2048, 4 spectrum chunks
+        (1024, {"chunk": 64, "num_warps": 8}),  # N = 2048, one chunk
+        (128, {"rows": 1}),  # N = 256 in the one-row (natural) kernel
+    ],
+)
+def test_forward_natural_kernel_variants(L, changes) -> None:
+    for dtype in (torch.float32, torch.bfloat16):
+        plan = dataclasses.replace(plan_for(L, L, True, dtype, batch=6), **changes)
+        check_forward(6, 2, L, L, dtype, plan=plan)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize(
+    "B, H, L, Lk, gates, D",
+    [
+        (1, 1, 300, 5, False, False),  # one row, paired with zeros
+        (5, 2, 300, 50, True, False),  # odd batch, short filter
+        (4, 3, 200, 200, False, True),  # D only
+        (2, 2, 100, 400, True, True),  # Lk > L: taps beyond L are ignored
+    ],
+)
+def test_forward_partial_filters_gates_and_D(dtype, B, H, L, Lk, gates, D) -> None:
+    check_forward(B, H, L, Lk, dtype, gates=gates, D=D)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("L, Lk", [(256, 256), (512, 100), (1024, 1024)])
+def test_forward_circular(dtype, L, Lk) -> None:
+    check_forward(3, 2, L, Lk, dtype, causal=False)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_forward_hyena_decaying_filter(dtype) -> None:
+    check_forward(4, 4, 1000, 1000, dtype, decay=True)
+    check_forward(2, 4, 256, 256, dtype, causal=False, decay=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize(
+    "L, Lk, causal, radix, kind",
+    [
+        (2000, 2000, True, 128, "outer1"),  # N = 4096 = 16 x (16 x 16)
+        (4096, 700, False, 128, "outer1"),
+        (30000, 3000, True, 16, "outer2"),  # N = 65536 = 16 x 16 x (16 x 16)
+    ],
+)
+def test_forward_outer_levels(dtype, L, Lk, causal, radix, kind) -> None:
+    plan = plan_for(L, Lk, causal, dtype, batch=3, max_fused=256, max_radix=radix)
+    assert plan.kind == kind
+    check_forward(3, 1, L, Lk, dtype, causal=causal, plan=plan, gates=kind == "outer1")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_forward_outer_level_one_row_inner_kernel(dtype) -> None:
+    """Outer path whose inner FFT runs in the one-row (natural) kernel, several chunks."""
+    plan = plan_for(8000, 200, True, dtype, batch=2, max_fused=1024)  # N = 16 x (32 x 32)
+    plan = dataclasses.replace(plan, chunk=16)
+    assert plan.kind == "outer1" and plan.rows == 1 and plan.inner == 1024
+    check_forward(2, 1, 8000, 200, dtype, plan=plan)
+
+
+def test_forward_reuses_precomputed_spectrum() -> None:
+    u, k, d, g1, g2 = make_inputs(2, 3, 500, 500, torch.float32)
+    plan = plan_for(500, 500, True, torch.float32, batch=2)
+    spec = filter_spectrum(k, plan)
+    y1 = fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, k_spectrum=spec, plan=plan)
+    y2 = fftconv_triton(u, k, D=d, pregate=g1, postgate=g2)
+    torch.testing.assert_close(y1, y2, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="k_spectrum"):
+        fftconv_triton(u, k, k_spectrum=spec[:, :, :100], plan=plan)
+
+
+def test_fallbacks_match_reference(monkeypatch) -> None:
+    # circular convolution of a length without a plan -> PyTorch fallback
+    u, k, d, g1, g2 = make_inputs(3, 2, 100, 30, torch.float32)
+    y = fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, causal=False)
+    assert rel_err(y, ref64(u, k, d, g1, g2, False)) < 1e-5
+    # float64 inputs -> fallback in float64
+    u64 = u.double()
+    y = fftconv_triton(u64, k, D=d, causal=True)
+    assert y.dtype == torch.float64 and rel_err(y, ref64(u64, k, d)) < 1e-12
+    if not ON_GPU:  # CPU tensors without the interpreter -> fallback
+        monkeypatch.setenv("TRITON_INTERPRET", "0")
+        y = fftconv_triton(u, k, D=d, pregate=g1, postgate=g2)
+        assert rel_err(y, ref64(u, k, d, g1, g2)) < 1e-5
+
+
+def test_validation_messages() -> None:
+    u, k, d, g1, _ = make_inputs(2, 3, 64, 64, torch.float32, gates=True)
+    with pytest.raises(ValueError, match=r"u must be \(B, H, L\)"):
+        fftconv_triton(u[0], k)
+    with pytest.raises(ValueError, match="k must be"):
+        fftconv_triton(u, k[:2])
+    with pytest.raises(ValueError, match="D must be"):
+        fftconv_triton(u, k, D=d[:2])
+    with pytest.raises(ValueError, match="pregate must have"):
+        fftconv_triton(u, k, pregate=g1[:, :, :10])
+    with pytest.raises(ValueError, match="circular convolution needs Lk <= L"):
+        fftconv_triton(u, torch.randn(3, 65, device=u.device), causal=False)
+    with pytest.raises(TypeError, match="floating point"):
+        fftconv_triton(u.long(), k)
+    with pytest.raises(ValueError, match="another L"):
+        fftconv_triton(u, k, plan=plan_for(65, 64, True, torch.float32))
+    with pytest.raises(ValueError, match="filter taps"):
+        fftconv_triton(u, k, plan=plan_for(64, 10, True, torch.float32))
+    with pytest.raises(ValueError, match="another dtype"):
+        fftconv_triton(u, k, plan=plan_for(64, 64, True, torch.bfloat16))
+
+
+# ---------------------------------------------------------------------------------------------
+# backward
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize(
+    "B, H, L, Lk, causal, gates, D",
+    [
+        (3, 2, 97, 50, True, True, True),  # odd B, prime L, partial filter, everything on
+        (2, 2, 300, 300, True, False, False),  # plain convolution
+        (4, 2, 256, 100, False, True, True),  # circular
+        (2, 1, 2048, 2048, True, False, True),  # N = 4096 fused (64 x 64)
+    ],
+)
+def test_backward_fused(dtype, B, H, L, Lk, causal, gates, D) -> None:
+    check_backward(B, H, L, Lk, dtype, causal=causal, gates=gates, D=D)
+
+
+def test_backward_many_pair_blocks() -> None:
+    """dk / dD partial sums from several programs per channel (batched and natural kernels)."""
+    for rows in (2, 1):
+        plan = plan_for(120, 120, True, torch.float32, batch=12, rows=rows)
+        check_backward(12, 2, 120, 120, torch.float32, plan=plan)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_backward_hyena_decaying_filter(dtype) -> None:
+    check_backward(3, 3, 500, 500, dtype, decay=True)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "circular"])
+def test_backward_outer_level(dtype, causal) -> None:
+    L = 2000 if causal else 4096
+    plan = plan_for(L, 1000, causal, dtype, batch=3, max_fused=256)
+    assert plan.kind == "outer1"
+    check_backward(3, 1, L, 1000, dtype, causal=causal, plan=plan)
+
+
+def test_backward_two_outer_levels() -> None:
+    plan = plan_for(30000, 3000, True, torch.bfloat16, batch=2, max_fused=256, max_radix=16)
+    assert plan.kind == "outer2"
+    check_backward(2, 1, 30000, 3000, torch.bfloat16, plan=plan, gates=False)
+
+
+def test_backward_only_some_inputs_need_grad() -> None:
+    u, k, d, g1, g2 = make_inputs(3, 2, 200, 80, torch.float32)
+    k.requires_grad_(True)
+    y = fftconv_triton(u, k, D=d, pregate=g1, postgate=g2)
+    (gk,) = torch.autograd.grad(y, k, torch.ones_like(y))
+    k64 = k.detach().double().requires_grad_(True)
+    y64 = ref64(u, k64, d, g1, g2)
+    (gk64,) = torch.autograd.grad(y64, k64, torch.ones_like(y64))
+    assert rel_err(gk, gk64) < 1e-5
+
+
+def test_matches_project_reference_if_present() -> None:
+    ref_mod = pytest.importorskip("dnastream.kernels.fftconv_ref")
+    u, k, d, g1, g2 = make_inputs(3, 2, 300, 120, torch.float32)
+    for causal in (True, False):
+        L = 300 if causal else 256
+        uu, gg1, gg2 = u[..., :L], g1[..., :L], g2[..., :L]
+        kk = k if causal else k[:, :100]
+        ours = fftconv_triton(uu, kk, D=d, pregate=gg1, postgate=gg2, causal=causal)
+        theirs = ref_mod.fftconv_ref(uu, kk, d, pregate=gg1, postgate=gg2, causal=causal)
+        assert rel_err(ours, theirs.double()) < 1e-5
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU: every FFT size 256 .. 16M (powers of two)
+# ---------------------------------------------------------------------------------------------
+
+GPU_SIZES = [1 << e for e in range(8, 25)]
+
+
+@pytest.mark.gpu
+class TestGPUAllSizes:
+    """Run with ``pytest -m gpu`` on a CUDA machine."""
+
+    @staticmethod
+    def _bh(n: int) -> tuple[int, int]:
+        return (4, 8) if n <= 65536 else ((2, 4) if n <= (1 << 21) else (2, 2))
+
+    @pytest.mark.parametrize("n", GPU_SIZES)
+    @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
+    def test_causal_forward(self, n, dtype) -> None:
+        B, H = self._bh(n)
+        check_forward(B, H, n // 2, n // 2, dtype, decay=True)
+
+    @pytest.mark.parametrize("n", GPU_SIZES)
+    def test_circular_forward(self, n) -> None:
+        B, H = self._bh(n)
+        check_forward(B, H, n, n, torch.bfloat16, causal=False, gates=False)
+
+    @pytest.mark.parametrize("n", GPU_SIZES)
+    def test_odd_length_forward(self, n) -> None:
+        B, H = self._bh(n)
+        check_forward(B + 1, H, n // 2 - 3, n // 2 - 3, torch.bfloat16)
+
+    @pytest.mark.parametrize("n", [256, 1024, 4096, 8192, 16384, 65536, 1 << 20, 1 << 22])
+    @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
+    def test_causal_backward(self, n, dtype) -> None:
+        B, H = self._bh(n)
+        check_backward(B, H, n // 2, n // 2, dtype)
+
+    @pytest.mark.parametrize("n", [512, 8192, 32768])
+    def test_circular_backward(self, n) -> None:
+        check_backward(4, 4, n, n, torch.float16, causal=False)
