@@ -1,7 +1,9 @@
 """Public FFT long convolution: validates its arguments, then dispatches to a backend.
 
-Only the reference backend (:func:`fftconv_ref`) exists today; a fast path (e.g. Triton) will
-be selected in :func:`_select_backend` behind the same signature.
+CUDA tensors in bf16/fp16/fp32 run the Triton Monarch-FFT kernels
+(:mod:`dnastream.kernels.fftconv_triton`) whenever a plan exists for the length; everything
+else (CPU, float64, streaming ``context``, lengths without a plan) runs the PyTorch reference
+:func:`fftconv_ref`. Both compute the same function (tested against each other).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from dnastream.kernels.backend import kernel_mode
 from dnastream.kernels.fftconv_ref import fftconv_ref
 from dnastream.kernels.spectrum import FFTConv
 
@@ -79,8 +82,49 @@ def _validate(
         _check_device("context", context, u.device)
 
 
-def _select_backend(u: Tensor) -> _Backend:
-    """Pick the implementation for these inputs. Fast paths register here later."""
+_TRITON_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+
+def _triton_backend(
+    u: Tensor,
+    k: Tensor | FFTConv,
+    D: Tensor | None = None,
+    *,
+    pregate: Tensor | None = None,
+    postgate: Tensor | None = None,
+    causal: bool = True,
+    context: Tensor | None = None,
+) -> Tensor:
+    """Triton path; the filter spectrum for the chosen plan is cached on an :class:`FFTConv`."""
+    from dnastream.kernels.fftconv_triton import fftconv_triton
+    from dnastream.kernels.monarch import filter_spectrum, plan_for
+
+    assert context is None
+    k_tensor = k.k if isinstance(k, FFTConv) else k
+    batch, heads, seq_len = u.shape
+    plan = plan_for(seq_len, k_tensor.shape[1], causal, u.dtype, batch=batch)
+    if plan is None:
+        return fftconv_ref(u, k, D, pregate=pregate, postgate=postgate, causal=causal)
+    spectrum = None
+    if isinstance(k, FFTConv):
+        spectrum = k.cached(
+            ("triton", plan), 2 * heads * plan.n * 4, lambda: filter_spectrum(k_tensor, plan)
+        )
+    return fftconv_triton(
+        u, k_tensor, D=D, pregate=pregate, postgate=postgate, causal=causal,
+        k_spectrum=spectrum, plan=plan,
+    )  # fmt: skip
+
+
+def _select_backend(u: Tensor, context: Tensor | None) -> _Backend:
+    """Triton for CUDA tensors of a supported dtype (no streaming context), else the reference."""
+    if (
+        u.is_cuda
+        and u.dtype in _TRITON_DTYPES
+        and context is None
+        and kernel_mode(u.device) == "compiled"
+    ):
+        return _triton_backend
     return fftconv_ref
 
 
@@ -104,5 +148,5 @@ def fftconv(
     if not isinstance(u, Tensor) or not isinstance(k_tensor, Tensor):
         raise TypeError("fftconv: u and k must be tensors (k may be an FFTConv)")
     _validate(u, k_tensor, D, pregate, postgate, causal, context)
-    backend = _select_backend(u)
+    backend = _select_backend(u, context)
     return backend(u, k, D, pregate=pregate, postgate=postgate, causal=causal, context=context)

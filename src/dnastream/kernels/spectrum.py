@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -64,7 +66,7 @@ class FFTConv:
         if k.dim() != 2:
             raise ValueError(f"FFTConv filter must be (H, Lk), got shape {tuple(k.shape)}")
         self.k = k
-        self._spectra: dict[tuple[int, int, torch.dtype, bool], Tensor] = {}
+        self._spectra: dict[tuple[object, ...], Tensor] = {}
 
     @property
     def channels(self) -> int:
@@ -90,6 +92,23 @@ class FFTConv:
         if cacheable:
             self._spectra[key] = k_f
         return k_f
+
+    def cached(self, key: tuple[object, ...], nbytes: int, compute: Callable[[], Tensor]) -> Tensor:
+        """Any other per-filter derived tensor (e.g. a Triton plan's spectrum), cached by ``key``.
+
+        Same rules as :meth:`spectrum`: nothing is kept above :data:`SPECTRUM_CACHE_BYTES` or
+        while ``k`` needs gradients.
+        """
+        cacheable = nbytes <= SPECTRUM_CACHE_BYTES and not (
+            torch.is_grad_enabled() and self.k.requires_grad
+        )
+        full_key = ("derived", *key, torch.is_inference_mode_enabled())
+        if cacheable and full_key in self._spectra:
+            return self._spectra[full_key]  # type: ignore[index]
+        value = compute()
+        if cacheable:
+            self._spectra[full_key] = value  # type: ignore[index]
+        return value
 
     def clear(self) -> None:
         """Drop all cached spectra."""
