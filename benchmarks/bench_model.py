@@ -112,6 +112,20 @@ def naive_memory() -> Iterator[None]:
         ) = saved
 
 
+@contextlib.contextmanager
+def reference_ops() -> Iterator[None]:
+    """Long convolutions through the PyTorch reference (torch.fft) instead of Triton."""
+    saved = os.environ.get("DNASTREAM_FFTCONV")
+    os.environ["DNASTREAM_FFTCONV"] = "reference"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["DNASTREAM_FFTCONV"]
+        else:
+            os.environ["DNASTREAM_FFTCONV"] = saved
+
+
 def rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
@@ -172,8 +186,8 @@ def gpu_rows(args: argparse.Namespace) -> list[Row]:
         ids = torch.randint(7, 11, (1, length), device="cuda")
         floor = flops * length / (tflops * 1e12) * 1e3
         ref_ms, ref_gb = ANCHORS_GPU.get(length, (None, None))
-        modes = [("full", contextlib.nullcontext)]
-        if length <= 2_300_000:
+        modes = [("full", contextlib.nullcontext), ("full, torch.fft", reference_ops)]
+        if length <= 2_300_000 and args.naive:
             modes.append(("naive", naive_memory))
         for mode, ctx in modes:
             gc.collect()
@@ -274,6 +288,7 @@ def main() -> None:
     parser.add_argument("--stream-configs", default="65536:262144,1000002:1048576",
                         help="K:chunk pairs for streaming rows")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--naive", action="store_true", help="also time the naive-memory mode")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batches", type=int, default=4, help="CPU: batches of 64 x 1 kbp")
     parser.add_argument("--csv", type=Path, default=None)

@@ -8,6 +8,7 @@ else (CPU, float64, streaming ``context``, lengths without a plan) runs the PyTo
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import torch
@@ -117,7 +118,12 @@ def _triton_backend(
 
 
 def _select_backend(u: Tensor, context: Tensor | None) -> _Backend:
-    """Triton for CUDA tensors of a supported dtype (no streaming context), else the reference."""
+    """Triton for CUDA tensors of a supported dtype (no streaming context), else the reference.
+
+    ``DNASTREAM_FFTCONV=reference`` forces the PyTorch reference (for comparisons).
+    """
+    if os.environ.get("DNASTREAM_FFTCONV", "auto") == "reference":
+        return fftconv_ref
     if (
         u.is_cuda
         and u.dtype in _TRITON_DTYPES

@@ -262,6 +262,8 @@ def plan_for(
         # fp32 operands (3xTF32) need twice the shared memory: an 8192-point inner FFT would
         # not fit in an H100's 227 KB, so fp32 stays at <= 4096 points per program.
         max_fused = min(max_fused, MAX_FUSED_SIZE // 2)
+        # and a radix-128 outer level needs 240 KB in fp32 (seen on an H100, Triton 3.6)
+        max_radix = min(max_radix, MAX_OUTER_RADIX // 2)
     if n <= max_fused:
         inner, outer = n, ()
     else:
