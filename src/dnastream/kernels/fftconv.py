@@ -98,13 +98,25 @@ def _triton_backend(
 ) -> Tensor:
     """Triton path; the filter spectrum for the chosen plan is cached on an :class:`FFTConv`."""
     from dnastream.kernels.fftconv_triton import fftconv_triton
-    from dnastream.kernels.monarch import filter_spectrum, plan_for
+    from dnastream.kernels.monarch import MAX_FUSED_SIZE, MIN_FFT_SIZE, filter_spectrum, plan_for
 
     assert context is None
     k_tensor = k.k if isinstance(k, FFTConv) else k
     batch, heads, seq_len = u.shape
     plan = plan_for(seq_len, k_tensor.shape[1], causal, u.dtype, batch=batch)
-    if plan is None:
+    forced = os.environ.get("DNASTREAM_FFTCONV", "auto") == "triton"
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (u, k_tensor, D, pregate, postgate)
+    )
+    # Measured on an H100 (benchmarks/bench_conv.py): the fused kernels (N <= 8192) beat
+    # torch.fft 1.6-3.2x forward and 1.1-2.2x forward+backward from N = 512; the multi-pass
+    # plans above 8192 are at best 1.5x forward and slower in backward, so those sizes (and
+    # N = 256 with gradients) stay on torch.fft unless DNASTREAM_FFTCONV=triton.
+    if (
+        plan is None
+        or not forced
+        and (plan.n > MAX_FUSED_SIZE or (needs_grad and plan.n < 2 * MIN_FFT_SIZE))
+    ):
         return fftconv_ref(u, k, D, pregate=pregate, postgate=postgate, causal=causal)
     spectrum = None
     if isinstance(k, FFTConv):
@@ -120,7 +132,9 @@ def _triton_backend(
 def _select_backend(u: Tensor, context: Tensor | None) -> _Backend:
     """Triton for CUDA tensors of a supported dtype (no streaming context), else the reference.
 
-    ``DNASTREAM_FFTCONV=reference`` forces the PyTorch reference (for comparisons).
+    ``DNASTREAM_FFTCONV=reference`` forces the PyTorch reference, ``=triton`` forces the Triton
+    kernels at every size (for comparisons); by default sizes where Triton is measured slower
+    stay on torch.fft (see :func:`_triton_backend`).
     """
     if os.environ.get("DNASTREAM_FFTCONV", "auto") == "reference":
         return fftconv_ref
