@@ -1,14 +1,33 @@
-"""Public causal depthwise short convolution with validation and a streaming form."""
+"""Public causal depthwise short convolution with validation and a streaming form.
+
+On CUDA (with Triton installed) :func:`short_conv` runs the Triton kernels of
+:mod:`dnastream.kernels.short_conv_triton` through the PyTorch custom operator
+``torch.ops.dnastream.short_conv`` (with a fake/meta implementation and a registered backward,
+``torch.ops.dnastream.short_conv_backward``), so ``torch.compile`` traces it as one opaque op.
+Elsewhere (CPU, float64, or no Triton) it calls the PyTorch reference directly; the custom
+operator itself also works on CPU, where both of its halves run the reference formulas.
+"""
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
+from dnastream.kernels.backend import interpret_requested, triton_available
 from dnastream.kernels.short_conv_ref import short_conv_ref, short_conv_state_ref
 
-__all__ = ["MAX_SHORT_CONV_WIDTH", "short_conv", "short_conv_streaming"]
+__all__ = [
+    "MAX_SHORT_CONV_WIDTH",
+    "short_conv",
+    "short_conv_backward_ref",
+    "short_conv_streaming",
+]
 
 MAX_SHORT_CONV_WIDTH = 7
+_TRITON_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+# read once, like Triton reads TRITON_INTERPRET when its kernels are defined (and so that
+# torch.compile sees a constant)
+_TRITON_COMPILES = triton_available() and not interpret_requested()
 
 
 def _validate(x: Tensor, weight: Tensor, bias: Tensor | None, state: Tensor | None) -> None:
@@ -44,9 +63,127 @@ def short_conv(
     """Causal depthwise conv: x (B, C, L), weight (C, W), bias (C,) -> y (B, C, L).
 
     ``state`` (B, C, W - 1) is the left context (the W - 1 inputs before ``x``; zeros if None).
+    CUDA bf16/fp16/fp32 inputs run the Triton kernels (custom op ``dnastream::short_conv``,
+    differentiable, ``torch.compile``-traceable); other inputs run :func:`short_conv_ref`.
     """
     _validate(x, weight, bias, state)
+    return _dispatch(x, weight, bias, state)
+
+
+def _acc_dtype(x: Tensor, weight: Tensor) -> torch.dtype:
+    """Accumulation dtype of the reference: float64 if x or weight is, else float32."""
+    return torch.float64 if torch.float64 in (x.dtype, weight.dtype) else torch.float32
+
+
+def _use_triton(x: Tensor, weight: Tensor) -> bool:
+    """Whether the Triton kernels run for these tensors (CUDA, Triton compiled, fp32 math)."""
+    return (
+        _TRITON_COMPILES
+        and x.is_cuda
+        and x.dtype in _TRITON_DTYPES
+        and _acc_dtype(x, weight) == torch.float32
+    )
+
+
+def _dispatch(x: Tensor, weight: Tensor, bias: Tensor | None, state: Tensor | None) -> Tensor:
+    """Triton custom op on CUDA (bf16/fp16/fp32); the PyTorch reference otherwise."""
+    if _use_triton(x, weight):
+        return torch.ops.dnastream.short_conv(x, weight, bias, state)
     return short_conv_ref(x, weight, bias, state=state)
+
+
+def short_conv_backward_ref(
+    dy: Tensor, x: Tensor, weight: Tensor, state: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Explicit gradients of :func:`short_conv_ref` for dy (B, C, L).
+
+    Returns dx (B, C, L) in x's dtype, and dweight (C, W), dbias (C,), dstate (B, C, W - 1) in
+    the accumulation dtype (float32, or float64 when x or weight is float64); all contiguous.
+    """
+    width = weight.shape[1]
+    seq_len = x.shape[-1]
+    acc = _acc_dtype(x, weight)
+    if state is None:
+        state = x.new_zeros((*x.shape[:-1], width - 1))
+    e = torch.cat([state.to(x.dtype), x], dim=-1).to(acc)  # (B, C, L + W - 1)
+    g = dy.to(acc)
+    w = weight.to(acc)
+    dweight = torch.stack([(g * e[..., j : j + seq_len]).sum((0, 2)) for j in range(width)], 1)
+    de = torch.zeros_like(e)
+    for j in range(width):
+        de[..., j : j + seq_len] += w[:, j : j + 1] * g
+    fmt = torch.contiguous_format
+    dx = de[..., width - 1 :].to(x.dtype).clone(memory_format=fmt)
+    return dx, dweight.clone(memory_format=fmt), g.sum((0, 2)), de[..., : width - 1].clone()
+
+
+# -- the custom operator (torch.compile-traceable; Triton on CUDA, reference elsewhere) -----
+
+
+@torch.library.custom_op("dnastream::short_conv", mutates_args=())
+def _short_conv_op(x: Tensor, weight: Tensor, bias: Tensor | None, state: Tensor | None) -> Tensor:
+    """y (B, C, L), contiguous, in x's dtype."""
+    if _use_triton(x, weight):
+        from dnastream.kernels.short_conv_triton import short_conv_fwd_triton
+
+        return short_conv_fwd_triton(x, weight, bias, state)
+    return short_conv_ref(x, weight, bias, state=state).contiguous()
+
+
+@_short_conv_op.register_fake
+def _short_conv_fake(
+    x: Tensor, weight: Tensor, bias: Tensor | None, state: Tensor | None
+) -> Tensor:
+    return x.new_empty(x.shape)
+
+
+@torch.library.custom_op("dnastream::short_conv_backward", mutates_args=())
+def _short_conv_backward_op(
+    dy: Tensor, x: Tensor, weight: Tensor, state: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(dx in x's dtype, dweight (C, W), dbias (C,), dstate (B, C, W - 1) in the acc dtype)."""
+    if _use_triton(x, weight):
+        from dnastream.kernels.short_conv_triton import short_conv_bwd_triton
+
+        return short_conv_bwd_triton(dy, x, weight, state)
+    return short_conv_backward_ref(dy, x, weight, state)
+
+
+@_short_conv_backward_op.register_fake
+def _short_conv_backward_fake(
+    dy: Tensor, x: Tensor, weight: Tensor, state: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    batch, channels, _ = x.shape
+    width = weight.shape[1]
+    acc = _acc_dtype(x, weight)
+    return (
+        x.new_empty(x.shape),
+        weight.new_empty((channels, width), dtype=acc),
+        weight.new_empty((channels,), dtype=acc),
+        x.new_empty((batch, channels, width - 1), dtype=acc),
+    )
+
+
+def _setup_context(ctx: torch.autograd.function.FunctionCtx, inputs: tuple, output: Tensor) -> None:
+    x, weight, bias, state = inputs
+    ctx.save_for_backward(x, weight, state)
+    ctx.bias_dtype = bias.dtype if bias is not None else None
+    ctx.state_dtype = state.dtype if state is not None else None
+
+
+def _backward(ctx: torch.autograd.function.FunctionCtx, dy: Tensor) -> tuple:
+    x, weight, state = ctx.saved_tensors
+    dx, dweight, dbias, dstate = torch.ops.dnastream.short_conv_backward(dy, x, weight, state)
+    need_x, need_w, need_b, need_s = ctx.needs_input_grad
+    return (
+        dx if need_x else None,
+        dweight.to(weight.dtype) if need_w else None,
+        dbias.to(ctx.bias_dtype) if need_b and ctx.bias_dtype is not None else None,
+        dstate.to(ctx.state_dtype) if need_s and ctx.state_dtype is not None else None,
+    )
+
+
+_short_conv_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def short_conv_streaming(
@@ -57,5 +194,5 @@ def short_conv_streaming(
     Running chunks in order with the returned state gives exactly the whole-sequence result.
     """
     _validate(x, weight, bias, state)
-    y = short_conv_ref(x, weight, bias, state=state)
+    y = _dispatch(x, weight, bias, state)
     return y, short_conv_state_ref(x, weight.shape[1], state)
