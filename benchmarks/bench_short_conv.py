@@ -264,6 +264,8 @@ def main() -> None:
     if args.device == "cpu" or args.device is None and not _cuda_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")  # before dnastream.kernels imports
         args.device = "cpu"
+    elif args.device is None:
+        args.device = "cuda"
     import torch
     import torch.nn.functional as F
 

@@ -10,6 +10,8 @@ operator itself also works on CPU, where both of its halves run the reference fo
 
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import Tensor
 
@@ -76,9 +78,14 @@ def _acc_dtype(x: Tensor, weight: Tensor) -> torch.dtype:
 
 
 def _use_triton(x: Tensor, weight: Tensor) -> bool:
-    """Whether the Triton kernels run for these tensors (CUDA, Triton compiled, fp32 math)."""
+    """Whether the Triton kernels run for these tensors (CUDA, Triton compiled, fp32 math).
+
+    Opt-in (``DNASTREAM_SHORT_CONV=triton``) until the GPU suite passes on an H100: the first
+    GPU run of tests/test_short_conv_triton.py (H200, Triton 3.6) stopped on a failure.
+    """
     return (
-        _TRITON_COMPILES
+        os.environ.get("DNASTREAM_SHORT_CONV", "reference") == "triton"
+        and _TRITON_COMPILES
         and x.is_cuda
         and x.dtype in _TRITON_DTYPES
         and _acc_dtype(x, weight) == torch.float32
