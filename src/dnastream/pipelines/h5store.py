@@ -1,0 +1,501 @@
+"""HDF5 output of ``dnastream embed``: layout, incremental writer, resume.
+
+Layout (plain h5py reads it; L = region length, d = model width)::
+
+    /                                   root attributes:
+        format            "dnastream.embed"
+        format_version    1
+        complete          bool, True once every region is finished
+        settings          JSON: everything a resumed run must match (below)
+        model_path, model_sha256 (of the weights file), model_config (JSON),
+        tokenizer (JSON policy), dnastream_version, command, n_regions,
+        pool, strand, rc_average, layers, dtype, filter_len, chunk,
+        started, finished (UTC ISO times: they differ between otherwise identical runs)
+    /regions/<key>/                     one group per region; <key> = its name, "/" -> "_"
+                                        (and "#2", "#3"... if two names collide)
+        attrs: name (original), record, start, end (0-based half-open, + strand),
+               strand (annotation strand of the region), length, index (input order),
+               done_plus, done_minus (bases committed per pass, reading order),
+               complete (bool), ready (datasets created)
+        mask           (L,) uint8 bit flags per base, + strand order:
+                       1 = N (or any non-ACGT code), 2 = soft-masked (lower case)
+        plus/          the + strand reading            (--strand + or both)
+        minus/         the - strand reading            (--strand - or both)
+        rc_average/    mean of plus and minus          (--rc-average)
+            embedding  final hidden state after ln_f:
+                       (L, d) per base (--pool none), (d,) (--pool mean), or
+                       (ceil(L / N), d) (--pool bin:N; the last bin may be shorter)
+            layer_<i>  residual stream after block i (--layers), same shape
+
+Every track is stored in + strand coordinate order: row ``p`` of ``minus/embedding`` is the
+output at + strand base ``start + p`` of the reverse-complement reading (which reads that base
+as its ``L - 1 - p``-th token). ``rc_average`` = (plus + minus) / 2 per base (or per bin /
+region), averaged in float32. Bins cover ``[start + jN, start + (j + 1)N)`` on the + strand for
+both strands. Datasets are chunked and compressed (lzf by default, gzip or none on request;
+the mask always gzip).
+
+Writing and resuming: a run writes ``OUT.h5.part`` and renames it to ``OUT.h5`` when complete,
+so a finished file is never half-written and is only replaced with ``--force`` (a forced run
+replaces it only when it completes). After each chunk the data is written, the file flushed,
+then ``done_<strand>`` raised and the file flushed again. Killed at any moment (even SIGKILL),
+rerunning the same command reopens the ``.part``, checks the settings, skips complete regions
+and re-streams an unfinished region from its start, which rebuilds the exact streaming state
+(at most one region's compute is repeated; nothing of the state is stored), writing only what
+lies beyond ``done``. The finished file equals an uninterrupted run's bit for bit: same
+chunking, same arithmetic (the one exception: a CUDA OOM back-off in one run but not the other
+changes the step sizes, hence the rounding).
+``--rc-average`` keeps the + pass in a sidecar ``OUT.h5.stage.part`` (float32) until the -
+pass has averaged it, then deletes it. HDF5 is used with superblock v2 (``libver v108``): the
+v3 superblock of ``libver='latest'`` marks a file as open for writing and HDF5 then refuses to
+reopen a file whose writer was killed.
+
+Settings compared on resume (a difference is refused, naming the setting): format version,
+dnastream version, model sha256 and config, filter_len, compute dtype, output dtype, device
+type, chunk, batch size, pool, layers, strand, rc_average, tokenizer policy, compression,
+input FASTA sha256, and the region list.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "AsyncWriter",
+    "EmbedStore",
+    "IncompatibleOutputError",
+    "OutputExistsError",
+    "RegionLayout",
+    "hdf5_key",
+    "part_path",
+    "read_settings",
+    "settings_difference",
+    "stage_path",
+]
+
+FORMAT = "dnastream.embed"
+FORMAT_VERSION = 1
+LIBVER = ("v108", "latest")
+CHUNK_CACHE_BYTES = 64 << 20
+TRACKS = ("plus", "minus", "rc_average")
+
+
+class OutputExistsError(FileExistsError):
+    """The output exists (finished) and ``--force`` was not given."""
+
+
+class IncompatibleOutputError(OutputExistsError):
+    """An existing (partial or finished) output was written with other settings."""
+
+
+def part_path(path: str | os.PathLike[str]) -> Path:
+    """Where an unfinished output lives: ``OUT.h5.part``."""
+    p = Path(path)
+    return p.with_name(p.name + ".part")
+
+
+def stage_path(path: str | os.PathLike[str]) -> Path:
+    """Sidecar holding + strand outputs until the - pass averages them (``--rc-average``)."""
+    p = Path(path)
+    return p.with_name(p.name + ".stage.part")
+
+
+def hdf5_key(name: str) -> str:
+    """A group name for ``name``: ``/`` becomes ``_``; ``.`` or empty becomes ``_``."""
+    key = name.replace("/", "_")
+    return "_" if key in ("", ".") else key
+
+
+def _open(path: Path, mode: str) -> h5py.File:
+    return h5py.File(path, mode, libver=LIBVER, rdcc_nbytes=CHUNK_CACHE_BYTES, rdcc_nslots=10007)
+
+
+def read_settings(path: str | os.PathLike[str]) -> tuple[dict[str, Any], bool] | None:
+    """(settings, complete) of a dnastream embed file; None when it is not one.
+
+    Raises OSError when the file cannot be opened as HDF5.
+    """
+    with h5py.File(path, "r") as f:
+        if f.attrs.get("format") != FORMAT or "settings" not in f.attrs:
+            return None
+        return json.loads(f.attrs["settings"]), bool(f.attrs.get("complete", False))
+
+
+_FLAG_NAMES = {
+    "model_sha256": "the model (--model weights differ)",
+    "model_config": "the model config",
+    "filter_len": "--filter-len",
+    "compute_dtype": "--compute-dtype",
+    "dtype": "--dtype",
+    "device_type": "--device",
+    "chunk": "--chunk",
+    "batch_size": "--batch-size",
+    "pool": "--pool",
+    "layers": "--layers",
+    "strand": "--strand",
+    "rc_average": "--rc-average",
+    "tokenizer": "the tokenizer policy",
+    "compression": "--compression",
+    "input_sha256": "the input FASTA (its content differs)",
+    "regions": "the regions (--regions/--region)",
+    "format_version": "the file format version",
+    "dnastream_version": "the dnastream version",
+}
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def settings_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
+    """Describe the first setting that differs (None when all match)."""
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            what = _FLAG_NAMES.get(key, key)
+            return f"{what}: {key}={_short(old.get(key))} in the file, {_short(new.get(key))} now"
+    return None
+
+
+@dataclass(frozen=True)
+class RegionLayout:
+    """Datasets of one region: tracks, output names, rows and dtype.
+
+    rows: pooled rows per track dataset (None: one (d,) vector, ``--pool mean``).
+    """
+
+    tracks: tuple[str, ...]
+    outputs: tuple[str, ...]  # "embedding", "layer_0", ...
+    length: int
+    rows: int | None
+    width: int
+    dtype: str
+    compression: str | None
+    chunk_rows: int
+
+    def shape(self) -> tuple[int, ...]:
+        """Shape of one track dataset."""
+        return (self.width,) if self.rows is None else (self.rows, self.width)
+
+    def chunks(self) -> tuple[int, ...] | None:
+        """HDF5 chunk shape of one track dataset."""
+        if self.rows is None:
+            return None
+        return (max(1, min(self.rows, self.chunk_rows)), self.width)
+
+
+def _filters(compression: str | None) -> dict[str, Any]:
+    if compression in (None, "none"):
+        return {}
+    if compression == "gzip":
+        return {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+    if compression == "lzf":
+        return {"compression": "lzf", "shuffle": True}
+    raise ValueError(f"compression must be lzf, gzip or none, got {compression!r}")
+
+
+class EmbedStore:
+    """The ``.part`` file being written (and the rc-average stage); synchronous h5py calls.
+
+    Use it from one thread at a time (:class:`AsyncWriter` runs its methods in order).
+    """
+
+    def __init__(self, final: Path, file: h5py.File) -> None:
+        self.final = final
+        self.file = file
+        self.stage: h5py.File | None = None
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        settings: Mapping[str, Any],
+        attrs: Mapping[str, Any],
+        *,
+        force: bool = False,
+    ) -> tuple[EmbedStore, bool]:
+        """Open (resume) or create ``path.part``; returns (store, resumed).
+
+        Raises:
+            OutputExistsError: ``path`` is finished and ``force`` is not set.
+            IncompatibleOutputError: ``path`` or its ``.part`` has other settings.
+        """
+        final, part = Path(path), part_path(path)
+        if final.exists() and not force:
+            cls._refuse_finished(final, settings)
+        if part.exists() and not force:
+            try:
+                found = read_settings(part)
+            except OSError as exc:
+                raise IncompatibleOutputError(
+                    f"{part}: an unfinished output that cannot be read ({exc}); delete it or "
+                    "pass --force to start over"
+                ) from exc
+            if found is None:
+                raise IncompatibleOutputError(
+                    f"{part} is not a dnastream embed file; delete it or pass --force"
+                )
+            diff = settings_difference(found[0], settings)
+            if diff:
+                raise IncompatibleOutputError(
+                    f"{part}: cannot resume, it was started with other settings ({diff}); "
+                    "rerun with the same settings, another -o, or --force to start over"
+                )
+            return cls(final, _open(part, "r+")), True
+        for stale in (part, stage_path(path)):
+            stale.unlink(missing_ok=True)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+        with _open(tmp, "w") as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["complete"] = False
+            f.attrs["settings"] = json.dumps(dict(settings), sort_keys=True)
+            for k, v in attrs.items():
+                f.attrs[k] = v
+            f.create_group("regions")
+        os.replace(tmp, part)
+        return cls(final, _open(part, "r+")), False
+
+    @staticmethod
+    def _refuse_finished(final: Path, settings: Mapping[str, Any]) -> None:
+        try:
+            found = read_settings(final)
+        except OSError:
+            found = None
+        if found is None:
+            raise OutputExistsError(
+                f"{final} exists and is not a dnastream embed output; pass --force to replace it"
+            )
+        diff = settings_difference(found[0], settings)
+        if diff:
+            raise IncompatibleOutputError(
+                f"{final} exists and was written with other settings ({diff}); "
+                "use another -o or pass --force to replace it"
+            )
+        raise OutputExistsError(
+            f"{final} is already complete (same settings); pass --force to recompute it"
+        )
+
+    # -- regions ---------------------------------------------------------------------------
+
+    def region_state(self, key: str) -> tuple[bool, int, int]:
+        """(complete, done_plus, done_minus) of a region; zeros when absent."""
+        g = self.file["regions"].get(key)
+        if g is None or not g.attrs.get("ready", False):
+            return False, 0, 0
+        return (
+            bool(g.attrs["complete"]),
+            int(g.attrs["done_plus"]),
+            int(g.attrs["done_minus"]),
+        )
+
+    def prepare_region(self, key: str, attrs: Mapping[str, Any], layout: RegionLayout) -> None:
+        """Create the region's group and datasets (again if a previous run died half-way)."""
+        regions = self.file["regions"]
+        g = regions.get(key)
+        if g is not None and g.attrs.get("ready", False):
+            return
+        if g is not None:
+            del regions[key]
+        g = regions.create_group(key)
+        for k, v in attrs.items():
+            g.attrs[k] = v
+        g.attrs["done_plus"] = 0
+        g.attrs["done_minus"] = 0
+        g.attrs["complete"] = False
+        g.create_dataset(
+            "mask",
+            shape=(layout.length,),
+            dtype="u1",
+            chunks=(min(layout.length, 1 << 16),),
+            compression="gzip",
+            compression_opts=4,
+            shuffle=False,
+        )
+        for track in layout.tracks:
+            t = g.create_group(track)
+            t.attrs["strand"] = {"plus": "+", "minus": "-", "rc_average": "rc_average"}[track]
+            for out in layout.outputs:
+                t.create_dataset(
+                    out,
+                    shape=layout.shape(),
+                    dtype=layout.dtype,
+                    chunks=layout.chunks(),
+                    **(_filters(layout.compression) if layout.rows is not None else {}),
+                )
+        g.attrs["ready"] = True
+        self.file.flush()
+
+    def write(
+        self, key: str, name: str, lo: int | None, hi: int | None, values: np.ndarray
+    ) -> None:
+        """Write rows ``[lo, hi)`` of ``/regions/key/name`` (whole dataset when lo is None)."""
+        ds = self.file["regions"][key][name]
+        if lo is None:
+            ds[...] = values
+        else:
+            ds[lo:hi] = values
+
+    def commit(self, key: str, strand: str, done: int) -> None:
+        """Flush the data, then record ``done`` bases of the ``strand`` pass, flush again."""
+        self.file.flush()
+        if self.stage is not None:
+            self.stage.flush()
+        self.file["regions"][key].attrs[f"done_{'plus' if strand == '+' else 'minus'}"] = done
+        self.file.flush()
+
+    def complete_region(self, key: str) -> None:
+        """Mark a region finished and drop its staged + strand outputs."""
+        self.file["regions"][key].attrs["complete"] = True
+        self.file.flush()
+        if self.stage is not None and key in self.stage:
+            del self.stage[key]
+            self.stage.flush()
+
+    # -- rc-average stage ------------------------------------------------------------------
+
+    def _stage_file(self) -> h5py.File:
+        if self.stage is None:
+            self.stage = _open(stage_path(self.final), "a")
+        return self.stage
+
+    def stage_write(
+        self,
+        key: str,
+        name: str,
+        lo: int | None,
+        hi: int | None,
+        values: np.ndarray,
+        layout: RegionLayout,
+    ) -> None:
+        """Keep + strand outputs (float32) for the later average."""
+        st = self._stage_file()
+        ds = st.get(f"{key}/{name}")
+        if ds is None:
+            ds = st.create_dataset(
+                f"{key}/{name}",
+                shape=layout.shape(),
+                dtype="f4",
+                chunks=layout.chunks(),
+                **(_filters(layout.compression) if layout.rows is not None else {}),
+            )
+        if lo is None:
+            ds[...] = values
+        else:
+            ds[lo:hi] = values
+
+    def write_average(
+        self, key: str, name: str, lo: int | None, hi: int | None, minus: np.ndarray
+    ) -> None:
+        """``rc_average/name[lo:hi] = (staged plus + minus) / 2`` in float32."""
+        st = self._stage_file()
+        plus = st[f"{key}/{name}"][...] if lo is None else st[f"{key}/{name}"][lo:hi]
+        avg = (plus.astype(np.float32) + minus.astype(np.float32)) * np.float32(0.5)
+        self.write(key, f"rc_average/{name}", lo, hi, avg)
+
+    # -- end -------------------------------------------------------------------------------
+
+    def finish(self, attrs: Mapping[str, Any]) -> Path:
+        """Mark the file complete, close it and move it to its final name."""
+        for k, v in attrs.items():
+            self.file.attrs[k] = v
+        self.file.attrs["complete"] = True
+        self.file.flush()
+        self.close()
+        stage_path(self.final).unlink(missing_ok=True)
+        os.replace(part_path(self.final), self.final)
+        return self.final
+
+    def discard(self) -> None:
+        """Close and delete the unfinished output (and its stage)."""
+        self.close()
+        part_path(self.final).unlink(missing_ok=True)
+        stage_path(self.final).unlink(missing_ok=True)
+
+    def close(self) -> None:
+        """Close the files (safe to call twice)."""
+        for f in (self.stage, self.file):
+            if f is not None and f.id.valid:
+                f.close()
+
+
+class _Failure:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class AsyncWriter:
+    """Runs calls in order in one background thread (h5py releases the GIL while it writes
+    and compresses, so writing overlaps the model). A bounded queue caps the memory held.
+
+    ``submit`` queues a call; ``call`` queues one and waits for its result. An exception in
+    the thread is re-raised by the next ``submit``/``call``/``close``. ``on_start`` runs
+    first in the thread (e.g. to lower its priority).
+    """
+
+    def __init__(self, depth: int = 4, on_start: Callable[[], None] | None = None) -> None:
+        self._nice = on_start
+        self._q: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._work, name="dnastream-writer", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        if self._nice is not None:
+            self._nice()
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            fn, args, box = item  # type: ignore[misc]
+            if self._error is not None:
+                if box is not None:
+                    box.put(_Failure(self._error))
+                continue
+            try:
+                result = fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                self._error = exc
+                result = _Failure(exc)
+            if box is not None:
+                box.put(result)
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Queue ``fn(*args)``."""
+        self._check()
+        self._q.put((fn, args, None))
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Queue ``fn(*args)`` after everything before it and return its result."""
+        self._check()
+        box: queue.Queue[object] = queue.Queue(maxsize=1)
+        self._q.put((fn, args, box))
+        result = box.get()
+        if isinstance(result, _Failure):
+            raise result.exc
+        return result
+
+    def close(self) -> None:
+        """Finish the queued calls and stop the thread; re-raises a pending error."""
+        if self._thread.is_alive():
+            self._q.put(None)
+            self._thread.join()
+        self._check()
