@@ -120,7 +120,7 @@ def score_cmd(
     chunk: int | None = typer.Option(
         None,
         "--chunk",
-        help="Tokens per streaming step (default 65536 on CPU, 262144 on CUDA; memory grows "
+        help="Tokens per streaming step (default 8192 on CPU, 262144 on CUDA; memory grows "
         "with it).",
     ),
     filter_len: int | None = typer.Option(
@@ -321,7 +321,8 @@ def embed_cmd(
     Any length runs in bounded memory (exact streaming with K-tap filters). Rerunning an
     interrupted command resumes it. Exit codes: 0 ok, 1 unexpected error, 2 bad input
     (FASTA, regions, checkpoint or options), 3 the output exists (finished: use --force) or
-    was started with other settings.
+    was started with other settings. Several GPUs: torchrun --nproc-per-node N -m dnastream
+    embed ... shards the regions over N processes and merges (see dnastream.pipelines.distributed).
     """
     import os
     import warnings
@@ -333,7 +334,10 @@ def embed_cmd(
     from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
     from rich.text import Text
 
-    from dnastream.pipelines.embed import EmbedOptions, OutputExistsError, run_embed
+    from dnastream.pipelines.distributed import is_main_process, run_embed_auto
+    from dnastream.pipelines.embed import EmbedOptions, OutputExistsError
+
+    quiet = quiet or not is_main_process()  # under torchrun, rank 0 speaks for the run
 
     class _Rate(ProgressColumn):
         def render(self, task: object) -> Text:
@@ -388,7 +392,7 @@ def embed_cmd(
     try:
         with bar, warnings.catch_warnings():
             warnings.showwarning = show_warning
-            report = run_embed(
+            report = run_embed_auto(
                 fasta,
                 model,
                 output,

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
@@ -54,6 +54,9 @@ from dnastream.pipelines.source import (
     lower_thread_priority,
     regions_from,
 )
+
+if TYPE_CHECKING:
+    from dnastream.pipelines.distributed import Shard
 
 __all__ = [
     "DEFAULT_CHUNK",
@@ -541,11 +544,15 @@ def run_embed(
     options: EmbedOptions | None = None,
     command: str = "",
     progress: EmbedProgress | None = None,
+    shard: Shard | None = None,
 ) -> EmbedReport:
     """Embed the records (or regions) of ``fasta`` with ``model`` into the HDF5 ``output``.
 
     Inputs are checked (options, FASTA, regions, checkpoint) before the output is touched.
     A previous unfinished run with the same settings is resumed (see :mod:`.h5store`).
+    ``shard``: compute only this process's share of the batches into its own part file,
+    left complete under its ``.part`` name for :mod:`.distributed` to merge (the report then
+    counts that share only).
 
     Raises:
         ValueError: bad options, or bad input (``GenomicsInputError`` for the FASTA and the
@@ -623,20 +630,27 @@ def run_embed(
             "chunk": chunk,
             "started": _now(),
         }
-        store, resumed = EmbedStore.open(out_path, settings, attrs, force=opts.force)
+        store_path, store_settings = out_path, settings
+        if shard is not None:
+            if out_path.exists() and not opts.force:
+                EmbedStore.refuse_finished(out_path, settings)
+            store_path, store_settings = shard.path(out_path), settings | shard.settings()
+        store, resumed = EmbedStore.open(store_path, store_settings, attrs, force=opts.force)
         writer = AsyncWriter(on_start=lower_thread_priority)
         t0 = time.perf_counter()
         try:
             embedder = _Embedder(fa, runner, store, writer, opts, layers, progress)
-            states = [writer.call(store.region_state, k) for k in keys]
-            todo = [
-                b for b in _batches(regions, opts.batch_size) if not all(states[i][0] for i in b)
-            ]
-            skipped = sum(1 for s in states if s[0])
+            batches = _batches(regions, opts.batch_size)
+            if shard is not None:
+                batches = shard.select(batches, regions)
+            mine = [i for b in batches for i in b]
+            states = {i: writer.call(store.region_state, keys[i]) for i in mine}
+            todo = [b for b in batches if not all(states[i][0] for i in b)]
+            skipped = sum(1 for i in mine if states[i][0])
             if progress is not None:
                 n_pass = len(opts.passes())
                 total = sum(regions[i].length for b in todo for i in b) * n_pass
-                progress.start(total, len(regions), skipped)
+                progress.start(total, len(mine), skipped)
             for batch in todo:
                 for i in batch:
                     r = regions[i]
@@ -651,7 +665,7 @@ def run_embed(
                     [regions[i] for i in batch],
                     [states[i] for i in batch],
                 )
-            writer.call(store.finish, {"finished": _now()})
+            written = writer.call(store.finish, {"finished": _now()}, shard is None)
             writer.close()
         except BaseException as exc:
             try:
@@ -665,8 +679,8 @@ def run_embed(
                 store.discard()
             raise
     return EmbedReport(
-        output=out_path,
-        n_regions=len(regions),
+        output=written,
+        n_regions=len(mine),
         n_skipped=skipped,
         bases=embedder.bases,
         seconds=time.perf_counter() - t0,
@@ -675,5 +689,5 @@ def run_embed(
         chunk=chunk,
         resumed=resumed,
         backoffs=runner.backoffs,
-        regions=[r.name for r in regions],
+        regions=[regions[i].name for i in sorted(mine)],
     )

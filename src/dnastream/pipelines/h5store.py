@@ -52,7 +52,8 @@ reopen a file whose writer was killed.
 Settings compared on resume (a difference is refused, naming the setting): format version,
 dnastream version, model sha256 and config, filter_len, compute dtype, output dtype, device
 type, chunk, batch size, pool, layers, strand, rc_average, tokenizer policy, compression,
-input FASTA sha256, and the region list.
+input FASTA sha256, and the region list (and, for a shard of a multi-process run, the rank
+and process count: see :mod:`dnastream.pipelines.distributed`).
 """
 
 from __future__ import annotations
@@ -149,6 +150,7 @@ _FLAG_NAMES = {
     "compression": "--compression",
     "input_sha256": "the input FASTA (its content differs)",
     "regions": "the regions (--regions/--region)",
+    "shard": "the process count (torchrun --nproc-per-node) or this process's rank",
     "format_version": "the file format version",
     "dnastream_version": "the dnastream version",
 }
@@ -235,7 +237,7 @@ class EmbedStore:
         """
         final, part = Path(path), part_path(path)
         if final.exists() and not force:
-            cls._refuse_finished(final, settings)
+            cls.refuse_finished(final, settings)
         if part.exists() and not force:
             try:
                 found = read_settings(part)
@@ -271,7 +273,9 @@ class EmbedStore:
         return cls(final, _open(part, "r+")), False
 
     @staticmethod
-    def _refuse_finished(final: Path, settings: Mapping[str, Any]) -> None:
+    def refuse_finished(final: Path, settings: Mapping[str, Any]) -> None:
+        """Raise the error for an existing ``final`` (OutputExistsError or, when it was
+        written with other settings, IncompatibleOutputError)."""
         try:
             found = read_settings(final)
         except OSError:
@@ -409,14 +413,22 @@ class EmbedStore:
 
     # -- end -------------------------------------------------------------------------------
 
-    def finish(self, attrs: Mapping[str, Any]) -> Path:
-        """Mark the file complete, close it and move it to its final name."""
+    def copy_region(self, group: h5py.Group) -> None:
+        """Copy a region group of another embed file as it is (datasets with their chunks,
+        filters and bytes, attributes): how :mod:`.distributed` merges its shards."""
+        group.file.copy(group, self.file["regions"])
+
+    def finish(self, attrs: Mapping[str, Any], rename: bool = True) -> Path:
+        """Mark the file complete, close it and move it to its final name (``rename``
+        False: keep the ``.part`` name, as a shard of :mod:`.distributed` does)."""
         for k, v in attrs.items():
             self.file.attrs[k] = v
         self.file.attrs["complete"] = True
         self.file.flush()
         self.close()
         stage_path(self.final).unlink(missing_ok=True)
+        if not rename:
+            return part_path(self.final)
         os.replace(part_path(self.final), self.final)
         return self.final
 
