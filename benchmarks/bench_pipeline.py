@@ -80,7 +80,8 @@ def main() -> None:
     args = parser.parse_args()
     chunk = args.chunk or (4096 if args.device == "cpu" else 262_144)
     torch.set_num_threads(args.threads)
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), PYTHONPATH=str(ROOT / "src"))
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT / "src"), env.get("PYTHONPATH")) if p)
     card = torch.cuda.get_device_name() if args.device.startswith("cuda") else (
         f"CPU, {args.threads} threads")  # fmt: skip
     rows = []
