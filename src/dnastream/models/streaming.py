@@ -130,7 +130,8 @@ class StreamingHyenaDNA:
         mixer = block.mixer
         z_in = mixer.project_in(x)  # (B, (N + 1) d, C)
         z = mixer.short_filter(z_in, layer.short)
-        layer.short = short_conv_state_ref(z_in, mixer.short_conv.width, layer.short)
+        width = mixer.short_conv.width
+        layer.short = short_conv_state_ref(z_in[..., -width:], width, layer.short)
         xs, v = mixer.split(z)
         filters = mixer.filter.fft_filters(self.taps)
         n_steps = mixer.order - 1
@@ -142,7 +143,7 @@ class StreamingHyenaDNA:
             context = layer.long[o]
             post = xs[0] if o == n_steps - 1 else None
             v = fftconv(g, filters[o], d_skip[o], postgate=post, context=context).to(x_i.dtype)
-            joined = torch.cat([context, g], dim=-1)
+            joined = torch.cat([context, g[..., max(0, g.shape[-1] - keep) :]], dim=-1)
             layer.long[o] = joined[..., max(0, joined.shape[-1] - keep) :].contiguous()
         return mixer.project_out(v)
 
