@@ -44,6 +44,8 @@ from dnastream.pipelines.h5store import (
     IncompatibleOutputError,
     OutputExistsError,
     RegionLayout,
+    compress_processes,
+    compression_pool,
     hdf5_key,
 )
 from dnastream.pipelines.runner import ModelRunner, RegionChunkResult, resolve_device, tune_malloc
@@ -635,7 +637,17 @@ def run_embed(
             if out_path.exists() and not opts.force:
                 EmbedStore.refuse_finished(out_path, settings)
             store_path, store_settings = shard.path(out_path), settings | shard.settings()
-        store, resumed = EmbedStore.open(store_path, store_settings, attrs, force=opts.force)
+        procs = 0
+        if opts.compression != "none" and Pooling.parse(opts.pool).kind == "none":
+            procs = compress_processes(device.type)
+        pool = compression_pool(procs)  # forked before the output is opened (file locks)
+        try:
+            store, resumed = EmbedStore.open(store_path, store_settings, attrs, force=opts.force)
+        except BaseException:
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        store.compress_in(pool, procs)
         writer = AsyncWriter(on_start=lower_thread_priority)
         t0 = time.perf_counter()
         try:

@@ -59,11 +59,15 @@ and process count: see :mod:`dnastream.pipelines.distributed`).
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import queue
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +82,8 @@ __all__ = [
     "IncompatibleOutputError",
     "OutputExistsError",
     "RegionLayout",
+    "compress_processes",
+    "compression_pool",
     "hdf5_key",
     "part_path",
     "read_settings",
@@ -90,6 +96,8 @@ FORMAT_VERSION = 1
 LIBVER = ("v108", "latest")
 CHUNK_CACHE_BYTES = 64 << 20
 TRACKS = ("plus", "minus", "rc_average")
+COMPRESS_PROCS_ENV = "DNASTREAM_COMPRESS_PROCS"
+"""Processes compressing HDF5 chunks beside the writer (0: the writer thread compresses)."""
 
 
 class OutputExistsError(FileExistsError):
@@ -207,16 +215,217 @@ def _filters(compression: str | None) -> dict[str, Any]:
     raise ValueError(f"compression must be lzf, gzip or none, got {compression!r}")
 
 
+# --------------------------------------------------------------------------------------------
+# parallel chunk compression
+# --------------------------------------------------------------------------------------------
+
+_SCRATCH: dict[tuple[str, tuple[int, ...], str], tuple[h5py.File, h5py.Dataset, int]] = {}
+_SCRATCH_REUSE = 256
+
+
+def _filter_chunk(values: np.ndarray, compression: str) -> tuple[int, bytes]:
+    """(filter mask, stored bytes) of one whole HDF5 chunk, filtered by HDF5 itself.
+
+    Runs in a worker process: the chunk is written to an in-memory HDF5 file with the same
+    dtype, chunk shape and filters as the output and its stored bytes read back, so they
+    equal what a normal write would store, bit for bit (the same filter code runs).
+    """
+    k = (values.dtype.str, values.shape, compression)
+    entry = _SCRATCH.get(k)
+    if entry is None or entry[2] >= _SCRATCH_REUSE:
+        if entry is not None:
+            entry[0].close()
+        f = h5py.File(
+            "scratch.h5", "w", driver="core", backing_store=False, libver=LIBVER, rdcc_nbytes=0
+        )
+        ds = f.create_dataset(
+            "c", shape=values.shape, dtype=values.dtype, chunks=values.shape,
+            **_filters(compression),
+        )  # fmt: skip
+        entry = (f, ds, 0)
+    f, ds, n = entry
+    ds[...] = values
+    _SCRATCH[k] = (f, ds, n + 1)
+    mask, data = ds.id.read_direct_chunk((0,) * values.ndim)
+    return int(mask), bytes(data)
+
+
+def _worker_start() -> None:
+    """In a compression process: exit when the parent is gone (even SIGKILLed: siblings
+    hold the queue's pipe open, so no EOF would come)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="dnastream-orphan-watch", daemon=True).start()
+
+
+def compression_pool(processes: int) -> ProcessPoolExecutor | None:
+    """Start ``processes`` chunk-compressing processes (None for 0).
+
+    They are forked now, from the calling thread: call it before any output file is open
+    (a forked child would hold the file's lock until it exits) and before helper threads
+    start (spawn and forkserver would re-run an unguarded ``__main__`` of a script).
+    """
+    if processes <= 0:
+        return None
+    ctx = multiprocessing.get_context("fork")
+    pool = ProcessPoolExecutor(max_workers=processes, mp_context=ctx, initializer=_worker_start)
+    pool.submit(int).result()  # with fork, this starts every worker
+    return pool
+
+
+def compress_processes(device_type: str) -> int:
+    """Default number of chunk-compressing processes: none on CPU (the model has the
+    cores), on a GPU up to 8, leaving two cores to the compute and reader threads.
+    ``DNASTREAM_COMPRESS_PROCS=N`` overrides it."""
+    env = os.environ.get(COMPRESS_PROCS_ENV, "").strip()
+    if env:
+        try:
+            return max(0, int(env))
+        except ValueError:
+            pass
+    if device_type == "cpu":
+        return 0
+    return max(1, min(8, (os.cpu_count() or 1) - 2))
+
+
+@dataclass
+class _Chunk:
+    """One HDF5 chunk being assembled from row writes of this run."""
+
+    values: np.ndarray
+    spans: list[tuple[int, int]] = field(default_factory=list)  # rows held, dataset rows
+    count: int = 0
+
+
+@dataclass
+class _Track:
+    """Per dataset: chunks being assembled and chunks left to HDF5's own writes."""
+
+    ds: h5py.Dataset
+    rows: int
+    chunk_rows: int
+    compression: str
+    open: dict[int, _Chunk] = field(default_factory=dict)
+    plain: set[int] = field(default_factory=set)
+
+
 class EmbedStore:
     """The ``.part`` file being written (and the rc-average stage); synchronous h5py calls.
 
     Use it from one thread at a time (:class:`AsyncWriter` runs its methods in order).
+
+    With :meth:`compress_in` N processes, whole chunks of the compressed per-row datasets
+    are filtered in those processes (by HDF5, so the stored bytes are the same) and stored
+    with ``write_direct_chunk``; a chunk still partly filled at a commit is written the
+    normal way instead. A commit's ``done`` is recorded only once everything written before
+    it is in the file and flushed, so the resume rules are unchanged.
     """
 
     def __init__(self, final: Path, file: h5py.File) -> None:
         self.final = final
         self.file = file
         self.stage: h5py.File | None = None
+        self._pool: ProcessPoolExecutor | None = None
+        self._workers = 0
+        self._tracks: dict[tuple[str, str], _Track | None] = {}
+        self._pending: deque[tuple[Any, ...]] = deque()
+
+    # -- parallel compression --------------------------------------------------------------
+
+    def compress_in(self, pool: ProcessPoolExecutor | None, processes: int) -> None:
+        """Filter whole chunks in ``pool`` (from :func:`compression_pool`; None: off). The
+        store shuts it down when closed."""
+        if pool is None or processes <= 0 or self._pool is not None:
+            return
+        self._pool = pool
+        self._workers = processes
+
+    def _track(self, key: str, name: str) -> _Track | None:
+        tk = (key, name)
+        if tk not in self._tracks:
+            ds = self.file["regions"][key][name]
+            comp = ds.compression
+            ok = (
+                ds.chunks is not None
+                and len(ds.shape) == 2
+                and ds.chunks[1] == ds.shape[1]
+                and comp in ("lzf", "gzip")
+                and name != "mask"
+            )
+            self._tracks[tk] = _Track(ds, ds.shape[0], ds.chunks[0], comp) if ok else None
+        return self._tracks[tk]
+
+    def _pump(self, block: bool = False, keep: int = 0) -> None:
+        """Store the finished compressions at the head of the queue, then the commits that
+        follow them (``block``: wait for all; ``keep``: wait until at most that many
+        chunks are in flight)."""
+        commits: dict[tuple[str, str], int] = {}
+        wrote = False
+        while self._pending:
+            item = self._pending[0]
+            if item[0] == "chunk":
+                fut: Future[tuple[int, bytes]] = item[3]
+                if not (block or len(self._pending) > keep or fut.done()):
+                    break
+                mask, data = fut.result()
+                item[1].id.write_direct_chunk(item[2], data, mask)
+                wrote = True
+            else:
+                commits[(item[1], item[2])] = item[3]
+            self._pending.popleft()
+        if commits:
+            self.file.flush()
+            if self.stage is not None:
+                self.stage.flush()
+            for (key, strand), done in commits.items():
+                self.file["regions"][key].attrs[f"done_{'plus' if strand == '+' else 'minus'}"] = (
+                    done
+                )
+            self.file.flush()
+        elif wrote and block:
+            self.file.flush()
+
+    def _write_rows(self, t: _Track, lo: int, hi: int, values: np.ndarray) -> None:
+        cr = t.chunk_rows
+        for c in range(lo // cr, (hi - 1) // cr + 1):
+            s, e = max(lo, c * cr), min(hi, (c + 1) * cr)
+            part = values[s - lo : e - lo]
+            if c in t.plain:
+                t.ds[s:e] = part
+                continue
+            ch = t.open.get(c)
+            if ch is None:
+                ch = t.open[c] = _Chunk(np.zeros((cr, values.shape[1]), dtype=t.ds.dtype))
+            ch.values[s - c * cr : e - c * cr] = part
+            ch.spans.append((s, e))
+            ch.count += e - s
+            if ch.count == min(cr, t.rows - c * cr):
+                del t.open[c]
+                assert self._pool is not None
+                fut = self._pool.submit(_filter_chunk, ch.values, t.compression)
+                self._pending.append(("chunk", t.ds, (c * cr, 0), fut))
+        self._pump(keep=4 * self._workers + 4)
+
+    def _close_partial(self, key: str) -> None:
+        """Write the partly filled chunks of region ``key`` the normal way."""
+        for (k, _), t in self._tracks.items():
+            if k != key or t is None:
+                continue
+            for c, ch in t.open.items():
+                for s, e in ch.spans:
+                    t.ds[s:e] = ch.values[s - c * t.chunk_rows : e - c * t.chunk_rows]
+                t.plain.add(c)
+            t.open.clear()
+
+    def _settle(self) -> None:
+        """Everything queued is in the file (before any other kind of access)."""
+        if self._pending:
+            self._pump(block=True)
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -298,6 +507,7 @@ class EmbedStore:
 
     def region_state(self, key: str) -> tuple[bool, int, int]:
         """(complete, done_plus, done_minus) of a region; zeros when absent."""
+        self._settle()
         g = self.file["regions"].get(key)
         if g is None or not g.attrs.get("ready", False):
             return False, 0, 0
@@ -309,6 +519,7 @@ class EmbedStore:
 
     def prepare_region(self, key: str, attrs: Mapping[str, Any], layout: RegionLayout) -> None:
         """Create the region's group and datasets (again if a previous run died half-way)."""
+        self._settle()
         regions = self.file["regions"]
         g = regions.get(key)
         if g is not None and g.attrs.get("ready", False):
@@ -348,6 +559,11 @@ class EmbedStore:
         self, key: str, name: str, lo: int | None, hi: int | None, values: np.ndarray
     ) -> None:
         """Write rows ``[lo, hi)`` of ``/regions/key/name`` (whole dataset when lo is None)."""
+        if self._pool is not None and lo is not None and hi is not None and hi > lo:
+            t = self._track(key, name)
+            if t is not None:
+                self._write_rows(t, lo, hi, values)
+                return
         ds = self.file["regions"][key][name]
         if lo is None:
             ds[...] = values
@@ -356,6 +572,11 @@ class EmbedStore:
 
     def commit(self, key: str, strand: str, done: int) -> None:
         """Flush the data, then record ``done`` bases of the ``strand`` pass, flush again."""
+        if self._pool is not None:
+            self._close_partial(key)
+            self._pending.append(("commit", key, strand, done))
+            self._pump()
+            return
         self.file.flush()
         if self.stage is not None:
             self.stage.flush()
@@ -364,6 +585,9 @@ class EmbedStore:
 
     def complete_region(self, key: str) -> None:
         """Mark a region finished and drop its staged + strand outputs."""
+        self._close_partial(key)
+        self._settle()
+        self._tracks = {k: t for k, t in self._tracks.items() if k[0] != key}
         self.file["regions"][key].attrs["complete"] = True
         self.file.flush()
         if self.stage is not None and key in self.stage:
@@ -416,11 +640,15 @@ class EmbedStore:
     def copy_region(self, group: h5py.Group) -> None:
         """Copy a region group of another embed file as it is (datasets with their chunks,
         filters and bytes, attributes): how :mod:`.distributed` merges its shards."""
+        self._settle()
         group.file.copy(group, self.file["regions"])
 
     def finish(self, attrs: Mapping[str, Any], rename: bool = True) -> Path:
         """Mark the file complete, close it and move it to its final name (``rename``
         False: keep the ``.part`` name, as a shard of :mod:`.distributed` does)."""
+        for key in {k for k, _ in self._tracks}:
+            self._close_partial(key)
+        self._settle()
         for k, v in attrs.items():
             self.file.attrs[k] = v
         self.file.attrs["complete"] = True
@@ -439,7 +667,11 @@ class EmbedStore:
         stage_path(self.final).unlink(missing_ok=True)
 
     def close(self) -> None:
-        """Close the files (safe to call twice)."""
+        """Close the files (safe to call twice); what is still queued is dropped."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        self._pending.clear()
         for f in (self.stage, self.file):
             if f is not None and f.id.valid:
                 f.close()
