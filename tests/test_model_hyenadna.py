@@ -265,16 +265,10 @@ def test_shift_setting_changes_filters() -> None:
     assert all(blk.mixer.filter.modulation_shift == 0.0 for blk in model.blocks)
 
 
-def test_gradient_checkpointing_gives_the_same_gradients():
-    from pathlib import Path
-
+def test_gradient_checkpointing_gives_the_same_gradients(hyenadna_fixtures):
     from dnastream.models import load_model
 
-    fixtures = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "hyenadna"
-    if not fixtures.is_dir():
-        import pytest
-
-        pytest.skip(f"fixtures folder {fixtures} is absent")
+    fixtures = hyenadna_fixtures
     ids = torch.randint(7, 12, (2, 300), generator=torch.Generator().manual_seed(0))
     grads = []
     for recompute in (False, True):
@@ -288,16 +282,10 @@ def test_gradient_checkpointing_gives_the_same_gradients():
         assert torch.allclose(g, grads[1][name], rtol=1e-10, atol=1e-12), name
 
 
-def test_bf16_autocast_runs_ffts_in_float32():
-    from pathlib import Path
-
+def test_bf16_autocast_runs_ffts_in_float32(hyenadna_fixtures):
     from dnastream.models import load_model
 
-    fixtures = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "hyenadna"
-    if not fixtures.is_dir():
-        import pytest
-
-        pytest.skip(f"fixtures folder {fixtures} is absent")
+    fixtures = hyenadna_fixtures
     model = load_model(fixtures / "hf_tiny").eval()
     ids = torch.randint(7, 12, (1, 500), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
