@@ -1002,6 +1002,15 @@ def _programs(n_tiles: int, ctas_per_sm: int, device: torch.device) -> int:
     return max(1, min(n_tiles, _SM_COUNT[idx] * ctas_per_sm))
 
 
+def _outer_ctas(plan: FFTPlan) -> int:
+    return plan.outer_ctas_per_sm or plan.ctas_per_sm
+
+
+def _regcap(maxnreg: int | None) -> dict:
+    """Launch option capping registers per thread (only passed when set)."""
+    return {} if maxnreg is None or _interpreting() else {"maxnreg": maxnreg}
+
+
 def _mma_dtype(plan: FFTPlan) -> torch.dtype:
     return torch.float16 if plan.mma == "fp16" else torch.float32
 
@@ -1034,7 +1043,7 @@ def _outer_forward(plan: FFTPlan, src: Tensor, gate: Tensor | None, buf: Tensor)
     for level in range(len(plan.outer)):
         a = _outer_launch_args(plan, level, npairs, heads)
         first = level == 0
-        grid = (_programs(a["n_tiles"], plan.ctas_per_sm, src.device),)
+        grid = (_programs(a["n_tiles"], _outer_ctas(plan), src.device),)
         _outer_fwd_kernel[grid](
             src if first else buf,
             gate if gate is not None else src,
@@ -1056,6 +1065,7 @@ def _outer_forward(plan: FFTPlan, src: Tensor, gate: Tensor | None, buf: Tensor)
             MMA_FP16=plan.mma == "fp16",
             num_warps=plan.outer_warps,
             num_stages=plan.outer_stages,
+            **_regcap(plan.outer_maxnreg),
         )
 
 
@@ -1119,6 +1129,7 @@ def _launch_inner_conv(
         RNE_Y2=y2 is not None and _emu_rne(y2),
         num_warps=plan.num_warps,
         num_stages=plan.num_stages,
+        **_regcap(plan.maxnreg),
     )
     if rows == 1:
         _conv_nat_kernel[(nprog,)](
@@ -1181,7 +1192,7 @@ def _conv(
     for level in reversed(range(len(plan.outer))):
         a = _outer_launch_args(plan, level, npairs, heads)
         last = level == 0
-        grid = (_programs(a["n_tiles"], plan.ctas_per_sm, dev),)
+        grid = (_programs(a["n_tiles"], _outer_ctas(plan), dev),)
         _outer_inv_kernel[grid](
             buf,
             y if last else buf,
@@ -1208,6 +1219,7 @@ def _conv(
             RNE_Y2=last and y2 is not None and _emu_rne(y2),
             num_warps=plan.outer_warps,
             num_stages=plan.outer_stages,
+            **_regcap(plan.outer_maxnreg),
         )
     return y, y2
 
@@ -1265,6 +1277,7 @@ def _xcorr(
         MMA_FP16=plan.mma == "fp16",
         num_warps=plan.num_warps,
         num_stages=plan.num_stages,
+        **_regcap(plan.maxnreg),
     )
     common = (*srcs, part, dd_part, f1, f2, tw, batch, heads, seq_len, npairs, plan.n)
     if rows == 1:

@@ -101,6 +101,10 @@ class FFTPlan:
             memory in the fused kernels).
         hoist: keep the inner DFT matrices and twiddles in registers for the whole program
             (loaded once) instead of reloading them (from L1/L2) for every tile.
+        maxnreg, outer_maxnreg: register cap per thread (PTX ``.maxnreg``) of the inner and
+            outer kernels, ``None`` = the compiler's choice. A cap lets more programs share an
+            SM (the fused kernels otherwise use ~250 registers, one 8-warp program per SM).
+        outer_ctas_per_sm: persistent programs per SM of the outer kernels (0: ctas_per_sm).
     """
 
     n: int
@@ -122,6 +126,9 @@ class FFTPlan:
     chunk: int = 64
     num_stages: int = 1
     outer_stages: int = 2
+    maxnreg: int | None = None
+    outer_maxnreg: int | None = None
+    outer_ctas_per_sm: int = 0
     _strides: tuple[int, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
