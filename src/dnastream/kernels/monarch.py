@@ -285,21 +285,36 @@ def plan_for(
             return None
     n1, n2 = _split_inner(inner)
 
-    # Tile sizing. Small inner FFTs (<= 1024) batch `rows` complex rows (batch-row pairs) per
-    # program tile, about 4096 complex values, so each dot has >= 128 rows; they are laid out
-    # transposed and use two in-register transposes. Larger inner FFTs take one row per tile in
-    # the transpose-free "natural" kernel, `chunk` spectrum rows at a time (register budget).
+    # Tile sizing (measured with benchmarks/tune_conv.py on an H200, bf16, FlashFFTConv's
+    # workload; benchmarks/results/tune_conv_h200.log). Small inner FFTs (<= 1024) batch `rows`
+    # complex rows (batch-row pairs) per program tile, about 2048 complex values, laid out
+    # transposed (two in-register transposes); 4 warps capped at 128 registers so 4 programs
+    # share an SM (1.5-1.6x over 8 uncapped warps). Larger inner FFTs take one row per tile in
+    # the transpose-free "natural" kernel, `chunk` = 32 spectrum rows at a time, 4 warps (one
+    # warpgroup: 1.5-1.7x over 8 warps at 4096-8192 points). Outer kernels: registers capped
+    # at 168 and 4 programs per SM (1.3-1.7x end to end with the inner changes).
+    fp16 = mma == "fp16"
     if rows is None:
-        rows = 4096 // inner if inner <= 1024 else 1
+        rows = (2048 if fp16 else 4096) // inner if inner <= 1024 else 1
+        rows = max(rows, 2) if inner <= 1024 else rows
         if batch is not None:
             rows = min(rows, _next_pow2(max(1, (batch + 1) // 2)))
+    maxnreg = None
+    ctas_per_sm = 2
     if rows > 1:
-        num_warps = 8 if rows * n2 >= 128 else 4
+        num_warps = 4 if fp16 else (8 if rows * n2 >= 128 else 4)
+        if fp16:
+            maxnreg, ctas_per_sm = 128, 4
     else:
-        num_warps = 8 if inner >= 4096 else 4
+        num_warps = 4 if fp16 else (8 if inner >= 4096 else 4)
     radix_max = max(outer) if outer else MIN_RADIX
-    outer_block = max(MIN_RADIX, min(128, 4096 // radix_max))
+    if fp16 and radix_max >= 128:
+        outer_block = 16
+    else:
+        outer_block = max(MIN_RADIX, min(128, 4096 // radix_max))
     outer_warps = 4 if outer_block * radix_max <= 2048 else 8
+    outer_maxnreg = 168 if fp16 else None
+    outer_ctas = 4 if fp16 else 0
     return FFTPlan(
         n=n,
         seq_len=seq_len,
@@ -313,6 +328,10 @@ def plan_for(
         outer_block=outer_block,
         outer_warps=outer_warps,
         mma=mma,
+        ctas_per_sm=ctas_per_sm,
+        maxnreg=maxnreg,
+        outer_maxnreg=outer_maxnreg,
+        outer_ctas_per_sm=outer_ctas,
         hoist=True,
         chunk=min(32, n1),
     )
