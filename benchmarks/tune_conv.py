@@ -4,9 +4,10 @@ For each case (``mode:N``, FlashFFTConv's workload as in ``bench_conv``) the def
 :func:`dnastream.kernels.monarch.plan_for` is timed, then variants of the inner (fused) kernel's
 parameters (warps, register cap, persistent programs per SM, spectrum chunk / rows per tile),
 then, with the best inner choice, of the outer kernels' (warps, register cap, programs per
-SM, columns per tile). Every variant's output is checked against a float64 convolution (relative
-L2 error <= 3e-3, the bf16 bar), so a faster plan is never a wrong one. Prints one line per variant and
-a summary table (default ms, best ms, gain, best settings); ``--json`` writes the best settings.
+SM, columns per tile). Every variant's output is checked against a float64 convolution
+(relative L2 error <= 3e-3, the bf16 bar), so a faster plan is never a wrong one. Prints one
+line per variant and a summary table (default ms, best ms, gain, best settings); ``--json``
+writes the best settings.
 
     python benchmarks/tune_conv.py --cases padded:4096,padded:16384 --json tuned.json
 """

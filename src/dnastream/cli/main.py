@@ -136,6 +136,9 @@ def score_cmd(
     ),
     force: bool = typer.Option(False, "--force", help="Overwrite existing outputs."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or summary output."),
+    stats_json: Path | None = typer.Option(
+        None, "--stats-json", hidden=True, help="Write phase timings (JSON) to this file."
+    ),
 ) -> None:
     """Per-base next-token log-likelihood of genes (whole span, both strands) or regions.
 
@@ -201,6 +204,7 @@ def score_cmd(
                 progress=on_progress,
                 on_start=on_start,
                 command=_command_line(ctx, "score"),
+                stats_path=stats_json,
             )
     except OutputExistsError as err:
         err_console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False)
@@ -315,6 +319,9 @@ def embed_cmd(
     threads: int | None = typer.Option(None, "--threads", help="CPU threads for the model."),
     force: bool = typer.Option(False, "--force", help="Replace a finished or other output."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+    stats_json: Path | None = typer.Option(
+        None, "--stats-json", hidden=True, help="Write phase timings (JSON) to this file."
+    ),
 ) -> None:
     """Embed FASTA records or regions with a HyenaDNA model into HDF5, streamed and resumable.
 
@@ -402,6 +409,7 @@ def embed_cmd(
                 options=options,
                 command=_command_line(ctx, "embed"),
                 progress=_Progress(),
+                stats_path=stats_json,
             )
     except OutputExistsError as err:
         raise fail(3, err) from err

@@ -56,6 +56,7 @@ from dnastream.pipelines.source import (
     lower_thread_priority,
     regions_from,
 )
+from dnastream.pipelines.stats import PhaseStats
 
 if TYPE_CHECKING:
     from dnastream.pipelines.distributed import Shard
@@ -547,6 +548,7 @@ def run_embed(
     command: str = "",
     progress: EmbedProgress | None = None,
     shard: Shard | None = None,
+    stats_path: str | os.PathLike[str] | None = None,
 ) -> EmbedReport:
     """Embed the records (or regions) of ``fasta`` with ``model`` into the HDF5 ``output``.
 
@@ -554,7 +556,8 @@ def run_embed(
     A previous unfinished run with the same settings is resumed (see :mod:`.h5store`).
     ``shard``: compute only this process's share of the batches into its own part file,
     left complete under its ``.part`` name for :mod:`.distributed` to merge (the report then
-    counts that share only).
+    counts that share only). ``stats_path`` (or ``$DNASTREAM_PROFILE``): write the phase
+    timings there (:mod:`.stats`).
 
     Raises:
         ValueError: bad options, or bad input (``GenomicsInputError`` for the FASTA and the
@@ -562,6 +565,7 @@ def run_embed(
         OutputExistsError: ``output`` is finished and ``force`` is not set.
         IncompatibleOutputError: an existing output has other settings.
     """
+    stats = PhaseStats.from_env(stats_path, "embed")
     opts = options or EmbedOptions()
     opts.validate()
     tune_malloc()
@@ -582,7 +586,9 @@ def run_embed(
             dtype=_DTYPES[opts.compute_dtype],
             chunk=chunk,
             filter_len=opts.filter_len,
+            stats=stats,
         )
+        stats.mark("model_loaded")
         if not fa.random_access and (len(regions) > 1 or "-" in opts.passes()):
             warnings.warn(
                 f"{fasta_path} has no random access (plain gzip): every region is read from "
@@ -649,6 +655,7 @@ def run_embed(
             raise
         store.compress_in(pool, procs)
         writer = AsyncWriter(on_start=lower_thread_priority)
+        stats.mark("loop_start")
         t0 = time.perf_counter()
         try:
             embedder = _Embedder(fa, runner, store, writer, opts, layers, progress)
@@ -677,6 +684,9 @@ def run_embed(
                     [regions[i] for i in batch],
                     [states[i] for i in batch],
                 )
+            stats.mark("loop_end")
+            writer.call(int)  # the writer has caught up with the data
+            stats.mark("drained")
             written = writer.call(store.finish, {"finished": _now()}, shard is None)
             writer.close()
         except BaseException as exc:
@@ -690,6 +700,14 @@ def run_embed(
                 # fixed input has another checksum, so the partial output is of no use
                 store.discard()
             raise
+    stats.add("write_wait", writer.waited)
+    stats.add("writer_busy", writer.busy)
+    stats.add("compress_wait", store.compress_wait)
+    stats.extra.update(
+        {"device": str(device), "chunk": chunk, "compress_processes": procs,
+         "overlap": runner.overlap, "compression": opts.compression}
+    )  # fmt: skip
+    stats.save()
     return EmbedReport(
         output=written,
         n_regions=len(mine),

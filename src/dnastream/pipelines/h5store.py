@@ -334,6 +334,7 @@ class EmbedStore:
         self._workers = 0
         self._tracks: dict[tuple[str, str], _Track | None] = {}
         self._pending: deque[tuple[Any, ...]] = deque()
+        self.compress_wait = 0.0  # seconds waiting for compression processes
 
     # -- parallel compression --------------------------------------------------------------
 
@@ -372,7 +373,9 @@ class EmbedStore:
                 fut: Future[tuple[int, bytes]] = item[3]
                 if not (block or len(self._pending) > keep or fut.done()):
                     break
+                t0 = time.perf_counter()
                 mask, data = fut.result()
+                self.compress_wait += time.perf_counter() - t0
                 item[1].id.write_direct_chunk(item[2], data, mask)
                 wrote = True
             else:
@@ -398,6 +401,11 @@ class EmbedStore:
             if c in t.plain:
                 t.ds[s:e] = part
                 continue
+            if e - s == cr and c not in t.open and part.dtype == t.ds.dtype:
+                # a whole chunk in one write: compress the caller's rows as they are (no
+                # staging copy; the caller never changes an array it handed over)
+                self._submit(t, c, np.ascontiguousarray(part))
+                continue
             ch = t.open.get(c)
             if ch is None:
                 ch = t.open[c] = _Chunk(np.zeros((cr, values.shape[1]), dtype=t.ds.dtype))
@@ -406,10 +414,13 @@ class EmbedStore:
             ch.count += e - s
             if ch.count == min(cr, t.rows - c * cr):
                 del t.open[c]
-                assert self._pool is not None
-                fut = self._pool.submit(_filter_chunk, ch.values, t.compression)
-                self._pending.append(("chunk", t.ds, (c * cr, 0), fut))
+                self._submit(t, c, ch.values)
         self._pump(keep=4 * self._workers + 4)
+
+    def _submit(self, t: _Track, c: int, values: np.ndarray) -> None:
+        assert self._pool is not None
+        fut = self._pool.submit(_filter_chunk, values, t.compression)
+        self._pending.append(("chunk", t.ds, (c * t.chunk_rows, 0), fut))
 
     def _close_partial(self, key: str) -> None:
         """Write the partly filled chunks of region ``key`` the normal way."""
@@ -695,6 +706,8 @@ class AsyncWriter:
         self._nice = on_start
         self._q: queue.Queue[object] = queue.Queue(maxsize=depth)
         self._error: BaseException | None = None
+        self.busy = 0.0  # seconds the thread spent running calls
+        self.waited = 0.0  # seconds callers were blocked handing calls over (queue full)
         self._thread = threading.Thread(target=self._work, name="dnastream-writer", daemon=True)
         self._thread.start()
 
@@ -710,11 +723,13 @@ class AsyncWriter:
                 if box is not None:
                     box.put(_Failure(self._error))
                 continue
+            t0 = time.perf_counter()
             try:
                 result = fn(*args)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller
                 self._error = exc
                 result = _Failure(exc)
+            self.busy += time.perf_counter() - t0
             if box is not None:
                 box.put(result)
 
@@ -725,7 +740,9 @@ class AsyncWriter:
     def submit(self, fn: Callable[..., Any], *args: Any) -> None:
         """Queue ``fn(*args)``."""
         self._check()
+        t0 = time.perf_counter()
         self._q.put((fn, args, None))
+        self.waited += time.perf_counter() - t0
 
     def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Queue ``fn(*args)`` after everything before it and return its result."""

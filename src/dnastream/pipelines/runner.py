@@ -14,6 +14,21 @@ keeping the old references is an exact snapshot), the step size is halved and th
 are fed again in smaller pieces; the smaller size is kept for the rest of the run. Each
 back-off is logged (logger ``dnastream.pipelines``) and counted in :attr:`ModelRunner.backoffs`.
 
+Overlap (CUDA): a step only *launches* the chunk's kernels; its outputs are copied to freshly
+allocated pinned host buffers with non-blocking copies on a side stream, which records an
+event. The runner then launches the next chunk before it waits for that event and hands the
+previous chunk to the caller, so the host post-processes and writes chunk i while the GPU
+computes chunk i + 1 (double buffering: at most two chunks' outputs are alive on the GPU, and
+every chunk has its own host buffer, so a consumer may keep the arrays). The values are the
+same as with a synchronous ``.cpu()`` (same kernels, same stream order, exact copies; a
+conversion to float32 happens on the GPU, IEEE rounding as on the host). On CPU the runner
+steps and hands over each chunk in turn (``overlap=True`` there runs the same look-ahead
+bookkeeping without streams, which is how the CPU tests cover it; ``DNASTREAM_OVERLAP=0/1``
+sets the default).
+
+Timing: :attr:`ModelRunner.stats` (:class:`~dnastream.pipelines.stats.PhaseStats`) sums the
+time spent launching steps, waiting for outputs, waiting for input and in the consumer.
+
 Test hook: the environment variable ``DNASTREAM_TEST_SLEEP_PER_CHUNK`` (seconds, float) makes
 the runner sleep after every chunk, so tests can interrupt a run at a known point.
 """
@@ -25,8 +40,9 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -35,6 +51,7 @@ from torch import Tensor
 from dnastream.models import HyenaDNAModel
 from dnastream.models.streaming import StreamingChunkOutput, StreamingHyenaDNA, StreamingState
 from dnastream.pipelines.source import TokenChunk
+from dnastream.pipelines.stats import PhaseStats
 
 __all__ = [
     "MIN_CHUNK",
@@ -51,6 +68,8 @@ MIN_CHUNK = 64
 """Smallest step size the OOM back-off goes down to before giving up."""
 
 SLEEP_ENV = "DNASTREAM_TEST_SLEEP_PER_CHUNK"
+OVERLAP_ENV = "DNASTREAM_OVERLAP"
+"""``1``/``0`` forces the look-ahead on or off (default: on for CUDA only), e.g. to compare."""
 
 _OOM_NAMES = (
     getattr(torch, "OutOfMemoryError", None),
@@ -153,6 +172,65 @@ def _numpy(t: Tensor) -> np.ndarray:
     return t.detach().to("cpu", torch.float32).numpy()
 
 
+_END = object()
+_I = TypeVar("_I")
+_R = TypeVar("_R")
+
+
+class _Outputs:
+    """One step's outputs on their way to the host: ``hidden``, ``logprobs`` and the
+    requested layers, as float32 numpy arrays once :meth:`wait` returns."""
+
+    def __init__(
+        self,
+        arrays: dict[object, np.ndarray | None],
+        event: torch.cuda.Event | None = None,
+        keep: list[Tensor] | None = None,
+    ) -> None:
+        self._arrays = arrays
+        self._event = event
+        self._keep = keep  # device tensors read by the copies: alive until they are done
+
+    def wait(self) -> dict[object, np.ndarray | None]:
+        if self._event is not None:
+            self._event.synchronize()
+            self._event = None
+            self._keep = None
+        return self._arrays
+
+
+def _host_outputs(
+    out: StreamingChunkOutput, device: torch.device, stream: torch.cuda.Stream | None
+) -> _Outputs:
+    """Start bringing ``out`` to the host: synchronous on CPU, on ``stream`` on CUDA."""
+    named: dict[object, Tensor | None] = {
+        "hidden": out.last_hidden_state,
+        "logprobs": out.token_logprobs,
+    }
+    named.update(out.hidden_states)
+    if stream is None:
+        return _Outputs({k: None if t is None else _numpy(t) for k, t in named.items()})
+    compute = torch.cuda.current_stream(device)
+    stream.wait_stream(compute)  # the copies start once the chunk's kernels are done
+    arrays: dict[object, np.ndarray | None] = {}
+    keep: list[Tensor] = []
+    with torch.cuda.stream(stream):
+        for key, t in named.items():
+            if t is None:
+                arrays[key] = None
+                continue
+            src = t.detach()
+            if src.dtype != torch.float32:
+                src = src.to(torch.float32)  # on the GPU, in the copy stream
+            host = torch.empty(src.shape, dtype=torch.float32, pin_memory=True)
+            host.copy_(src, non_blocking=True)
+            keep += [t, src]
+            arrays[key] = host.numpy()  # the array keeps its pinned buffer alive
+        event = torch.cuda.Event()
+        event.record(stream)
+    return _Outputs(arrays, event, keep)
+
+
 class ModelRunner:
     """Streams regions through a model, chunk by chunk, exactly.
 
@@ -162,6 +240,9 @@ class ModelRunner:
         dtype: compute dtype of the model (float32 unless a GPU run wants bfloat16/float16).
         chunk: tokens per streaming step (halved on CUDA OOM, see the module docstring).
         filter_len: long-filter taps K (default: the model's filter_len, else l_max).
+        overlap: hand chunk i to the caller only after chunk i + 1 is launched (default: on
+            CUDA only; see the module docstring).
+        stats: where to sum the loop timings (default: a fresh, unsaved one).
     """
 
     def __init__(
@@ -172,6 +253,8 @@ class ModelRunner:
         dtype: torch.dtype = torch.float32,
         chunk: int,
         filter_len: int | None = None,
+        overlap: bool | None = None,
+        stats: PhaseStats | None = None,
     ) -> None:
         if chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {chunk}")
@@ -184,6 +267,12 @@ class ModelRunner:
         self.chunk = int(chunk)
         self.backoffs = 0
         self.sleep = float(os.environ.get(SLEEP_ENV, "0") or 0)
+        if overlap is None:
+            env = os.environ.get(OVERLAP_ENV, "").strip()
+            overlap = env == "1" if env in ("0", "1") else self.device.type == "cuda"
+        self.overlap = bool(overlap)
+        self.stats = stats if stats is not None else PhaseStats()
+        self._copy_stream: torch.cuda.Stream | None = None
 
     @property
     def d_model(self) -> int:
@@ -211,19 +300,23 @@ class ModelRunner:
         the stream starts fresh at the first one.
         """
         self.engine.reset(1)
-        for tc in token_chunks:
-            ids = torch.from_numpy(np.ascontiguousarray(tc.ids)).to(self.device).unsqueeze(0)
-            out = self._step(ids, layers, logprobs, hidden)
-            yield RegionChunkResult(
+
+        def launch(tc: TokenChunk) -> _Outputs:
+            ids = self._device_ids(tc.ids[None])
+            return self._launch(ids, layers, logprobs, hidden)
+
+        def finish(tc: TokenChunk, arrays: dict[object, np.ndarray | None]) -> RegionChunkResult:
+            hid, lp = arrays.pop("hidden"), arrays.pop("logprobs")
+            return RegionChunkResult(
                 offset=tc.offset,
-                hidden=None if out.last_hidden_state is None else _numpy(out.last_hidden_state[0]),
-                layers={i: _numpy(h[0]) for i, h in out.hidden_states.items()},
-                logprobs=None if out.token_logprobs is None else _numpy(out.token_logprobs[0]),
+                hidden=None if hid is None else hid[0],
+                layers={i: h[0] for i, h in arrays.items()},  # type: ignore[misc,index]
+                logprobs=None if lp is None else lp[0],
                 mask=tc.mask,
                 flags=tc.flags,
             )
-            if self.sleep:
-                time.sleep(self.sleep)
+
+        yield from self._pipeline(token_chunks, launch, finish, lambda tc: len(tc.ids))
 
     # -- several regions of equal length at once -------------------------------------------
 
@@ -241,30 +334,104 @@ class ModelRunner:
         Yields, per step, one result per region.
         """
         started = False
-        for tcs in token_batches:
+
+        def launch(tcs: Sequence[TokenChunk]) -> _Outputs:
+            nonlocal started
             if not started:
                 self.engine.reset(len(tcs))
                 started = True
             if len({len(tc.ids) for tc in tcs}) != 1:
                 raise ValueError("batched chunks must have equal lengths")
-            ids = torch.from_numpy(np.stack([tc.ids for tc in tcs])).to(self.device)
-            out = self._step(ids, layers, logprobs, hidden)
-            hid = None if out.last_hidden_state is None else _numpy(out.last_hidden_state)
-            lay = {i: _numpy(h) for i, h in out.hidden_states.items()}
-            lp = None if out.token_logprobs is None else _numpy(out.token_logprobs)
-            yield [
+            ids = self._device_ids(np.stack([tc.ids for tc in tcs]))
+            return self._launch(ids, layers, logprobs, hidden)
+
+        def finish(
+            tcs: Sequence[TokenChunk], arrays: dict[object, np.ndarray | None]
+        ) -> list[RegionChunkResult]:
+            hid, lp = arrays.pop("hidden"), arrays.pop("logprobs")
+            return [
                 RegionChunkResult(
                     offset=tc.offset,
                     hidden=None if hid is None else hid[b],
-                    layers={i: h[b] for i, h in lay.items()},
+                    layers={i: h[b] for i, h in arrays.items()},  # type: ignore[misc,index]
                     logprobs=None if lp is None else lp[b],
                     mask=tc.mask,
                     flags=tc.flags,
                 )
                 for b, tc in enumerate(tcs)
             ]
-            if self.sleep:
-                time.sleep(self.sleep)
+
+        yield from self._pipeline(
+            token_batches, launch, finish, lambda tcs: len(tcs) * len(tcs[0].ids)
+        )
+
+    # -- the loop: launch, fetch, hand over (overlapped on CUDA) ---------------------------
+
+    def _device_ids(self, ids: np.ndarray) -> Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(ids))
+        if self.device.type == "cuda":
+            # from pinned memory the copy is asynchronous: no wait for the previous chunk
+            return t.pin_memory().to(self.device, non_blocking=True)
+        return t.to(self.device)
+
+    def _launch(self, ids: Tensor, layers: Sequence[int], logprobs: bool, hidden: bool) -> _Outputs:
+        out = self._step(ids, layers, logprobs, hidden)
+        stream = None
+        if self.device.type == "cuda":
+            if self._copy_stream is None:
+                self._copy_stream = torch.cuda.Stream(self.device)
+            stream = self._copy_stream
+        return _host_outputs(out, self.device, stream)
+
+    def _pipeline(
+        self,
+        items: Iterable[_I],
+        launch: Callable[[_I], _Outputs],
+        finish: Callable[[_I, dict[object, np.ndarray | None]], _R],
+        size: Callable[[_I], int],
+    ) -> Iterator[_R]:
+        """``launch(item)`` each item, then yield ``finish(item, host arrays)`` in order; with
+        :attr:`overlap`, item i is finished after item i + 1 is launched."""
+        stats, clock = self.stats, time.perf_counter
+        pending: tuple[_I, _Outputs] | None = None
+        source = iter(items)
+        while True:
+            t0 = clock()
+            got = next(source, _END)
+            t1 = clock()
+            stats.add("input_wait", t1 - t0)
+            if got is _END:
+                break
+            item: _I = got  # type: ignore[assignment]
+            fetched = launch(item)
+            stats.add("step", clock() - t1)
+            if not self.overlap:
+                yield from self._hand_over(item, fetched, finish, size)
+                continue
+            previous, pending = pending, (item, fetched)
+            if previous is not None:
+                yield from self._hand_over(*previous, finish, size)
+        if pending is not None:
+            yield from self._hand_over(*pending, finish, size)
+
+    def _hand_over(
+        self,
+        item: _I,
+        fetched: _Outputs,
+        finish: Callable[[_I, dict[object, np.ndarray | None]], _R],
+        size: Callable[[_I], int],
+    ) -> Iterator[_R]:
+        stats, clock = self.stats, time.perf_counter
+        t0 = clock()
+        arrays = fetched.wait()
+        stats.add("d2h_wait", clock() - t0)
+        result = finish(item, arrays)
+        stats.chunk_done(size(item))
+        t1 = clock()
+        yield result
+        stats.add("host", clock() - t1)
+        if self.sleep:
+            time.sleep(self.sleep)
 
     # -- stepping with back-off ------------------------------------------------------------
 

@@ -95,6 +95,7 @@ from dnastream.pipelines.convert import OutputExistsError
 from dnastream.pipelines.embed import DEFAULT_CHUNK
 from dnastream.pipelines.runner import ModelRunner, resolve_device, tune_malloc
 from dnastream.pipelines.source import FLAG_N, FLAG_SOFTMASK, Region, iter_token_chunks
+from dnastream.pipelines.stats import PhaseStats
 
 __all__ = [
     "SCORE_FORMAT",
@@ -119,6 +120,8 @@ SCORE_FORMAT = "dnastream.score"
 SCORE_FORMAT_VERSION = 1
 H5_CHUNK = 1 << 16
 """Elements per HDF5 chunk of a ``logprob`` track (256 KiB of float32)."""
+H5_CACHE = 2 << 20
+"""HDF5 chunk cache of the output (bytes): room for the chunks one write touches."""
 
 LOGPROB_DEFINITION = (
     "logprob[i] = ln p(base | preceding bases of the target in reading direction) for the base "
@@ -520,6 +523,7 @@ def score_target(
     tally = _Tally()
     length = target.length
     reverse = region.strand == "-"
+    clock = time.perf_counter
     for res in runner.run_region(chunks, logprobs=True, hidden=False):
         assert res.logprobs is not None and res.flags is not None
         lp = np.array(res.logprobs, dtype=np.float32)
@@ -527,10 +531,12 @@ def score_target(
         lp[not_base] = np.nan
         tally.add(lp, not_base, (res.flags & FLAG_SOFTMASK) != 0)
         n = len(lp)
+        t1 = clock()
         if reverse:
             dataset[length - res.offset - n : length - res.offset] = lp[::-1]
         else:
             dataset[res.offset : res.offset + n] = lp
+        runner.stats.add("write", clock() - t1)
         if progress is not None:
             progress(target, res.offset + n)
     return TargetSummary(
@@ -722,6 +728,7 @@ def run_score(
     on_start: Callable[[Sequence[ScoreTarget]], None] | None = None,
     on_done: Callable[[TargetSummary], None] | None = None,
     command: str | None = None,
+    stats_path: PathLike | None = None,
 ) -> ScoreReport:
     """Check everything, score every target into ``output`` (HDF5), then write the TSV,
     bedGraph and PNG requested; see the module docstring for the formats.
@@ -730,7 +737,9 @@ def run_score(
     exists without ``force``), the optional plotting dependency, the FASTA, the annotation,
     gene names (:class:`UnknownGeneError`), regions, settings and the model. Outputs are
     written to temporary files and renamed into place only when everything succeeded.
+    ``stats_path`` (or ``$DNASTREAM_PROFILE``): write the phase timings there (:mod:`.stats`).
     """
+    stats = PhaseStats.from_env(stats_path, "score")
     from dnastream.pipelines import tracks
 
     outputs = check_outputs(
@@ -749,13 +758,16 @@ def run_score(
     with FastaFile(fasta_path) as fasta:
         targets = plan_targets(fasta, annotation=annotation, genes=genes, regions=regions)
         model = _load(model_path, filter_len, torch_dtype, dev)
-        runner = ModelRunner(model, device=dev, dtype=torch_dtype, chunk=chunk)
+        runner = ModelRunner(model, device=dev, dtype=torch_dtype, chunk=chunk, stats=stats)
+        stats.mark("model_loaded")
         if on_start is not None:
             on_start(targets)
         temps = {label: _temp_beside(p) for label, p in outputs.items()}
         try:
             t0 = time.perf_counter()
-            with h5py.File(temps["--output"], "w", rdcc_nbytes=8 << 20) as h5:
+            # a small chunk cache: finished chunks are compressed (and written) while the
+            # target streams, overlapping the GPU, instead of piling up for the close
+            with h5py.File(temps["--output"], "w", rdcc_nbytes=H5_CACHE) as h5:
                 h5.attrs.update(
                     {
                         "format": SCORE_FORMAT,
@@ -780,10 +792,13 @@ def run_score(
                         "summary_definition": SUMMARY_DEFINITION,
                     }
                 )
+                stats.mark("loop_start")
                 summaries = score_targets(
                     fasta, targets, runner, h5, progress=progress, on_done=on_done
                 )
                 taps = int(h5.attrs["filter_len"])
+                stats.mark("loop_end")
+            stats.mark("drained")
             seconds = time.perf_counter() - t0
             if "--tsv" in temps:
                 write_tsv(summaries, temps["--tsv"])
@@ -805,6 +820,8 @@ def run_score(
         finally:
             for tmp in temps.values():
                 tmp.unlink(missing_ok=True)
+    stats.extra.update({"device": str(dev), "chunk": chunk, "overlap": runner.overlap})
+    stats.save()
     return ScoreReport(
         summaries=summaries,
         outputs=outputs,
