@@ -5,16 +5,30 @@
 * ``score``: the whole 2.33 Mbp hg38 chr2 fragment as one region through ``dnastream score``,
 
 each beside the model alone streaming the same tokens (already in memory) with the same chunk
-size, so ``overhead = pipeline time / model time - 1`` is what the pipeline adds. Peak memory is
-the subprocess's peak RSS (and peak CUDA memory for the model-only pass on a GPU).
+size and bringing back what the pipeline brings back (hidden states for embed, log-likelihoods
+for score), so ``overhead = pipeline time / model time - 1`` is what the pipeline adds. Peak
+memory is the subprocess's peak RSS.
+
+The subprocess writes its phase timings (``--stats-json``, see ``dnastream.pipelines.stats``),
+which split the end-to-end time into a fixed cost (spawn -> first chunk on the host: python and
+torch imports, CUDA init, model load, Triton JIT / warm-up; plus the drain and finalize after
+the last chunk) and the steady state (first chunk -> last chunk), compared with the model's own
+steady state (its first chunk, which carries the warm-up, left out on both sides).
+
+``--model-shape large`` runs a random-weight HyenaDNA-large shape (d_model 256, 8 layers,
+d_inner 1024, l_max 1,000,002; K = l_max) written to a temporary native checkpoint, where the
+model dominates. ``--max-bases N`` limits each job to its first N bases (CPU smoke runs).
 
     python benchmarks/bench_pipeline.py --device cpu --threads 2      # bar: >= 53.7 kbp/s, <= 2 GB
     python benchmarks/bench_pipeline.py --device cuda                 # bar: overhead <= 10%
+    python benchmarks/bench_pipeline.py --device cuda --model-shape large
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import resource
 import subprocess
@@ -29,7 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from dnastream.genomics import FastaFile, encode  # noqa: E402
-from dnastream.models import load_model  # noqa: E402
+from dnastream.models import HyenaDNAModel, load_model  # noqa: E402
+from dnastream.models.load import save_native  # noqa: E402
 from dnastream.models.streaming import StreamingHyenaDNA  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
@@ -39,24 +54,52 @@ MODEL = ROOT / "tests" / "data" / "hyenadna_tiny_random_hf"
 REFERENCE_CPU_KBPS = 17.9  # reference HyenaDNA code, tiny shape, this 2-core machine
 
 
+def large_checkpoint(folder: Path) -> Path:
+    """A random-weight HyenaDNA-large shape (d 256, 8 layers, d_inner 1024, l_max 1,000,002)
+    saved as a native checkpoint in ``folder``."""
+    tiny = load_model(MODEL).config
+    config = tiny.replace(
+        d_model=256,
+        n_layer=8,
+        d_inner=1024,
+        layer=dataclasses.replace(tiny.layer, l_max=1_000_002),
+    )
+    torch.manual_seed(0)
+    return save_native(HyenaDNAModel(config).eval(), folder / "hyenadna_large_random")
+
+
 def model_only(
-    path: Path, record: str, chunk: int, device: str, logprobs: bool
-) -> tuple[float, int]:
-    """Seconds for the model alone to stream the whole record (tokens prepared beforehand)."""
+    model_path: Path,
+    path: Path,
+    record: str,
+    chunk: int,
+    device: str,
+    logprobs: bool,
+    max_bases: int | None,
+) -> tuple[float, float, int, int]:
+    """(total s, steady s, bases, first chunk bases) for the model alone streaming the
+    record (tokens prepared beforehand); steady leaves out the first chunk (warm-up)."""
     with FastaFile(path, build_index=False) as fa:
-        ids = [torch.from_numpy(encode(seq)) for _, seq in fa.iter_chunks(record, chunk)]
-    model = load_model(MODEL, device=device).eval()
+        pieces = fa.iter_chunks(record, chunk, 0, max_bases)
+        ids = [torch.from_numpy(encode(seq)) for _, seq in pieces]
+    model = load_model(model_path, device=device).eval()
     engine = StreamingHyenaDNA(model, filter_len=model.config.layer.l_max)
     engine.reset(1)
-    if device.startswith("cuda"):
+    cuda = device.startswith("cuda")
+    if cuda:
         torch.cuda.synchronize()
     t0 = time.perf_counter()
+    first = None
     for piece in ids:
         out = engine.step(piece.to(device)[None], return_logprobs=logprobs)
-        out.last_hidden_state.cpu()  # the pipeline also brings every chunk back to the host
-    if device.startswith("cuda"):
+        # bring back what the pipeline brings back (a synchronous copy waits for the GPU)
+        (out.token_logprobs if logprobs else out.last_hidden_state).cpu()
+        if first is None:
+            first = time.perf_counter()
+    if cuda:
         torch.cuda.synchronize()
-    return time.perf_counter() - t0, sum(int(p.numel()) for p in ids)
+    t1 = time.perf_counter()
+    return t1 - t0, t1 - first, sum(int(p.numel()) for p in ids), int(ids[0].numel())
 
 
 def pipeline(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
@@ -77,6 +120,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--chunk", type=int, default=None, help="default: 4096 CPU, 262144 GPU")
     parser.add_argument("--jobs", default="embed,score")
+    parser.add_argument("--model-shape", choices=("tiny", "large"), default="tiny")
+    parser.add_argument("--max-bases", type=int, default=None, help="only the first N bases")
+    parser.add_argument("--keep-stats", type=Path, default=None, help="copy the stats JSONs here")
     args = parser.parse_args()
     chunk = args.chunk or (4096 if args.device == "cpu" else 262_144)
     torch.set_num_threads(args.threads)
@@ -86,30 +132,44 @@ def main() -> None:
         f"CPU, {args.threads} threads")  # fmt: skip
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        model = MODEL if args.model_shape == "tiny" else large_checkpoint(Path(tmp))
+        lim = args.max_bases
+        ecoli_region = ["--region", f"NC_007779.1:1-{lim}"] if lim else []
+        hg38_region = f"chr2:1-{min(lim, 2_333_275)}" if lim else "chr2:1-2333275"
+        common = ["--model", str(model), "--chunk", str(chunk), "--device", args.device, "--quiet"]
         jobs = {
             "embed E. coli": (ECOLI, "NC_007779.1", False, [
                 sys.executable, "-m", "dnastream", "embed", str(ECOLI), "-o", f"{tmp}/e.h5",
-                "--model", str(MODEL), "--chunk", str(chunk), "--device", args.device, "--quiet",
+                *ecoli_region, *common,
             ]),
-            "score hg38 chr2 2.33 Mbp": (HG38, "chr2", True, [
-                sys.executable, "-m", "dnastream", "score", str(HG38), "--region",
-                "chr2:1-2333275", "-o", f"{tmp}/s.h5", "--model", str(MODEL), "--chunk",
-                str(chunk), "--device", args.device, "--quiet",
+            "score hg38 chr2": (HG38, "chr2", True, [
+                sys.executable, "-m", "dnastream", "score", str(HG38), "--region", hg38_region,
+                "-o", f"{tmp}/s.h5", *common,
             ]),
         }  # fmt: skip
         for name, (path, record, logprobs, cmd) in jobs.items():
-            if name.split()[0] not in args.jobs:
+            job = name.split()[0]
+            if job not in args.jobs:
                 continue
-            model_s, bases = model_only(path, record, chunk, args.device, logprobs)
-            pipe_s, rss_gb, _ = pipeline(cmd, env)
-            rows.append((name, bases, model_s, pipe_s, rss_gb))
-            print(rows[-1], flush=True)
-    print(f"\n## Pipelines end to end, tiny model, {card}, chunk {chunk:,}\n")
+            model_s, model_steady, bases, first = model_only(
+                model, path, record, chunk, args.device, logprobs, lim
+            )
+            stats_path = Path(tmp) / f"{job}.json"
+            spawn = time.time()
+            pipe_s, rss_gb, _ = pipeline([*cmd, "--stats-json", str(stats_path)], env)
+            stats = json.loads(stats_path.read_text())
+            if args.keep_stats is not None:
+                args.keep_stats.mkdir(parents=True, exist_ok=True)
+                (args.keep_stats / stats_path.name).write_text(stats_path.read_text())
+            rows.append((name, bases, first, model_s, model_steady, pipe_s, rss_gb, spawn, stats))
+            print(json.dumps(stats), flush=True)
+    shape = "tiny" if args.model_shape == "tiny" else "HyenaDNA-large shape (random weights)"
+    print(f"\n## Pipelines end to end, {shape} model, {card}, chunk {chunk:,}\n")
     print("| job | Mbp | model-only kbp/s | pipeline kbp/s | overhead | peak RSS GB | note |")
     print("|---|---|---|---|---|---|---|")
-    for name, bases, model_s, pipe_s, rss in rows:
+    for name, bases, _, model_s, _, pipe_s, rss, _, _ in rows:
         note = ""
-        if args.device == "cpu" and name.startswith("embed"):
+        if args.device == "cpu" and name.startswith("embed") and not lim:
             note = (
                 f"reference code {REFERENCE_CPU_KBPS} kbp/s; bar 3x = {3 * REFERENCE_CPU_KBPS:.1f}"
             )
@@ -123,6 +183,42 @@ def main() -> None:
             note,
         ]
         print("| " + " | ".join(cells) + " |")  # fmt: skip
+    print("\n### Fixed cost and steady state (from the pipeline's --stats-json)\n")
+    print(
+        "fixed = spawn -> first chunk on the host + drain + finalize, less the first chunk's "
+        "share of model-only steady time; steady = first chunk -> last chunk, model-only "
+        "likewise without its first chunk.\n"
+    )
+    print(
+        "| job | fixed s | imports s | setup s | first chunk s | drain+finalize s "
+        "| model steady kbp/s | pipeline steady kbp/s | steady overhead | fixed vs model-only |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, bases, first, model_s, model_steady, _, _, spawn, st in rows:
+        ph = st["phases"]
+        m_rate = (bases - first) / model_steady if model_steady > 0 else float("nan")
+        to_entry = st["entry_epoch"] - spawn
+        to_first = to_entry + st["marks"]["first_chunk"]
+        tail = (ph.get("drain") or 0.0) + (ph.get("finalize") or 0.0)
+        fixed = to_first + tail - st["first_chunk_bases"] / m_rate
+        p_rate = (st["steady_kbp_s"] or float("nan")) * 1e3
+        cells = [
+            name,
+            f"{fixed:.2f}",
+            f"{to_entry:.2f}",
+            f"{(ph.get('setup') or 0) + (ph.get('prepare') or 0):.2f}",
+            f"{ph.get('first_chunk') or 0:.2f}",
+            f"{tail:.2f}",
+            f"{m_rate / 1e3:.1f}",
+            f"{p_rate / 1e3:.1f}",
+            f"{m_rate / p_rate - 1:+.0%}",
+            f"{fixed / model_s:+.0%}",
+        ]
+        print("| " + " | ".join(cells) + " |")  # fmt: skip
+    print("\nloop sums (s):")
+    for name, *_, st in rows:
+        loop = ", ".join(f"{k} {v:.2f}" for k, v in sorted(st["loop"].items()))
+        print(f"- {name}: {loop}")
 
 
 if __name__ == "__main__":
