@@ -191,8 +191,9 @@ def test_forward_each_fused_size(dtype, n) -> None:
 @pytest.mark.parametrize("n", [256, 512, 1024])
 def test_forward_batched_row_tiles(dtype, n) -> None:
     """Small FFTs put several batch-row pairs in one tile (transposed layout, R > 1)."""
-    plan = plan_for(n // 2, n // 2, True, dtype, batch=8)
+    plan = plan_for(n // 2, n // 2, True, dtype, batch=8, rows=4)
     assert plan.rows == 4 and plan.hoist
+    assert plan_for(n // 2, n // 2, True, dtype, batch=8).rows >= 2  # the default tiles rows
     check_forward(8, 2, n // 2, n // 2, dtype, plan=plan)
     if n == 256:  # constants reloaded per tile instead of hoisted
         check_forward(7, 2, n // 2, 40, dtype, plan=dataclasses.replace(plan, hoist=False))
