@@ -293,17 +293,19 @@ def plan_for(
     # the transpose-free "natural" kernel, `chunk` = 32 spectrum rows at a time, 4 warps (one
     # warpgroup: 1.5-1.7x over 8 warps at 4096-8192 points). Outer kernels: registers capped
     # at 168 and 4 programs per SM (1.3-1.7x end to end with the inner changes).
+    # The 256-point FFT keeps 16 rows of 8 uncapped warps: capped, its gated and circular
+    # variants spill (0.46 vs 0.14 ms gated on an H100, benchmarks/results/bench_conv_h100.log).
     fp16 = mma == "fp16"
+    capped = fp16 and 256 < inner <= 1024
     if rows is None:
-        rows = (2048 if fp16 else 4096) // inner if inner <= 1024 else 1
-        rows = max(rows, 2) if inner <= 1024 else rows
+        rows = (2048 if capped else 4096) // inner if inner <= 1024 else 1
         if batch is not None:
             rows = min(rows, _next_pow2(max(1, (batch + 1) // 2)))
     maxnreg = None
     ctas_per_sm = 2
     if rows > 1:
-        num_warps = 4 if fp16 else (8 if rows * n2 >= 128 else 4)
-        if fp16:
+        num_warps = 4 if capped else (8 if rows * n2 >= 128 else 4)
+        if capped:
             maxnreg, ctas_per_sm = 128, 4
     else:
         num_warps = 4 if fp16 else (8 if inner >= 4096 else 4)
