@@ -14,6 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from dnastream.kernels import fftconv_op  # noqa: F401 - registers torch.ops.dnastream.fftconv
 from dnastream.kernels.backend import kernel_mode
 from dnastream.kernels.fftconv_ref import fftconv_ref
 from dnastream.kernels.spectrum import FFTConv
@@ -96,8 +97,8 @@ def _triton_backend(
     causal: bool = True,
     context: Tensor | None = None,
 ) -> Tensor:
-    """Triton path; the filter spectrum for the chosen plan is cached on an :class:`FFTConv`."""
-    from dnastream.kernels.fftconv_triton import fftconv_triton
+    """Triton path through the ``dnastream::fftconv`` custom op (forward and backward kernels);
+    the filter spectrum for the chosen plan is cached on an :class:`FFTConv`."""
     from dnastream.kernels.monarch import MAX_FUSED_SIZE, MIN_FFT_SIZE, filter_spectrum, plan_for
 
     assert context is None
@@ -108,10 +109,11 @@ def _triton_backend(
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (u, k_tensor, D, pregate, postgate)
     )
-    # Measured on an H100 (benchmarks/bench_conv.py): the fused kernels (N <= 8192) beat
-    # torch.fft 1.6-3.2x forward and 1.1-2.2x forward+backward from N = 512; the multi-pass
-    # plans above 8192 are at best 1.5x forward and slower in backward, so those sizes (and
-    # N = 256 with gradients) stay on torch.fft unless DNASTREAM_FFTCONV=triton.
+    # Measured on an H100 (benchmarks/bench_conv.py, results/bench_conv_h100.log): the fused
+    # kernels (N <= 8192) beat torch.fft 2.1-5.1x forward and 1.4-3.4x forward+backward from
+    # N = 512; the multi-pass plans above 8192 are 0.86-1.8x forward and 0.56-0.95x with the
+    # backward, and the model at 1 Mbp was slower and heavier through them, so those sizes
+    # (and N = 256 with gradients) stay on torch.fft unless DNASTREAM_FFTCONV=triton.
     if (
         plan is None
         or not forced
@@ -123,10 +125,8 @@ def _triton_backend(
         spectrum = k.cached(
             ("triton", plan), 2 * heads * plan.n * 4, lambda: filter_spectrum(k_tensor, plan)
         )
-    return fftconv_triton(
-        u, k_tensor, D=D, pregate=pregate, postgate=postgate, causal=causal,
-        k_spectrum=spectrum, plan=plan,
-    )  # fmt: skip
+    # The op derives the same plan (plan_for with batch=B) from the shapes.
+    return torch.ops.dnastream.fftconv(u, k_tensor, D, pregate, postgate, spectrum, causal)
 
 
 def _select_backend(u: Tensor, context: Tensor | None) -> _Backend:

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from dnastream.kernels.spectrum import FFTConv, compute_dtype, fft_size
 
-__all__ = ["WORKSPACE_BYTES", "fftconv_ref"]
+__all__ = ["WORKSPACE_BYTES", "fftconv_backward_ref", "fftconv_ref"]
 
 #: Above this size of one complex spectrum of all channels, the convolution runs over groups of
 #: channels so its transient memory stays bounded (what keeps a 1 Mbp forward lean).
@@ -92,3 +92,69 @@ def fftconv_ref(
     if postgate is not None:
         y = y * postgate.to(dtype)
     return y.to(u.dtype)
+
+
+def fftconv_backward_ref(
+    dy: Tensor,
+    u: Tensor,
+    k: Tensor,
+    D: Tensor | None = None,
+    *,
+    pregate: Tensor | None = None,
+    postgate: Tensor | None = None,
+    causal: bool = True,
+    needs: tuple[bool, bool, bool, bool, bool] = (True, True, True, True, True),
+) -> tuple[Tensor | None, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
+    """Explicit gradients of :func:`fftconv_ref` (no autograd graph), for dy like u (..., H, L).
+
+    With ``x = pregate * u`` and ``z = postgate * dy``:
+
+    * ``dx = corr(z, k) + D * z`` (``corr(z, k)[t] = sum_s z[t + s] k[s]``), ``du = pregate * dx``,
+      ``dpregate = u * dx``;
+    * ``dpostgate = dy * (x conv k + D * x)``;
+    * ``dk[s] = sum_{rows, t} z[t] x[t - s]`` (taps beyond ``min(Lk, L)`` get 0 when causal),
+      ``dD = sum_{rows, t} z * x``.
+
+    ``needs`` = which of (du, dk, dD, dpregate, dpostgate) to compute. Returns them in the
+    dtypes of u, k, D, pregate, postgate (None where not needed or the input is None).
+    """
+    need_u, need_k, need_d, need_g1, need_g2 = needs
+    need_g1 = need_g1 and pregate is not None
+    need_g2 = need_g2 and postgate is not None
+    need_d = need_d and D is not None
+    dtype = compute_dtype(u.dtype, k.dtype)
+    seq_len, channels = u.shape[-1], u.shape[-2]
+    taps = min(k.shape[-1], seq_len) if causal else k.shape[-1]
+    n = fft_size(seq_len, taps, causal=causal)
+    x = u.to(dtype)
+    if pregate is not None:
+        x = x * pregate.to(dtype)
+    z = dy.to(dtype)
+    if postgate is not None:
+        z = z * postgate.to(dtype)
+    k_f = torch.fft.rfft(k[:, :taps].to(dtype), n=n)
+    z_f = torch.fft.rfft(z, n=n) if (need_u or need_g1 or need_k) else None
+    x_f = torch.fft.rfft(x, n=n) if (need_k or need_g2) else None
+    du = dk = dD = dg1 = dg2 = None
+    if need_u or need_g1:
+        dx = torch.fft.irfft(z_f * k_f.conj(), n=n)[..., :seq_len]
+        if D is not None:
+            dx = dx + D.to(dtype).unsqueeze(-1) * z
+        if need_u:
+            du = (dx if pregate is None else dx * pregate.to(dtype)).to(u.dtype)
+        if need_g1:
+            dg1 = (dx * u.to(dtype)).to(pregate.dtype)
+    if need_g2:
+        y0 = torch.fft.irfft(x_f * k_f, n=n)[..., :seq_len]
+        if D is not None:
+            y0 = y0 + D.to(dtype).unsqueeze(-1) * x
+        dg2 = (dy.to(dtype) * y0).to(postgate.dtype)
+    if need_k:
+        cross = (z_f * x_f.conj()).reshape(-1, channels, n // 2 + 1).sum(0)
+        full = torch.fft.irfft(cross, n=n)
+        dk = torch.zeros(k.shape, dtype=dtype, device=k.device)
+        dk[:, :taps] = full[:, :taps]
+        dk = dk.to(k.dtype)
+    if need_d:
+        dD = (z * x).reshape(-1, channels, seq_len).sum(dim=(0, 2)).to(D.dtype)
+    return du, dk, dD, dg1, dg2

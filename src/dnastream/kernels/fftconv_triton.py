@@ -1318,44 +1318,75 @@ class _FFTConvFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):  # type: ignore[override]
         u, k, D, g1, g2, spec = ctx.saved_tensors
-        plan: FFTPlan = ctx.plan
-        need_u, need_k, need_d, need_g1, need_g2 = ctx.needs_input_grad[:5]
-        dy = dy.contiguous()
-        du = dk = dD = dg1 = dg2 = None
-        if need_u or need_g1:
-            # dz = g2 * dy; dxz = corr(dz, k) + D * dz; du = g1 * dxz; dg1 = u * dxz
-            du, dg1 = _conv(
-                plan,
-                dy,
-                g2,
-                spec,
-                True,
-                D,
-                g1,
-                u if need_g1 else None,
-                y2_dtype=g1.dtype if g1 is not None else None,
-            )
-            if not need_u:
-                du = None
-        if need_g2 and g2 is not None:
-            # dg2 = dy * (conv(g1 * u, k) + D * g1 * u)
-            z, _ = _conv(plan, u, g1, spec, False, D, dy, None)
-            dg2 = z.to(g2.dtype)
-        if need_k or need_d:
-            if need_k:
-                s_nat, dd = _xcorr(plan, u, g1, dy, g2, want_dd=need_d)
-                full = torch.fft.ifft(s_nat, dim=-1).real
-                dk = torch.zeros(k.shape, dtype=torch.float32, device=k.device)
-                taps = min(plan.taps, k.shape[1])
-                dk[:, :taps] = full[:, :taps]
-                dk = dk.to(k.dtype)
-            else:
-                x = u.float() if g1 is None else u.float() * g1.float()
-                z = dy.float() if g2 is None else dy.float() * g2.float()
-                dd = (x * z).sum(dim=(0, 2))
-            if need_d:
-                dD = dd.to(D.dtype)
-        return du, dk, dD, dg1, dg2, None, None
+        grads = conv_backward(ctx.plan, dy, u, k, D, g1, g2, spec, ctx.needs_input_grad[:5])
+        return (*grads, None, None)
+
+
+def conv_forward(
+    plan: FFTPlan,
+    u: Tensor,
+    k_spectrum: Tensor,
+    D: Tensor | None,
+    pregate: Tensor | None,
+    postgate: Tensor | None,
+) -> Tensor:
+    """The forward kernels for contiguous inputs (no autograd): y (B, H, L) in u's dtype."""
+    y, _ = _conv(plan, u, pregate, k_spectrum, False, D, postgate, None)
+    return y
+
+
+def conv_backward(
+    plan: FFTPlan,
+    dy: Tensor,
+    u: Tensor,
+    k: Tensor,
+    D: Tensor | None,
+    g1: Tensor | None,
+    g2: Tensor | None,
+    spec: Tensor,
+    needs: tuple[bool, ...],
+) -> tuple[Tensor | None, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
+    """Gradients (du, dk, dD, dpregate, dpostgate) by the Triton kernels; ``needs`` says which
+    (entries for inputs that are None are None). dk is accumulated in fp32."""
+    need_u, need_k, need_d, need_g1, need_g2 = needs
+    need_g1 = need_g1 and g1 is not None
+    need_d = need_d and D is not None
+    dy = dy.contiguous()
+    du = dk = dD = dg1 = dg2 = None
+    if need_u or need_g1:
+        # dz = g2 * dy; dxz = corr(dz, k) + D * dz; du = g1 * dxz; dg1 = u * dxz
+        du, dg1 = _conv(
+            plan,
+            dy,
+            g2,
+            spec,
+            True,
+            D,
+            g1,
+            u if need_g1 else None,
+            y2_dtype=g1.dtype if g1 is not None else None,
+        )
+        if not need_u:
+            du = None
+    if need_g2 and g2 is not None:
+        # dg2 = dy * (conv(g1 * u, k) + D * g1 * u)
+        z, _ = _conv(plan, u, g1, spec, False, D, dy, None)
+        dg2 = z.to(g2.dtype)
+    if need_k or need_d:
+        if need_k:
+            s_nat, dd = _xcorr(plan, u, g1, dy, g2, want_dd=need_d)
+            full = torch.fft.ifft(s_nat, dim=-1).real
+            dk = torch.zeros(k.shape, dtype=torch.float32, device=k.device)
+            taps = min(plan.taps, k.shape[1])
+            dk[:, :taps] = full[:, :taps]
+            dk = dk.to(k.dtype)
+        else:
+            x = u.float() if g1 is None else u.float() * g1.float()
+            z = dy.float() if g2 is None else dy.float() * g2.float()
+            dd = (x * z).sum(dim=(0, 2))
+        if need_d:
+            dD = dd.to(D.dtype)
+    return du, dk, dD, dg1, dg2
 
 
 def _torch_fftconv(

@@ -80,8 +80,9 @@ def _acc_dtype(x: Tensor, weight: Tensor) -> torch.dtype:
 def _use_triton(x: Tensor, weight: Tensor) -> bool:
     """Whether the Triton kernels run for these tensors (CUDA, Triton compiled, fp32 math).
 
-    Opt-in (``DNASTREAM_SHORT_CONV=triton``) until the GPU suite passes on an H100: the first
-    GPU run of tests/test_short_conv_triton.py (H200, Triton 3.6) stopped on a failure.
+    Opt-in (``DNASTREAM_SHORT_CONV=triton``): the op's GPU suite passed on an H100 (23 tests,
+    Triton 3.6, benchmarks/results/gpu_tests_session7.log; the first run, on an H200, had stopped
+    on a failure), but the model has not yet been run end to end on a GPU through it.
     """
     return (
         os.environ.get("DNASTREAM_SHORT_CONV", "reference") == "triton"

@@ -1,0 +1,189 @@
+"""The FFT long convolution as PyTorch custom operators (``torch.library``).
+
+``torch.ops.dnastream.fftconv(u, k, D, pregate, postgate, k_spectrum, causal)`` computes
+``postgate * ((pregate * u) conv k + D * (pregate * u))`` for u (B, H, L), k (H, Lk), and
+``torch.ops.dnastream.fftconv_backward`` its gradients. Both have fake (meta) implementations
+and the forward has an autograd registration, so ``torch.compile`` traces them as single nodes
+and ``torch.library.opcheck`` passes.
+
+Kernels: on CUDA, bf16/fp16/fp32 inputs whose length has a plan run the Triton Monarch-FFT
+kernels (:mod:`dnastream.kernels.fftconv_triton`), forward and backward; everything else
+(CPU, float64, lengths without a plan) runs the PyTorch reference twins
+:func:`~dnastream.kernels.fftconv_ref.fftconv_ref` and
+:func:`~dnastream.kernels.fftconv_ref.fftconv_backward_ref`.
+
+``k_spectrum`` is an optional cached filter spectrum for the Triton plan
+``plan_for(L, Lk, causal, u.dtype, batch=B)`` (``filter_spectrum(k, plan)``, shape (2, H, N));
+the reference ignores it. Inputs are not validated here beyond what the kernels need: the public
+:func:`dnastream.kernels.fftconv` validates them first.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from dnastream.kernels.fftconv_ref import fftconv_backward_ref, fftconv_ref
+
+__all__ = ["triton_plan"]
+
+_TRITON_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+#: Tests set this to run the Triton branch under ``TRITON_INTERPRET=1`` on the CPU.
+INTERPRET_ON_CPU = False
+
+
+def triton_plan(u: Tensor, k: Tensor, causal: bool):
+    """The Triton plan the op uses for these inputs, or None when it runs the reference."""
+    if u.dtype not in _TRITON_DTYPES or k.dtype == torch.float64:
+        return None
+    if not (u.is_cuda or (INTERPRET_ON_CPU and u.device.type == "cpu")):
+        return None
+    from dnastream.kernels.fftconv_triton import plan_for, uses_triton
+
+    if not uses_triton(u.device):
+        return None
+    batch, _, seq_len = u.shape
+    return plan_for(seq_len, k.shape[1], causal, u.dtype, batch=batch)
+
+
+def _spectrum(plan, k: Tensor, k_spectrum: Tensor | None) -> Tensor:
+    from dnastream.kernels.fftconv_triton import filter_spectrum
+
+    if k_spectrum is None:
+        return filter_spectrum(k, plan)
+    if k_spectrum.shape != (2, k.shape[0], plan.n) or k_spectrum.dtype != torch.float32:
+        raise ValueError(
+            f"dnastream::fftconv: k_spectrum must be float32 (2, H={k.shape[0]}, N={plan.n}) "
+            f"for plan {plan.describe()}, got {tuple(k_spectrum.shape)} {k_spectrum.dtype}"
+        )
+    return k_spectrum.contiguous()
+
+
+def _opt(t: Tensor | None) -> Tensor | None:
+    return None if t is None else t.contiguous()
+
+
+@torch.library.custom_op("dnastream::fftconv", mutates_args=())
+def _fftconv_op(
+    u: Tensor,
+    k: Tensor,
+    D: Tensor | None,
+    pregate: Tensor | None,
+    postgate: Tensor | None,
+    k_spectrum: Tensor | None,
+    causal: bool,
+) -> Tensor:
+    """y (B, H, L), contiguous, in u's dtype."""
+    plan = triton_plan(u, k, causal)
+    if plan is None:
+        return fftconv_ref(u, k, D, pregate=pregate, postgate=postgate, causal=causal).contiguous()
+    from dnastream.kernels.fftconv_triton import conv_forward
+
+    spec = _spectrum(plan, k, k_spectrum)
+    return conv_forward(plan, u.contiguous(), spec, _opt(D), _opt(pregate), _opt(postgate))
+
+
+@_fftconv_op.register_fake
+def _fftconv_fake(
+    u: Tensor,
+    k: Tensor,
+    D: Tensor | None,
+    pregate: Tensor | None,
+    postgate: Tensor | None,
+    k_spectrum: Tensor | None,
+    causal: bool,
+) -> Tensor:
+    return u.new_empty(u.shape)
+
+
+def _empty(like: Tensor) -> Tensor:
+    return like.new_empty((0,))
+
+
+@torch.library.custom_op("dnastream::fftconv_backward", mutates_args=())
+def _fftconv_backward_op(
+    dy: Tensor,
+    u: Tensor,
+    k: Tensor,
+    D: Tensor | None,
+    pregate: Tensor | None,
+    postgate: Tensor | None,
+    k_spectrum: Tensor | None,
+    causal: bool,
+    need_u: bool,
+    need_k: bool,
+    need_d: bool,
+    need_pregate: bool,
+    need_postgate: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(du, dk, dD, dpregate, dpostgate) in the dtypes of (u, k, D, pregate, postgate); a
+    gradient that is not needed (or whose input is None) comes back as an empty (0,) tensor."""
+    needs = (need_u, need_k, need_d, need_pregate, need_postgate)
+    plan = triton_plan(u, k, causal)
+    if plan is None:
+        grads = fftconv_backward_ref(
+            dy, u, k, D, pregate=pregate, postgate=postgate, causal=causal, needs=needs
+        )
+    else:
+        from dnastream.kernels.fftconv_triton import conv_backward
+
+        spec = _spectrum(plan, k, k_spectrum)
+        grads = conv_backward(
+            plan, dy, u.contiguous(), k, _opt(D), _opt(pregate), _opt(postgate), spec, needs
+        )
+    return tuple(_empty(dy) if g is None else g.contiguous() for g in grads)  # type: ignore[return-value]
+
+
+def _grad_shapes(
+    dy: Tensor,
+    u: Tensor,
+    k: Tensor,
+    D: Tensor | None,
+    pregate: Tensor | None,
+    postgate: Tensor | None,
+    needs: tuple[bool, ...],
+) -> tuple[Tensor, ...]:
+    out = []
+    for need, like in zip(needs, (u, k, D, pregate, postgate), strict=True):
+        out.append(like.new_empty(like.shape) if need and like is not None else _empty(dy))
+    return tuple(out)
+
+
+@_fftconv_backward_op.register_fake
+def _fftconv_backward_fake(
+    dy: Tensor,
+    u: Tensor,
+    k: Tensor,
+    D: Tensor | None,
+    pregate: Tensor | None,
+    postgate: Tensor | None,
+    k_spectrum: Tensor | None,
+    causal: bool,
+    need_u: bool,
+    need_k: bool,
+    need_d: bool,
+    need_pregate: bool,
+    need_postgate: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    needs = (need_u, need_k, need_d, need_pregate, need_postgate)
+    return _grad_shapes(dy, u, k, D, pregate, postgate, needs)  # type: ignore[return-value]
+
+
+def _setup_context(ctx: torch.autograd.function.FunctionCtx, inputs: tuple, output: Tensor) -> None:
+    u, k, D, pregate, postgate, k_spectrum, causal = inputs
+    ctx.save_for_backward(u, k, D, pregate, postgate, k_spectrum)
+    ctx.causal = causal
+
+
+def _backward(ctx: torch.autograd.function.FunctionCtx, dy: Tensor) -> tuple:
+    u, k, D, pregate, postgate, k_spectrum = ctx.saved_tensors
+    needs = tuple(bool(n) for n in ctx.needs_input_grad[:5])
+    grads = torch.ops.dnastream.fftconv_backward(
+        dy, u, k, D, pregate, postgate, k_spectrum, ctx.causal, *needs
+    )
+    out = tuple(g if need else None for g, need in zip(grads, needs, strict=True))
+    return (*out, None, None)
+
+
+_fftconv_op.register_autograd(_backward, setup_context=_setup_context)

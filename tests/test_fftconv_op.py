@@ -1,0 +1,257 @@
+"""The ``dnastream::fftconv`` custom operator: opcheck, autograd, torch.compile, both branches.
+
+CPU: the op runs the PyTorch reference (forward) and the explicit reference gradients
+(:func:`fftconv_backward_ref`); with ``fftconv_op.INTERPRET_ON_CPU`` the Triton branch runs under
+``TRITON_INTERPRET=1``. The ``gpu`` class checks the CUDA (Triton) branch and the dispatch.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from dnastream.kernels import fftconv, fftconv_op
+from dnastream.kernels.fftconv_ref import fftconv_backward_ref, fftconv_ref
+
+OP = torch.ops.dnastream.fftconv.default
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).norm() / b.norm().clamp_min(1e-300))
+
+
+def make(B, H, L, Lk, dtype=torch.float32, device="cpu", seed=0, kdtype=torch.float32):
+    g = torch.Generator(device=device).manual_seed(seed)
+
+    def r(*s, dt=dtype):
+        return torch.randn(*s, generator=g, device=device, dtype=torch.float32).to(dt)
+
+    return (
+        r(B, H, L),
+        r(H, Lk, dt=kdtype) / Lk**0.5,
+        r(H, dt=kdtype),
+        r(B, H, L),
+        r(B, H, L),
+    )
+
+
+def reference_grads(u, k, D, g1, g2, dy, causal):
+    leaves = [t.detach().double().requires_grad_(True) if t is not None else None
+              for t in (u, k, D, g1, g2)]  # fmt: skip
+    y = fftconv_ref(*leaves[:3], pregate=leaves[3], postgate=leaves[4], causal=causal)
+    inputs = [t for t in leaves if t is not None]
+    grads = iter(torch.autograd.grad(y, inputs, dy.double()))
+    return y, [next(grads) if t is not None else None for t in leaves]
+
+
+# ---------------------------------------------------------------------------------------------
+# The explicit reference backward
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("causal", "L", "Lk"), [(True, 37, 20), (True, 16, 40), (True, 1, 1), (False, 32, 9)]
+)
+@pytest.mark.parametrize("with_gates", [True, False])
+def test_backward_ref_equals_autograd_float64(causal, L, Lk, with_gates) -> None:
+    u, k, D, g1, g2 = (t.double() for t in make(3, 4, L, Lk, seed=L + Lk))
+    if not with_gates:
+        g1 = g2 = None
+    dy = torch.randn(3, 4, L, dtype=torch.float64)
+    _, want = reference_grads(u, k, D, g1, g2, dy, causal)
+    got = fftconv_backward_ref(dy, u, k, D, pregate=g1, postgate=g2, causal=causal)
+    for name, a, b in zip(("du", "dk", "dD", "dg1", "dg2"), got, want, strict=True):
+        if b is None:
+            assert a is None, name
+        else:
+            assert a.dtype == b.dtype and a.shape == b.shape, name
+            assert rel_err(a, b) < 1e-12, name
+
+
+def test_backward_ref_computes_only_what_is_needed() -> None:
+    u, k, D, g1, g2 = (t.double() for t in make(2, 3, 50, 30))
+    dy = torch.randn(2, 3, 50, dtype=torch.float64)
+    full = fftconv_backward_ref(dy, u, k, D, pregate=g1, postgate=g2)
+    for needs in itertools.product((False, True), repeat=5):
+        part = fftconv_backward_ref(dy, u, k, D, pregate=g1, postgate=g2, needs=needs)
+        for need, a, b in zip(needs, part, full, strict=True):
+            assert (a is None) == (not need)
+            if need:
+                assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------------------------------------
+# The custom op on the CPU (reference branch)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize(("causal", "L", "Lk"), [(True, 100, 40), (True, 20, 50), (False, 64, 64)])
+def test_opcheck_reference_branch(dtype, causal, L, Lk) -> None:
+    u, k, D, g1, g2 = make(2, 3, L, Lk, dtype, kdtype=dtype)
+    for t in (u, k, D, g1, g2):
+        t.requires_grad_(True)
+    torch.library.opcheck(OP, (u, k, D, g1, g2, None, causal))
+    torch.library.opcheck(OP, (u, k, None, None, None, None, causal))
+    torch.library.opcheck(OP, (u, k, D, None, g2, None, causal))
+
+
+def test_op_forward_and_gradients_match_the_reference_on_cpu() -> None:
+    u, k, D, g1, g2 = make(3, 2, 90, 33)
+    leaves = [t.requires_grad_(True) for t in (u, k, D, g1, g2)]
+    y = torch.ops.dnastream.fftconv(*leaves, None, True)
+    dy = torch.randn_like(y)
+    y64, want = reference_grads(u, k, D, g1, g2, dy, True)
+    assert rel_err(y, y64) < 1e-5
+    got = torch.autograd.grad(y, leaves, dy)
+    for a, b in zip(got, want, strict=True):
+        assert rel_err(a, b) < 1e-5
+
+
+def test_op_gradients_only_for_inputs_that_need_them() -> None:
+    u, k, D, g1, g2 = make(2, 2, 60, 20)
+    k.requires_grad_(True)
+    g2.requires_grad_(True)
+    y = torch.ops.dnastream.fftconv(u, k, D, g1, g2, None, True)
+    dk, dg2 = torch.autograd.grad(y, [k, g2], torch.ones_like(y))
+    _, want = reference_grads(u, k, D, g1, g2, torch.ones_like(y), True)
+    assert rel_err(dk, want[1]) < 1e-5 and rel_err(dg2, want[4]) < 1e-5
+
+
+def test_torch_compile_traces_the_op_fullgraph() -> None:
+    u, k, D, g1, g2 = make(2, 3, 80, 30)
+
+    @torch.compile(fullgraph=True, backend="aot_eager")
+    def f(u, k, D, g1, g2):
+        return torch.ops.dnastream.fftconv(u, k, D, g1, g2, None, True) * 2.0 + 1.0
+
+    leaves = [t.requires_grad_(True) for t in (u, k, D, g1, g2)]
+    yc = f(*leaves)
+    ye = torch.ops.dnastream.fftconv(*leaves, None, True) * 2.0 + 1.0
+    assert torch.allclose(yc, ye, rtol=1e-6, atol=1e-6)
+    gc = torch.autograd.grad(yc.sum(), leaves)
+    ge = torch.autograd.grad(ye.sum(), leaves)
+    for a, b in zip(gc, ge, strict=True):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_fake_shapes_under_fake_mode() -> None:
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        u = torch.empty(2, 3, 50, dtype=torch.bfloat16)
+        k = torch.empty(3, 20)
+        D = torch.empty(3)
+        y = torch.ops.dnastream.fftconv(u, k, D, None, None, None, True)
+        assert y.shape == u.shape and y.dtype == torch.bfloat16
+        grads = torch.ops.dnastream.fftconv_backward(
+            u, u, k, D, None, None, None, True, True, True, False, False, False
+        )
+        assert [tuple(g.shape) for g in grads] == [(2, 3, 50), (3, 20), (0,), (0,), (0,)]
+        assert grads[0].dtype == torch.bfloat16 and grads[1].dtype == torch.float32
+
+
+# ---------------------------------------------------------------------------------------------
+# The Triton branch of the op, interpreted on the CPU
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def triton_on_cpu(monkeypatch):
+    monkeypatch.setattr(fftconv_op, "INTERPRET_ON_CPU", True)
+    from dnastream.kernels.fftconv_triton import uses_triton
+
+    if not uses_triton("cpu"):
+        pytest.skip("TRITON_INTERPRET is off (conftest sets it without a GPU)")
+
+
+BARS = {torch.float32: 1e-5, torch.bfloat16: 3e-3, torch.float16: 1e-3}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize(("causal", "L", "Lk"), [(True, 97, 40), (False, 256, 100)])
+def test_triton_branch_forward_backward(triton_on_cpu, dtype, causal, L, Lk) -> None:
+    u, k, D, g1, g2 = make(3, 2, L, Lk, dtype, seed=L)
+    assert fftconv_op.triton_plan(u, k, causal) is not None
+    leaves = [t.requires_grad_(True) for t in (u, k, D, g1, g2)]
+    y = torch.ops.dnastream.fftconv(*leaves, None, causal)
+    assert y.dtype == dtype
+    dy = torch.randn(y.shape).to(dtype)
+    y64, want = reference_grads(u, k, D, g1, g2, dy, causal)
+    assert rel_err(y, y64) <= BARS[dtype]
+    got = torch.autograd.grad(y, leaves, dy)
+    for name, a, b in zip(("du", "dk", "dD", "dg1", "dg2"), got, want, strict=True):
+        assert rel_err(a, b) <= BARS[dtype], name
+
+
+def test_triton_branch_opcheck_and_cached_spectrum(triton_on_cpu) -> None:
+    from dnastream.kernels.fftconv_triton import filter_spectrum
+
+    u, k, D, g1, g2 = make(2, 2, 120, 50)
+    plan = fftconv_op.triton_plan(u, k, True)
+    spec = filter_spectrum(k, plan)
+    leaves = [t.requires_grad_(True) for t in (u, k, D, g1, g2)]
+    torch.library.opcheck(OP, (*leaves, spec, True))
+    y_cached = torch.ops.dnastream.fftconv(*leaves, spec, True)
+    y_fresh = torch.ops.dnastream.fftconv(*leaves, None, True)
+    assert torch.equal(y_cached, y_fresh)
+    with pytest.raises(ValueError, match="k_spectrum must be float32"):
+        torch.ops.dnastream.fftconv(*leaves, spec[:, :, :-1].contiguous(), True)
+
+
+# ---------------------------------------------------------------------------------------------
+# GPU: the CUDA branch is the Triton kernels, and fftconv() dispatches through the op
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+class TestGPU:
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16], ids=str)
+    def test_op_matches_fftconv_triton_and_opcheck(self, dtype) -> None:
+        from dnastream.kernels.fftconv_triton import fftconv_triton
+
+        u, k, D, g1, g2 = make(4, 8, 1000, 1000, dtype, device="cuda")
+        leaves = [t.requires_grad_(True) for t in (u, k, D, g1, g2)]
+        y = torch.ops.dnastream.fftconv(*leaves, None, True)
+        y_fn = fftconv_triton(u, k, D=D, pregate=g1, postgate=g2)
+        assert torch.equal(y, y_fn)
+        dy = torch.randn(y.shape, device="cuda").to(dtype)
+        got = torch.autograd.grad(y, leaves, dy)
+        want = torch.autograd.grad(y_fn, leaves, dy)
+        for a, b in zip(got, want, strict=True):
+            assert torch.equal(a, b)
+        torch.library.opcheck(OP, (*leaves, None, True))
+
+    def test_dispatch_goes_through_the_op_and_compiles(self) -> None:
+        u, k, D, g1, g2 = make(2, 16, 3000, 3000, torch.bfloat16, device="cuda")
+        y = fftconv(u, k, D, pregate=g1, postgate=g2)
+        y64 = fftconv_ref(u.double(), k.double(), D.double(), pregate=g1.double(),
+                          postgate=g2.double())  # fmt: skip
+        assert rel_err(y, y64) <= 3e-3
+
+        @torch.compile(fullgraph=True)
+        def f(u, k, D, g1, g2):
+            return fftconv(u, k, D, pregate=g1, postgate=g2) * 2.0
+
+        assert rel_err(f(u, k, D, g1, g2), 2.0 * y64) <= 3e-3
+
+
+def test_compile_through_fftconv_dispatch_triton_branch(triton_on_cpu, monkeypatch) -> None:
+    """fftconv() -> Triton backend -> the op traces as one graph (what a compiled model sees)."""
+    import sys
+
+    module = sys.modules["dnastream.kernels.fftconv"]
+    monkeypatch.setattr(module, "_select_backend", lambda u, context: module._triton_backend)
+    monkeypatch.setenv("DNASTREAM_FFTCONV", "triton")
+    u, k, D, g1, g2 = make(2, 4, 300, 300, torch.bfloat16)
+
+    @torch.compile(fullgraph=True, backend="aot_eager")
+    def f(u, k, D, g1, g2):
+        return fftconv(u, k, D, pregate=g1, postgate=g2) * 2.0
+
+    y64 = fftconv_ref(u.double(), k.double(), D.double(), pregate=g1.double(),
+                      postgate=g2.double())  # fmt: skip
+    assert rel_err(f(u, k, D, g1, g2), 2.0 * y64) <= 3e-3
