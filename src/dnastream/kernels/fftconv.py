@@ -110,7 +110,7 @@ def _triton_backend(
         t is not None and t.requires_grad for t in (u, k_tensor, D, pregate, postgate)
     )
     # Measured on an H100 (benchmarks/bench_conv.py, results/bench_conv_h100.log): the fused
-    # kernels (N <= 8192) beat torch.fft 2.1-5.1x forward and 1.4-3.4x forward+backward from
+    # kernels (N <= 8192) beat torch.fft 1.8-5.1x forward and 1.4-3.4x forward+backward from
     # N = 512; the multi-pass plans above 8192 are 0.86-1.8x forward and 0.56-0.95x with the
     # backward, and the model at 1 Mbp was slower and heavier through them, so those sizes
     # (and N = 256 with gradients) stay on torch.fft unless DNASTREAM_FFTCONV=triton.
