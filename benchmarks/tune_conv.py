@@ -7,16 +7,17 @@ then, with the best inner choice, of the outer kernels' (warps, register cap, pr
 SM, columns per tile). Every variant's output is checked against a float64 convolution
 (relative L2 error <= 3e-3, the bf16 bar), so a faster plan is never a wrong one. Prints one
 line per variant and a summary table (default ms, best ms, gain, best settings); ``--json``
-writes the best settings.
+writes the best settings, ``--write-cache`` stores them where
+:func:`dnastream.kernels.autotune.tuned_plan` finds them (same keys and search as the runtime
+autotuner, :mod:`dnastream.kernels.autotune`).
 
     python benchmarks/tune_conv.py --cases padded:4096,padded:16384 --json tuned.json
+    python benchmarks/tune_conv.py --write-cache
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import itertools
 import json
 import math
 import sys
@@ -30,47 +31,23 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import torch  # noqa: E402
 import triton.testing  # noqa: E402
 
-from bench_conv import ANCHORS, load_anchors, ref64, rel_err, workload  # noqa: E402
-from dnastream.kernels.fftconv_triton import fftconv_triton, filter_spectrum, plan_for  # noqa: E402
+from bench_conv import ANCHORS, load_anchors, workload  # noqa: E402
+from dnastream.kernels import autotune  # noqa: E402
+from dnastream.kernels.monarch import plan_for  # noqa: E402
 
 DEFAULT_CASES = (
     "padded:256,padded:1024,padded:2048,padded:4096,padded:8192,circular:4096,"
     "padded:16384,padded:65536,padded:1048576"
 )
 
-
-def inner_grid(plan) -> list[dict]:
-    """Variants of the inner kernel's launch parameters."""
-    out: list[dict] = []
-    if plan.rows == 1:
-        chunks = sorted({c for c in (16, 32, plan.chunk) if c <= plan.n1})
-        for reg, nw, ch in itertools.product((128, None), (8, 4), chunks):
-            ctas = (1, 2, 4) if reg is None else (2, 3, 4)
-            for c in ctas:
-                out.append(dict(num_warps=nw, maxnreg=reg, chunk=ch, ctas_per_sm=c))
-    else:
-        rows = sorted({r for r in (plan.rows // 2, plan.rows) if r >= 2})
-        for reg, nw, r in itertools.product((128, None), (8, 4), rows):
-            ctas = (1, 2, 4) if reg is None else (2, 3, 4)
-            for c in ctas:
-                out.append(dict(num_warps=nw, maxnreg=reg, rows=r, ctas_per_sm=c))
-    return out
-
-
-def outer_grid(plan) -> list[dict]:
-    out: list[dict] = []
-    blocks = sorted({b for b in (plan.outer_block // 2, plan.outer_block) if b >= 16})
-    for reg, nw, blk in itertools.product((168, 128, None), (4, 8), blocks):
-        for c in (2, 3, 4):
-            out.append(
-                dict(outer_warps=nw, outer_maxnreg=reg, outer_block=blk, outer_ctas_per_sm=c)
-            )
-    return out
+# the search grids live in dnastream.kernels.autotune (also used for runtime tuning)
+inner_grid = autotune.inner_grid
+outer_grid = autotune.outer_grid
 
 
 def tune_case(case: str, fwd: dict, t_start: float, args) -> tuple:
-    """Coordinate search for one case; returns (default plan, default ms, best ms, best kw)."""
-    t_case = time.perf_counter()
+    """Coordinate search for one case (:func:`dnastream.kernels.autotune.tune`); returns
+    (default plan, default ms, best ms, best settings that differ from the default)."""
     mode, n = case.split(":")
     b, h, seq = workload(mode, int(n), fwd)
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -80,60 +57,23 @@ def tune_case(case: str, fwd: dict, t_start: float, args) -> tuple:
     gated = mode == "gated_padded"
     causal = mode != "circular"
     base = plan_for(seq, seq, causal, u.dtype, batch=b)
-    spec = filter_spectrum(k, base)
 
-    def run(plan):
-        return fftconv_triton(
-            u,
-            k,
-            pregate=gate if gated else None,
-            postgate=gate if gated else None,
-            causal=causal,
-            plan=plan,
-            k_spectrum=spec,
-        )
+    def timer(fn, plan) -> float:
+        return float(triton.testing.do_bench(fn, warmup=5, rep=args.rep_ms, return_mode="median"))
 
-    sl = (slice(0, 2), slice(0, 8))
-    g_sl = gate[sl] if gated else None
-    y64 = ref64(torch, u[sl], k[:8], g_sl, g_sl, causal)
-
-    def timed(kw: dict, plan) -> float | None:
-        try:
-            err = rel_err(torch, run(plan)[sl], y64)
-            if not math.isfinite(err) or err > 3e-3:
-                print(f"#   {case} {kw}: WRONG (rel err {err:.2e})", flush=True)
-                return None
-            ms = float(
-                triton.testing.do_bench(
-                    lambda: run(plan), warmup=5, rep=args.rep_ms, return_mode="median"
-                )
-            )
-        except Exception as e:  # noqa: BLE001 - e.g. out of shared memory / registers
-            print(f"#   {case} {kw}: fails ({type(e).__name__}: {str(e)[:100]})", flush=True)
-            return None
-        print(f"#   {case} {kw}: {ms:.4f} ms", flush=True)
-        return ms
-
-    base_ms = timed({}, base)
-    best_kw: dict = {}
-    best_ms = base_ms
-    stages = [inner_grid] + ([outer_grid] if base.outer else [])
-    for stage in stages:
-        cur = dataclasses.replace(base, **best_kw)
-        for kw in stage(cur):
-            now = time.perf_counter()
-            if now - t_start > args.budget_s or now - t_case > args.case_budget_s:
-                print("# budget spent; stopping the search", flush=True)
-                break
-            try:
-                plan = dataclasses.replace(cur, **kw)
-            except ValueError:
-                continue
-            ms = timed(kw, plan)
-            if ms is not None and (best_ms is None or ms < best_ms):
-                best_ms = ms
-                best_kw = {**best_kw, **kw}
-    return base.describe(), base_ms, best_ms, best_kw
+    budget = min(args.case_budget_s, args.budget_s - (time.perf_counter() - t_start))
+    entry = autotune.tune(
+        u, k, causal=causal, pregate=gate if gated else None, postgate=gate if gated else None,
+        timer=timer, budget_s=max(0.0, budget), save=args.write_cache,
+        log=lambda msg: print(f"#   {case} {msg}", flush=True),
+    )  # fmt: skip
+    if not entry:
+        return base.describe(), None, None, {}
+    default = autotune.launch_fields(base)
+    best_kw = {f: entry[f] for f in autotune.LAUNCH_FIELDS if entry[f] != default[f]}
+    if args.write_cache:
+        print(f"#   {case}: stored as {entry['key']} for {entry['gpu']}", flush=True)
+    return base.describe(), entry["default_ms"], entry["ms"], best_kw
 
 
 def main() -> None:
@@ -143,6 +83,12 @@ def main() -> None:
     ap.add_argument("--case-budget-s", type=float, default=60.0, help="search time per case")
     ap.add_argument("--rep-ms", type=int, default=25)
     ap.add_argument("--json", default=None)
+    ap.add_argument(
+        "--write-cache",
+        action="store_true",
+        help="store each case's winner in the autotune cache used at run time "
+        f"(${{DNASTREAM_CACHE_DIR}}/{autotune.CACHE_FILE}, default ~/.cache/dnastream/)",
+    )
     args = ap.parse_args()
     t_start = time.perf_counter()
     fwd, _ = load_anchors(ANCHORS)
