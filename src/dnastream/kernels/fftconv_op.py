@@ -33,8 +33,21 @@ _TRITON_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 INTERPRET_ON_CPU = False
 
 
-def triton_plan(u: Tensor, k: Tensor, causal: bool):
-    """The Triton plan the op uses for these inputs, or None when it runs the reference."""
+def triton_plan(
+    u: Tensor,
+    k: Tensor,
+    causal: bool,
+    pregate: Tensor | None = None,
+    postgate: Tensor | None = None,
+    *,
+    tuned: bool = False,
+):
+    """The Triton plan the op uses for these inputs, or None when it runs the reference.
+
+    ``tuned``: apply the launch settings stored for this GPU by :mod:`dnastream.kernels.autotune`
+    (and, with ``DNASTREAM_AUTOTUNE=1`` on CUDA, tune this shape once first). The plan structure
+    (and so the filter spectrum's layout) is the same as ``plan_for``'s either way.
+    """
     if u.dtype not in _TRITON_DTYPES or k.dtype == torch.float64:
         return None
     if not (u.is_cuda or (INTERPRET_ON_CPU and u.device.type == "cpu")):
@@ -44,7 +57,15 @@ def triton_plan(u: Tensor, k: Tensor, causal: bool):
     if not uses_triton(u.device):
         return None
     batch, _, seq_len = u.shape
-    return plan_for(seq_len, k.shape[1], causal, u.dtype, batch=batch)
+    if not tuned:
+        return plan_for(seq_len, k.shape[1], causal, u.dtype, batch=batch)
+    from dnastream.kernels import autotune
+
+    gated = pregate is not None or postgate is not None
+    autotune.maybe_tune(u, k, causal, pregate, postgate)  # no-op unless DNASTREAM_AUTOTUNE=1
+    return autotune.tuned_plan(
+        seq_len, k.shape[1], causal, u.dtype, batch=batch, gated=gated, device=u.device
+    )
 
 
 def _spectrum(plan, k: Tensor, k_spectrum: Tensor | None) -> Tensor:
@@ -75,7 +96,7 @@ def _fftconv_op(
     causal: bool,
 ) -> Tensor:
     """y (B, H, L), contiguous, in u's dtype."""
-    plan = triton_plan(u, k, causal)
+    plan = triton_plan(u, k, causal, pregate, postgate, tuned=True)
     if plan is None:
         return fftconv_ref(u, k, D, pregate=pregate, postgate=postgate, causal=causal).contiguous()
     from dnastream.kernels.fftconv_triton import conv_forward
