@@ -132,7 +132,15 @@ def torch_rfft_conv(torch, u, k, pregate=None, postgate=None, causal=True):
     return y.to(u.dtype)
 
 
-def ref64(torch, u, k, pregate=None, postgate=None, causal=True):
+def ref64(torch, u, k, pregate=None, postgate=None, causal=True, freq_keep=None):
+    if freq_keep is not None:  # the frequency-sparse reference, in float64
+        from dnastream.kernels.fftconv_ref import fftconv_ref
+
+        g1 = None if pregate is None else pregate.double()
+        g2 = None if postgate is None else postgate.double()
+        return fftconv_ref(
+            u.double(), k.double(), pregate=g1, postgate=g2, causal=causal, freq_keep=freq_keep
+        )
     seq_len = u.shape[-1]
     n = 2 * seq_len if causal else seq_len
     x = u.double()
@@ -263,6 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep", action="store_true", help="also time plan variants per size")
     ap.add_argument("--anchors", default=str(ANCHORS))
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
+    ap.add_argument(
+        "--freq-keep",
+        type=float,
+        default=None,
+        help="frequency-sparse convolution: keep this fraction of the filter's frequencies "
+        "(ours and the float64 reference; PyTorch stays dense)",
+    )
     args = ap.parse_args(argv)
 
     if args.device == "cpu":
@@ -340,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         if gated:
             g1 = randn(B, H, L).to(torch.bfloat16)
             g2 = randn(B, H, L).to(torch.bfloat16)
-        plan = plan_for(L, L, causal, u.dtype, batch=B)
+        plan = plan_for(L, L, causal, u.dtype, batch=B, freq_keep=args.freq_keep)
         row["plan"] = plan.describe() if plan is not None else "torch fallback"
         spec = filter_spectrum(k, plan) if plan is not None else None
         act = B * H * L * u.element_size()
@@ -356,7 +371,9 @@ def main(argv: list[str] | None = None) -> int:
             )
 
         def ours_spec():
-            return fftconv_triton(u, k, pregate=g1, postgate=g2, causal=causal)
+            return fftconv_triton(
+                u, k, pregate=g1, postgate=g2, causal=causal, freq_keep=args.freq_keep
+            )
 
         def theirs():
             return torch_rfft_conv(torch, u, k, g1, g2, causal)
@@ -377,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
 
             ours_fb()  # compile, and the gradients checked below
             u64 = u[sl].double().requires_grad_(True)
-            ref64(torch, u64, k[:8]).backward(dy[sl].double())
+            ref64(torch, u64, k[:8], freq_keep=args.freq_keep).backward(dy[sl].double())
             row["ours_rel_err"] = rel_err(torch, ur.grad[sl], u64.grad)
             row["ours_ms"] = timer(ours_fb)
             row["ours+spec_ms"] = row["ours_ms"]
@@ -400,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
                 g1[sl] if g1 is not None else None,
                 g2[sl] if g2 is not None else None,
                 causal,
+                args.freq_keep,
             )
             row["ours_rel_err"] = rel_err(torch, y[sl], y64)
             del y

@@ -96,6 +96,7 @@ def _triton_backend(
     postgate: Tensor | None = None,
     causal: bool = True,
     context: Tensor | None = None,
+    freq_keep: float | None = None,
 ) -> Tensor:
     """Triton path through the ``dnastream::fftconv`` custom op (forward and backward kernels);
     the filter spectrum for the chosen plan is cached on an :class:`FFTConv`."""
@@ -104,7 +105,7 @@ def _triton_backend(
     assert context is None
     k_tensor = k.k if isinstance(k, FFTConv) else k
     batch, heads, seq_len = u.shape
-    plan = plan_for(seq_len, k_tensor.shape[1], causal, u.dtype, batch=batch)
+    plan = plan_for(seq_len, k_tensor.shape[1], causal, u.dtype, batch=batch, freq_keep=freq_keep)
     forced = os.environ.get("DNASTREAM_FFTCONV", "auto") == "triton"
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (u, k_tensor, D, pregate, postgate)
@@ -119,14 +120,18 @@ def _triton_backend(
         or not forced
         and (plan.n > MAX_FUSED_SIZE or (needs_grad and plan.n < 2 * MIN_FFT_SIZE))
     ):
-        return fftconv_ref(u, k, D, pregate=pregate, postgate=postgate, causal=causal)
+        return fftconv_ref(
+            u, k, D, pregate=pregate, postgate=postgate, causal=causal, freq_keep=freq_keep
+        )
     spectrum = None
     if isinstance(k, FFTConv):
         spectrum = k.cached(
             ("triton", plan), 2 * heads * plan.n * 4, lambda: filter_spectrum(k_tensor, plan)
         )
     # The op derives the same plan (plan_for with batch=B) from the shapes.
-    return torch.ops.dnastream.fftconv(u, k_tensor, D, pregate, postgate, spectrum, causal)
+    return torch.ops.dnastream.fftconv(
+        u, k_tensor, D, pregate, postgate, spectrum, causal, freq_keep
+    )
 
 
 def _select_backend(u: Tensor, context: Tensor | None) -> _Backend:
@@ -157,16 +162,30 @@ def fftconv(
     postgate: Tensor | None = None,
     causal: bool = True,
     context: Tensor | None = None,
+    freq_keep: float | None = None,
 ) -> Tensor:
     """``postgate * ((pregate * u) conv k + D * (pregate * u))`` for u (B, H, L), k (H, Lk).
 
     ``k`` may be an :class:`FFTConv` so the filter spectrum is computed once and reused.
     ``context`` (B, H, C) holds the gated inputs preceding ``u`` (causal streaming).
+    ``freq_keep`` in (0, 1]: frequency-sparse convolution, the filter keeps only the lowest
+    fraction of its frequencies on the power-of-two FFT size of the Triton plans (see
+    :func:`dnastream.kernels.monarch.freq_cutoff`; 1/2, 1/4, ... let the fused kernels skip the
+    zero blocks); the ``D`` term is not filtered.
     Returns y (B, H, L) in the dtype of ``u``. See :func:`fftconv_ref` for the exact maths.
     """
     k_tensor = k.k if isinstance(k, FFTConv) else k
     if not isinstance(u, Tensor) or not isinstance(k_tensor, Tensor):
         raise TypeError("fftconv: u and k must be tensors (k may be an FFTConv)")
     _validate(u, k_tensor, D, pregate, postgate, causal, context)
+    if freq_keep is not None:
+        if not 0.0 < float(freq_keep) <= 1.0:
+            raise ValueError(f"fftconv: freq_keep must be in (0, 1], got {freq_keep}")
+        if context is not None:
+            raise ValueError("fftconv: freq_keep (frequency-sparse) cannot stream with context")
+        freq_keep = float(freq_keep)
     backend = _select_backend(u, context)
-    return backend(u, k, D, pregate=pregate, postgate=postgate, causal=causal, context=context)
+    return backend(
+        u, k, D, pregate=pregate, postgate=postgate, causal=causal, context=context,
+        freq_keep=freq_keep,
+    )  # fmt: skip

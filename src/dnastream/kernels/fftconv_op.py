@@ -1,7 +1,8 @@
 """The FFT long convolution as PyTorch custom operators (``torch.library``).
 
-``torch.ops.dnastream.fftconv(u, k, D, pregate, postgate, k_spectrum, causal)`` computes
-``postgate * ((pregate * u) conv k + D * (pregate * u))`` for u (B, H, L), k (H, Lk), and
+``torch.ops.dnastream.fftconv(u, k, D, pregate, postgate, k_spectrum, causal, freq_keep=None)``
+computes ``postgate * ((pregate * u) conv k + D * (pregate * u))`` for u (B, H, L), k (H, Lk)
+(``freq_keep``: frequency-sparse filter, see :func:`~dnastream.kernels.monarch.freq_cutoff`), and
 ``torch.ops.dnastream.fftconv_backward`` its gradients. Both have fake (meta) implementations
 and the forward has an autograd registration, so ``torch.compile`` traces them as single nodes
 and ``torch.library.opcheck`` passes.
@@ -41,6 +42,7 @@ def triton_plan(
     postgate: Tensor | None = None,
     *,
     tuned: bool = False,
+    freq_keep: float | None = None,
 ):
     """The Triton plan the op uses for these inputs, or None when it runs the reference.
 
@@ -57,8 +59,8 @@ def triton_plan(
     if not uses_triton(u.device):
         return None
     batch, _, seq_len = u.shape
-    if not tuned:
-        return plan_for(seq_len, k.shape[1], causal, u.dtype, batch=batch)
+    if not tuned or freq_keep is not None:
+        return plan_for(seq_len, k.shape[1], causal, u.dtype, batch=batch, freq_keep=freq_keep)
     from dnastream.kernels import autotune
 
     gated = pregate is not None or postgate is not None
@@ -94,11 +96,15 @@ def _fftconv_op(
     postgate: Tensor | None,
     k_spectrum: Tensor | None,
     causal: bool,
+    freq_keep: float | None = None,
 ) -> Tensor:
     """y (B, H, L), contiguous, in u's dtype."""
-    plan = triton_plan(u, k, causal, pregate, postgate, tuned=True)
+    plan = triton_plan(u, k, causal, pregate, postgate, tuned=True, freq_keep=freq_keep)
     if plan is None:
-        return fftconv_ref(u, k, D, pregate=pregate, postgate=postgate, causal=causal).contiguous()
+        y = fftconv_ref(
+            u, k, D, pregate=pregate, postgate=postgate, causal=causal, freq_keep=freq_keep
+        )
+        return y.contiguous()
     from dnastream.kernels.fftconv_triton import conv_forward
 
     spec = _spectrum(plan, k, k_spectrum)
@@ -114,6 +120,7 @@ def _fftconv_fake(
     postgate: Tensor | None,
     k_spectrum: Tensor | None,
     causal: bool,
+    freq_keep: float | None = None,
 ) -> Tensor:
     return u.new_empty(u.shape)
 
@@ -137,15 +144,17 @@ def _fftconv_backward_op(
     need_d: bool,
     need_pregate: bool,
     need_postgate: bool,
+    freq_keep: float | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     """(du, dk, dD, dpregate, dpostgate) in the dtypes of (u, k, D, pregate, postgate); a
     gradient that is not needed (or whose input is None) comes back as an empty (0,) tensor."""
     needs = (need_u, need_k, need_d, need_pregate, need_postgate)
-    plan = triton_plan(u, k, causal)
+    plan = triton_plan(u, k, causal, freq_keep=freq_keep)
     if plan is None:
         grads = fftconv_backward_ref(
-            dy, u, k, D, pregate=pregate, postgate=postgate, causal=causal, needs=needs
-        )
+            dy, u, k, D, pregate=pregate, postgate=postgate, causal=causal, needs=needs,
+            freq_keep=freq_keep,
+        )  # fmt: skip
     else:
         from dnastream.kernels.fftconv_triton import conv_backward
 
@@ -186,25 +195,27 @@ def _fftconv_backward_fake(
     need_d: bool,
     need_pregate: bool,
     need_postgate: bool,
+    freq_keep: float | None = None,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     needs = (need_u, need_k, need_d, need_pregate, need_postgate)
     return _grad_shapes(dy, u, k, D, pregate, postgate, needs)  # type: ignore[return-value]
 
 
 def _setup_context(ctx: torch.autograd.function.FunctionCtx, inputs: tuple, output: Tensor) -> None:
-    u, k, D, pregate, postgate, k_spectrum, causal = inputs
+    u, k, D, pregate, postgate, k_spectrum, causal, freq_keep = inputs
     ctx.save_for_backward(u, k, D, pregate, postgate, k_spectrum)
     ctx.causal = causal
+    ctx.freq_keep = freq_keep
 
 
 def _backward(ctx: torch.autograd.function.FunctionCtx, dy: Tensor) -> tuple:
     u, k, D, pregate, postgate, k_spectrum = ctx.saved_tensors
     needs = tuple(bool(n) for n in ctx.needs_input_grad[:5])
     grads = torch.ops.dnastream.fftconv_backward(
-        dy, u, k, D, pregate, postgate, k_spectrum, ctx.causal, *needs
+        dy, u, k, D, pregate, postgate, k_spectrum, ctx.causal, *needs, ctx.freq_keep
     )
     out = tuple(g if need else None for g, need in zip(grads, needs, strict=True))
-    return (*out, None, None)
+    return (*out, None, None, None)
 
 
 _fftconv_op.register_autograd(_backward, setup_context=_setup_context)

@@ -33,6 +33,7 @@ def fftconv_ref(
     postgate: Tensor | None = None,
     causal: bool = True,
     context: Tensor | None = None,
+    freq_keep: float | None = None,
 ) -> Tensor:
     """Long convolution of ``u`` (..., H, L) with the filter ``k`` (H, Lk) via real FFTs.
 
@@ -46,10 +47,19 @@ def fftconv_ref(
         causal: linear convolution (True) or circular convolution of length L (False).
         context: causal only; the previous ``g`` values (..., H, C) that precede ``u`` in
             time (streaming). Outputs are returned for the L new positions only.
+        freq_keep: frequency-sparse convolution: the filter keeps only its lowest frequencies,
+            ``min(f, N - f) < freq_cutoff(N, freq_keep)`` on the FFT size ``N`` of
+            :func:`~dnastream.kernels.monarch.sparse_fft_size` (a power of two, what the Triton
+            plans use); the ``D`` term is not filtered. Not with ``context``.
 
     Returns:
         y (..., H, L) in the dtype of ``u``.
     """
+    if freq_keep is not None:
+        if context is not None:
+            raise ValueError("fftconv_ref: freq_keep (frequency-sparse) does not stream (context)")
+        k_t = k.k if isinstance(k, FFTConv) else k
+        return _sparse_conv(u, k_t, D, pregate, postgate, causal, freq_keep)
     spec = k if isinstance(k, FFTConv) else FFTConv(k)
     dtype = compute_dtype(u.dtype, spec.k.dtype)
     seq_len = u.shape[-1]
@@ -94,6 +104,40 @@ def fftconv_ref(
     return y.to(u.dtype)
 
 
+def _sparse_spectrum(k: Tensor, n: int, taps: int, freq_keep: float, dtype) -> Tensor:
+    """rfft of the filter (H, n // 2 + 1) with the bins f >= cut-off zeroed."""
+    from dnastream.kernels.monarch import freq_cutoff
+
+    k_f = torch.fft.rfft(k[:, :taps].to(dtype), n=n)
+    cut = freq_cutoff(n, freq_keep)
+    return k_f * (torch.arange(n // 2 + 1, device=k.device) < cut)
+
+
+def _kept_bins(n: int, freq_keep: float, device) -> Tensor:
+    from dnastream.kernels.monarch import freq_cutoff
+
+    return torch.arange(n // 2 + 1, device=device) < freq_cutoff(n, freq_keep)
+
+
+def _sparse_conv(u, k, D, pregate, postgate, causal, freq_keep) -> Tensor:
+    from dnastream.kernels.monarch import sparse_fft_size
+
+    dtype = compute_dtype(u.dtype, k.dtype)
+    seq_len = u.shape[-1]
+    taps = min(k.shape[-1], seq_len) if causal else k.shape[-1]
+    n = sparse_fft_size(seq_len, k.shape[-1], causal)
+    g = u.to(dtype)
+    if pregate is not None:
+        g = g * pregate.to(dtype)
+    k_f = _sparse_spectrum(k, n, taps, freq_keep, dtype)
+    y = torch.fft.irfft(torch.fft.rfft(g, n=n) * k_f, n=n)[..., :seq_len]
+    if D is not None:
+        y = y + D.to(dtype).unsqueeze(-1) * g
+    if postgate is not None:
+        y = y * postgate.to(dtype)
+    return y.to(u.dtype)
+
+
 def fftconv_backward_ref(
     dy: Tensor,
     u: Tensor,
@@ -104,6 +148,7 @@ def fftconv_backward_ref(
     postgate: Tensor | None = None,
     causal: bool = True,
     needs: tuple[bool, bool, bool, bool, bool] = (True, True, True, True, True),
+    freq_keep: float | None = None,
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
     """Explicit gradients of :func:`fftconv_ref` (no autograd graph), for dy like u (..., H, L).
 
@@ -117,6 +162,7 @@ def fftconv_backward_ref(
 
     ``needs`` = which of (du, dk, dD, dpregate, dpostgate) to compute. Returns them in the
     dtypes of u, k, D, pregate, postgate (None where not needed or the input is None).
+    ``freq_keep``: gradients of the frequency-sparse convolution (see :func:`fftconv_ref`).
     """
     need_u, need_k, need_d, need_g1, need_g2 = needs
     need_g1 = need_g1 and pregate is not None
@@ -125,14 +171,22 @@ def fftconv_backward_ref(
     dtype = compute_dtype(u.dtype, k.dtype)
     seq_len, channels = u.shape[-1], u.shape[-2]
     taps = min(k.shape[-1], seq_len) if causal else k.shape[-1]
-    n = fft_size(seq_len, taps, causal=causal)
+    if freq_keep is None:
+        n = fft_size(seq_len, taps, causal=causal)
+    else:
+        from dnastream.kernels.monarch import sparse_fft_size
+
+        n = sparse_fft_size(seq_len, k.shape[-1], causal)
     x = u.to(dtype)
     if pregate is not None:
         x = x * pregate.to(dtype)
     z = dy.to(dtype)
     if postgate is not None:
         z = z * postgate.to(dtype)
-    k_f = torch.fft.rfft(k[:, :taps].to(dtype), n=n)
+    if freq_keep is None:
+        k_f = torch.fft.rfft(k[:, :taps].to(dtype), n=n)
+    else:
+        k_f = _sparse_spectrum(k, n, taps, freq_keep, dtype)
     z_f = torch.fft.rfft(z, n=n) if (need_u or need_g1 or need_k) else None
     x_f = torch.fft.rfft(x, n=n) if (need_k or need_g2) else None
     du = dk = dD = dg1 = dg2 = None
@@ -151,6 +205,8 @@ def fftconv_backward_ref(
         dg2 = (dy.to(dtype) * y0).to(postgate.dtype)
     if need_k:
         cross = (z_f * x_f.conj()).reshape(-1, channels, n // 2 + 1).sum(0)
+        if freq_keep is not None:  # the filter only has the kept frequencies
+            cross = cross * _kept_bins(n, freq_keep, k.device)
         full = torch.fft.irfft(cross, n=n)
         dk = torch.zeros(k.shape, dtype=dtype, device=k.device)
         dk[:, :taps] = full[:, :taps]

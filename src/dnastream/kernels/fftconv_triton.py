@@ -66,6 +66,7 @@ from dnastream.kernels.monarch import (
     FFTPlan,
     dft_table,
     filter_spectrum,
+    freq_mask,
     inner_twiddles,
     plan_for,
     spectrum_order,
@@ -165,11 +166,14 @@ def _nat_chunk_fwd(
     N2: tl.constexpr,
     N1_IO: tl.constexpr,
     MMA_FP16: tl.constexpr,
+    N2K: tl.constexpr = 0,
 ):
     """Rows k1 (KC of them) of the forward inner FFT, natural orientation.
 
     ar, ai: the (N1_IO, N2) input [a, b] = x[a * N2 + b] as dot operands (column-scaled by
-    ``scale`` in fp16 mode). Returns the (KC, N2) spectrum rows [k1, k2] = X[k1 + N1 * k2].
+    ``scale`` in fp16 mode). Returns the (KC, N2) spectrum rows [k1, k2] = X[k1 + N1 * k2],
+    or with ``N2K`` (frequency-sparse) only the kept columns: ``f2_ptr`` is then the (2, N2,
+    N2K) table of the kept columns of F2 and the result is (KC, N2K).
     """
     a = tl.arange(0, N1_IO)
     b = tl.arange(0, N2)
@@ -185,7 +189,10 @@ def _nat_chunk_fwd(
     wi = tl.load(tw_ptr + N1 * N2 + toffs)
     cr = br * wr - bi * wi
     ci = br * wi + bi * wr
-    f2r, f2i = _load_planes(f2_ptr, N2, N2, N2, N2 * N2)
+    if N2K == 0:
+        f2r, f2i = _load_planes(f2_ptr, N2, N2, N2, N2 * N2)
+    else:
+        f2r, f2i = _load_planes(f2_ptr, N2, N2K, N2K, N2 * N2K)
     return _cmatmul(cr, ci, f2r, f2i, False, MMA_FP16)
 
 
@@ -660,6 +667,8 @@ def _conv_nat_kernel(
     f1_ptr,
     f2_ptr,
     tw_ptr,
+    f2c_ptr,
+    f2r_ptr,
     B,
     H,
     L,
@@ -671,6 +680,7 @@ def _conv_nat_kernel(
     N2: tl.constexpr,
     N1_IO: tl.constexpr,
     KC: tl.constexpr,
+    N2K: tl.constexpr,
     NR: tl.constexpr,
     COMPLEX_IO: tl.constexpr,
     CONJ_SPEC: tl.constexpr,
@@ -691,13 +701,21 @@ def _conv_nat_kernel(
     product conj(F1)[a, k1] -- only KC x N2 intermediate values are live at a time.
     Tile t is pair p = t % NPAIRS of c = t // NPAIRS = h * NR + kp (see ``_conv_kernel``).
     ``D * x`` is folded into the spectrum (K + D), so x need not stay in registers.
+
+    Frequency-sparse plans (``N2K < N2``): only the ``N2K`` kept spectrum columns (low
+    ``[0, N2K/2)`` and high ``[N2 - N2K/2, N2)``; the filter is zero elsewhere) go through step 2
+    and its inverse, with the compacted tables ``f2c`` (2, N2, N2K) = F2[:, kept] and ``f2r``
+    (2, N2K, N2) = F2[kept, :]; ``D * x`` is then added in the time domain (it is not sparse).
     """
     M: tl.constexpr = N1 * N2
+    SPARSE: tl.constexpr = N2K < N2
     pid = tl.program_id(0)
     a = tl.arange(0, N1_IO)
     kc = tl.arange(0, KC)
     n = a[:, None] * N2 + tl.arange(0, N2)[None, :]
-    soffs0 = kc[:, None] * N2 + tl.arange(0, N2)[None, :]
+    jk = tl.arange(0, N2K)
+    kept = tl.where(jk < N2K // 2, jk, jk + (N2 - N2K))
+    soffs0 = kc[:, None] * N2 + kept[None, :]
     t0 = pid * tiles_per_prog
     for t in range(t0, tl.minimum(t0 + tiles_per_prog, n_tiles)):
         c = t // NPAIRS
@@ -715,18 +733,26 @@ def _conv_nat_kernel(
             dv = tl.load(d_ptr + h).to(tl.float32) / NTOT
         for ch in range(N1 // KC):
             k1 = ch * KC + kc
-            dr, di = _nat_chunk_fwd(
-                ar, ai, scale, f1_ptr, f2_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16
-            )
+            if SPARSE:
+                dr, di = _nat_chunk_fwd(
+                    ar, ai, scale, f1_ptr, f2c_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16, N2K
+                )
+            else:
+                dr, di = _nat_chunk_fwd(
+                    ar, ai, scale, f1_ptr, f2_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16
+                )
             kr = tl.load(sbase + ch * KC * N2 + soffs0)
             ki = tl.load(sbase + H * NTOT + ch * KC * N2 + soffs0)
             if CONJ_SPEC:
                 ki = -ki
-            if HAS_D:
+            if HAS_D and not SPARSE:
                 kr = kr + dv
             yr = dr * kr - di * ki
             yi = dr * ki + di * kr
-            f2r, f2i = _load_planes(f2_ptr, N2, N2, N2, N2 * N2)
+            if SPARSE:
+                f2r, f2i = _load_planes(f2r_ptr, N2K, N2, N2, N2K * N2)
+            else:
+                f2r, f2i = _load_planes(f2_ptr, N2, N2, N2, N2 * N2)
             er, ei = _cmatmul(yr, yi, f2r, f2i, True, MMA_FP16)  # [k1, b]
             toffs = tl.arange(0, N2)[None, :] * N1 + k1[:, None]
             wr = tl.load(tw_ptr + toffs)
@@ -745,6 +771,10 @@ def _conv_nat_kernel(
             acci += pi
         m0 = n < lim0
         m1 = n < lim1
+        if HAS_D and SPARSE:  # D * x in the time domain (x reloaded from cache)
+            dt = tl.load(d_ptr + h).to(tl.float32)
+            accr += dt * _gload(src_ptr + base0, g1_ptr + base0, n, m0, HAS_G1)
+            acci += dt * _gload(src_ptr + base1, g1_ptr + base1, n, m1, HAS_G1)
         if COMPLEX_IO:
             tl.store(y_ptr + base0 + n, accr, mask=m0)
             tl.store(y_ptr + base1 + n, acci, mask=m1)
@@ -1002,6 +1032,24 @@ def _programs(n_tiles: int, ctas_per_sm: int, device: torch.device) -> int:
     return max(1, min(n_tiles, _SM_COUNT[idx] * ctas_per_sm))
 
 
+_SPARSE_TABLES: dict[tuple, tuple[Tensor, Tensor]] = {}
+
+
+def _sparse_tables(plan: FFTPlan, device: torch.device) -> tuple[Tensor, Tensor]:
+    """Kept columns F2[:, kept] (2, n2, n2_kept) and rows F2[kept, :] (2, n2_kept, n2) of a
+    frequency-sparse plan (kept = low half then high half); the full F2 twice when dense."""
+    f2 = dft_table(plan.n2, _mma_dtype(plan), device)
+    nk = plan.n2_kept
+    if nk == plan.n2:
+        return f2, f2
+    key = (plan.n2, nk, f2.dtype, f2.device)
+    if key not in _SPARSE_TABLES:
+        j = torch.arange(nk, device=f2.device)
+        kept = torch.where(j < nk // 2, j, j + plan.n2 - nk)
+        _SPARSE_TABLES[key] = (f2[:, :, kept].contiguous(), f2[:, kept, :].contiguous())
+    return _SPARSE_TABLES[key]
+
+
 def _outer_ctas(plan: FFTPlan) -> int:
     return plan.outer_ctas_per_sm or plan.ctas_per_sm
 
@@ -1132,9 +1180,11 @@ def _launch_inner_conv(
         **_regcap(plan.maxnreg),
     )
     if rows == 1:
+        f2c, f2r = _sparse_tables(plan, dev)
         _conv_nat_kernel[(nprog,)](
-            *ptrs, batch, heads, seq_len, npairs, plan.n, n_tiles, per, KC=plan.chunk, **flags
-        )
+            *ptrs, f2c, f2r, batch, heads, seq_len, npairs, plan.n, n_tiles, per,
+            KC=plan.chunk, N2K=plan.n2_kept, **flags,
+        )  # fmt: skip
     else:
         _conv_kernel[(nprog,)](
             *ptrs,
@@ -1375,6 +1425,8 @@ def conv_backward(
     if need_k or need_d:
         if need_k:
             s_nat, dd = _xcorr(plan, u, g1, dy, g2, want_dd=need_d)
+            if plan.freq_cut:  # frequency-sparse: the filter only has the kept frequencies
+                s_nat = s_nat * freq_mask(plan.n, plan.freq_cut, s_nat.device)
             full = torch.fft.ifft(s_nat, dim=-1).real
             dk = torch.zeros(k.shape, dtype=torch.float32, device=k.device)
             taps = min(plan.taps, k.shape[1])
@@ -1396,8 +1448,15 @@ def _torch_fftconv(
     pregate: Tensor | None,
     postgate: Tensor | None,
     causal: bool,
+    freq_keep: float | None = None,
 ) -> Tensor:
     """Plain PyTorch fallback (differentiable): fp32 FFTs (fp64 for fp64 inputs)."""
+    if freq_keep is not None:
+        from dnastream.kernels.fftconv_ref import fftconv_ref
+
+        return fftconv_ref(
+            u, k, D, pregate=pregate, postgate=postgate, causal=causal, freq_keep=freq_keep
+        )
     work = torch.float64 if torch.float64 in (u.dtype, k.dtype) else torch.float32
     seq_len = u.shape[-1]
     x = u.to(work)
@@ -1476,6 +1535,7 @@ def fftconv_triton(
     causal: bool = True,
     k_spectrum: Tensor | None = None,
     plan: FFTPlan | None = None,
+    freq_keep: float | None = None,
 ) -> Tensor:
     """FFT long convolution ``postgate * ((pregate * u) conv k + D * (pregate * u))``.
 
@@ -1490,6 +1550,10 @@ def fftconv_triton(
             (must match the plan in use: pass ``plan`` too or use ``plan_for(L, Lk, causal,
             u.dtype, batch=B)``). ``k`` is still needed for its gradient.
         plan: optional :class:`FFTPlan` (see :func:`plan_for`), e.g. to force the outer path.
+        freq_keep: frequency-sparse convolution (see :func:`~dnastream.kernels.monarch.
+            freq_cutoff`): only the lowest fraction of the filter's frequencies is used, and
+            the fused kernels skip the zero blocks. Ignored when ``plan`` is given (its
+            ``freq_cut`` decides).
 
     Returns:
         y (B, H, L) in u's dtype. Differentiable w.r.t. u, k, D, pregate and postgate
@@ -1498,13 +1562,13 @@ def fftconv_triton(
     _validate(u, k, D, pregate, postgate, causal)
     batch, heads, seq_len = u.shape
     if u.dtype not in _SUPPORTED or not uses_triton(u.device):
-        return _torch_fftconv(u, k, D, pregate, postgate, causal)
+        return _torch_fftconv(u, k, D, pregate, postgate, causal, freq_keep)
     if plan is None:
-        plan = plan_for(seq_len, k.shape[1], causal, u.dtype, batch=batch)
+        plan = plan_for(seq_len, k.shape[1], causal, u.dtype, batch=batch, freq_keep=freq_keep)
     if plan is None:
         # No Triton plan (circular convolution of a length that is not a power of two >= 256,
         # or an FFT longer than MAX_FFT_SIZE): PyTorch fallback, documented behaviour.
-        return _torch_fftconv(u, k, D, pregate, postgate, causal)
+        return _torch_fftconv(u, k, D, pregate, postgate, causal, freq_keep)
     if plan.seq_len != seq_len or plan.causal != causal:
         raise ValueError(f"fftconv_triton: plan ({plan.describe()}) is for another L or mode")
     taps = min(k.shape[1], seq_len) if causal else k.shape[1]

@@ -46,8 +46,11 @@ __all__ = [
     "FFTPlan",
     "dft_table",
     "filter_spectrum",
+    "freq_cutoff",
+    "freq_mask",
     "inner_twiddles",
     "plan_for",
+    "sparse_fft_size",
     "spectrum_order",
 ]
 
@@ -105,6 +108,9 @@ class FFTPlan:
             outer kernels, ``None`` = the compiler's choice. A cap lets more programs share an
             SM (the fused kernels otherwise use ~250 registers, one 8-warp program per SM).
         outer_ctas_per_sm: persistent programs per SM of the outer kernels (0: ctas_per_sm).
+        freq_cut: frequency-sparse convolution: only frequencies ``f`` with
+            ``min(f, N - f) < freq_cut`` of the filter are kept (0: all). The fused one-row
+            kernel then skips the spectrum columns that are all zero (:attr:`n2_kept`).
     """
 
     n: int
@@ -129,6 +135,7 @@ class FFTPlan:
     maxnreg: int | None = None
     outer_maxnreg: int | None = None
     outer_ctas_per_sm: int = 0
+    freq_cut: int = 0
     _strides: tuple[int, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -176,11 +183,24 @@ class FFTPlan:
         """``"fused"`` (one kernel) or ``"outerK"`` (K outer levels through HBM)."""
         return "fused" if not self.outer else f"outer{len(self.outer)}"
 
+    @property
+    def n2_kept(self) -> int:
+        """Step-2 spectrum columns the one-row fused kernel computes: ``n2`` (dense) or, for a
+        frequency-sparse plan, the power of two >= 16 covering the kept low columns
+        ``[0, n2_kept / 2)`` and high columns ``[n2 - n2_kept / 2, n2)``."""
+        if not self.freq_cut or self.outer or self.rows != 1:
+            return self.n2
+        low = -(-self.freq_cut // self.n1)
+        high = self.n2 - (self.n - self.freq_cut + 1) // self.n1
+        return min(self.n2, max(MIN_RADIX, _next_pow2(2 * max(low, high, 1))))
+
     def describe(self) -> str:
         """Short human-readable summary, e.g. ``N=4096 fused 64x64 R=1``."""
         levels = "x".join(str(p) for p in self.outer)
         head = f"N={self.n} " + ("fused" if not self.outer else f"outer[{levels}]")
-        return f"{head} inner {self.n1}x{self.n2} io={self.io_rows} R={self.rows} {self.mma}"
+        sparse = f" freq<{self.freq_cut} cols={self.n2_kept}" if self.freq_cut else ""
+        tiles = f"inner {self.n1}x{self.n2} io={self.io_rows} R={self.rows} {self.mma}"
+        return f"{head} {tiles}{sparse}"
 
 
 def _io_rows(seq_len: int, radix: int, stride: int) -> int:
@@ -223,6 +243,7 @@ def plan_for(
     max_fused: int = MAX_FUSED_SIZE,
     max_radix: int = MAX_OUTER_RADIX,
     rows: int | None = None,
+    freq_keep: float | None = None,
 ) -> FFTPlan | None:
     """Pick an :class:`FFTPlan` for a convolution of ``seq_len`` samples with ``filter_len`` taps.
 
@@ -238,6 +259,8 @@ def plan_for(
             path at small N).
         max_radix: largest radix of one outer level.
         rows: force the number of complex rows per tile.
+        freq_keep: frequency-sparse convolution: keep this fraction (0, 1] of the filter's
+            spectrum, the lowest frequencies (see :func:`freq_cutoff`); None = dense.
 
     Returns:
         The plan, or ``None`` when no Triton plan exists (circular L that is not a power of
@@ -336,7 +359,41 @@ def plan_for(
         outer_ctas_per_sm=outer_ctas,
         hoist=True,
         chunk=min(32, n1),
+        freq_cut=0 if freq_keep is None else _sparse_cut(n, freq_keep),
     )
+
+
+def freq_cutoff(n: int, freq_keep: float) -> int:
+    """Cut-off ``c`` of a frequency-sparse convolution of FFT size ``n``: the filter keeps the
+    frequencies ``f`` with ``min(f, n - f) < c`` (a real, symmetric low-pass band), where
+    ``c = ceil(freq_keep * n / 2)``; ``freq_keep = 1`` keeps everything (``c = n / 2 + 1``).
+    Fractions 1/2, 1/4, ... line up with the Monarch blocks, so the kernel skips the rest."""
+    if not 0.0 < freq_keep <= 1.0:
+        raise ValueError(f"freq_keep must be in (0, 1], got {freq_keep}")
+    if freq_keep == 1.0:
+        return n // 2 + 1
+    return max(1, min(n // 2 + 1, math.ceil(freq_keep * n / 2)))
+
+
+def _sparse_cut(n: int, freq_keep: float) -> int:
+    cut = freq_cutoff(n, freq_keep)
+    return 0 if cut >= n // 2 + 1 else cut
+
+
+def sparse_fft_size(seq_len: int, filter_len: int, causal: bool) -> int:
+    """The FFT size that defines a frequency-sparse convolution (the Triton plans' ``n``):
+    causal ``max(256, next_pow2(L + min(Lk, L) - 1))``, circular ``L``."""
+    if not causal:
+        return seq_len
+    return max(MIN_FFT_SIZE, _next_pow2(seq_len + min(filter_len, seq_len) - 1))
+
+
+def freq_mask(n: int, cut: int, device: torch.device | str = "cpu") -> Tensor:
+    """(n,) bool, natural frequency order: ``min(f, n - f) < cut`` (all True for cut 0)."""
+    f = torch.arange(n, device=device)
+    if cut <= 0:
+        return torch.ones(n, dtype=torch.bool, device=device)
+    return torch.minimum(f, n - f) < cut
 
 
 # --------------------------------------------------------------------------------------------
@@ -417,6 +474,8 @@ def filter_spectrum(k: Tensor, plan: FFTPlan) -> Tensor:
         work = work or torch.float32
         kk = k[:, : plan.taps].to(work)
         spec = torch.fft.fft(kk, n=n, dim=-1) / n
+        if plan.freq_cut:
+            spec = spec * freq_mask(n, plan.freq_cut, k.device)
         spec = spec[:, spectrum_order(plan, k.device)]
         out = torch.stack([spec.real, spec.imag]).to(torch.float32).contiguous()
     return out
