@@ -76,6 +76,78 @@ def tune_case(case: str, fwd: dict, t_start: float, args) -> tuple:
     return base.describe(), entry["default_ms"], entry["ms"], best_kw
 
 
+def bwd_grid(plan) -> list[dict]:
+    """Variants of the filter-gradient kernels' settings (forward+backward timing)."""
+    out = []
+    for ch in (16, 32, 64):
+        if ch > plan.n1:
+            continue
+        for nw in (4, 8):
+            for reg in (None, 128):
+                out.append(dict(bwd_chunk=ch, bwd_warps=nw, bwd_maxnreg=reg))
+    return out
+
+
+def tune_backward_case(case: str, fwd: dict, t_start: float, args) -> tuple:
+    """Forward+backward (gradients of u and k, like bench_conv's padded_bwd) over the
+    filter-gradient kernels' settings; each variant's du and dk are checked against float64."""
+    from bench_conv import ref64, rel_err
+    from dnastream.kernels.fftconv_triton import fftconv_triton
+
+    t_case = time.perf_counter()
+    mode, n = case.split(":")
+    b, h, seq = workload(mode, int(n), fwd)
+    causal = mode != "circular"
+    g = torch.Generator(device="cuda").manual_seed(0)
+    u = torch.randn(b, h, seq, device="cuda", generator=g).to(torch.bfloat16).requires_grad_()
+    k = (torch.randn(h, seq, device="cuda", generator=g) / math.sqrt(seq)).requires_grad_()
+    dy = torch.randn(b, h, seq, device="cuda", generator=g).to(torch.bfloat16)
+    base = autotune.tuned_plan(seq, seq, causal, u.dtype, batch=b, gated=False, device="cuda")
+    sl = (slice(0, 2), slice(0, 8))
+    u64 = u.detach()[sl].double().requires_grad_()
+    k64 = k.detach()[:8].double().requires_grad_()
+    ref64(torch, u64, k64, causal=causal).backward(dy[sl].double())
+
+    def run(plan):
+        u.grad = k.grad = None
+        fftconv_triton(u, k, causal=causal, plan=plan).backward(dy)
+
+    def timed(kw, plan):
+        try:
+            run(plan)
+            errs = (rel_err(torch, u.grad[sl], u64.grad), rel_err(torch, k.grad[:8], k64.grad))
+            if not all(math.isfinite(e) and e <= 3e-3 for e in errs):
+                print(f"#   {case} bwd {kw}: WRONG {errs}", flush=True)
+                return None
+            ms = float(triton.testing.do_bench(lambda: run(plan), warmup=3, rep=args.rep_ms))
+        except Exception as e:  # noqa: BLE001 - out of resources etc.
+            print(f"#   {case} bwd {kw}: fails ({type(e).__name__}: {str(e)[:100]})", flush=True)
+            return None
+        print(f"#   {case} bwd {kw}: {ms:.4f} ms", flush=True)
+        return ms
+
+    import dataclasses
+
+    base_ms = timed({}, base)
+    best_ms, best_kw = base_ms, {}
+    for kw in bwd_grid(base):
+        now = time.perf_counter()
+        if now - t_start > args.budget_s or now - t_case > args.case_budget_s:
+            print("# budget spent; stopping the search", flush=True)
+            break
+        ms = timed(kw, dataclasses.replace(base, **kw))
+        if ms is not None and (best_ms is None or ms < best_ms):
+            best_ms, best_kw = ms, kw
+    if args.write_cache and best_kw:
+        gpu = autotune.device_id("cuda")
+        key = autotune.plan_key_for(base, u.dtype, b, False)
+        entry = dict(autotune.lookup(gpu, key) or {**autotune.launch_fields(base)})
+        entry.update(best_kw, bwd_ms=best_ms, bwd_default_ms=base_ms)
+        autotune.store(gpu, key, entry)
+        print(f"#   {case}: backward settings stored under {key}", flush=True)
+    return base.describe(), base_ms, best_ms, best_kw
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--cases", default=DEFAULT_CASES)
@@ -83,6 +155,12 @@ def main() -> None:
     ap.add_argument("--case-budget-s", type=float, default=60.0, help="search time per case")
     ap.add_argument("--rep-ms", type=int, default=25)
     ap.add_argument("--json", default=None)
+    ap.add_argument(
+        "--backward",
+        action="store_true",
+        help="tune the filter-gradient kernels, timing forward+backward (after any forward "
+        "settings already stored for the case)",
+    )
     ap.add_argument(
         "--write-cache",
         action="store_true",
@@ -97,11 +175,13 @@ def main() -> None:
     summary = []
     best_all: dict[str, dict] = {}
     for case in args.cases.split(","):
-        desc, base_ms, best_ms, best_kw = tune_case(case, fwd, t_start, args)
+        tune_fn = tune_backward_case if args.backward else tune_case
+        desc, base_ms, best_ms, best_kw = tune_fn(case, fwd, t_start, args)
         summary.append((case, desc, base_ms, best_ms, best_kw))
         best_all[case] = dict(plan=desc, default_ms=base_ms, best_ms=best_ms, **best_kw)
         torch.cuda.empty_cache()
-    print(f"\n## Plan tuning, {card}, bf16\n")
+    what = "forward+backward" if args.backward else "forward"
+    print(f"\n## Plan tuning ({what}), {card}, bf16\n")
     print("| case | default plan | default ms | tuned ms | gain | tuned settings |")
     print("|---|---|---|---|---|---|")
     for case, desc, d_ms, b_ms, kw in summary:

@@ -94,6 +94,9 @@ LAUNCH_FIELDS: tuple[str, ...] = (
     "outer_block",
     "outer_ctas_per_sm",
     "outer_stages",
+    "bwd_chunk",
+    "bwd_warps",
+    "bwd_maxnreg",
 )
 
 BARS = {torch.bfloat16: 3e-3, torch.float16: 3e-3, torch.float32: 1e-5}
@@ -299,12 +302,16 @@ def lookup(gpu: str, key: str, path: str | None = None) -> dict[str, Any] | None
 def _valid_value(name: str, value: Any, plan: FFTPlan) -> bool:
     if name == "hoist":
         return isinstance(value, bool)
-    if name in ("maxnreg", "outer_maxnreg"):
+    if name in ("maxnreg", "outer_maxnreg", "bwd_maxnreg"):
         return value is None or (type(value) is int and 16 <= value <= 255)
     if type(value) is not int:
         return False
     if name in ("num_warps", "outer_warps"):
         return value in _POW2_WARPS
+    if name == "bwd_warps":
+        return value == 0 or value in _POW2_WARPS
+    if name == "bwd_chunk":
+        return value == 0 or (16 <= value <= plan.n1 and value & (value - 1) == 0)
     if name == "chunk":
         return 16 <= value <= plan.n1 and value & (value - 1) == 0
     if name == "outer_ctas_per_sm":

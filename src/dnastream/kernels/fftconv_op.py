@@ -149,7 +149,7 @@ def _fftconv_backward_op(
     """(du, dk, dD, dpregate, dpostgate) in the dtypes of (u, k, D, pregate, postgate); a
     gradient that is not needed (or whose input is None) comes back as an empty (0,) tensor."""
     needs = (need_u, need_k, need_d, need_pregate, need_postgate)
-    plan = triton_plan(u, k, causal, freq_keep=freq_keep)
+    plan = triton_plan(u, k, causal, pregate, postgate, tuned=True, freq_keep=freq_keep)
     if plan is None:
         grads = fftconv_backward_ref(
             dy, u, k, D, pregate=pregate, postgate=postgate, causal=causal, needs=needs,

@@ -1300,7 +1300,8 @@ def _xcorr(
     groups = max(1, min(n_pblk, want))
     blk_per_prog = triton.cdiv(n_pblk, groups)
     groups = triton.cdiv(n_pblk, blk_per_prog)
-    xchunk = max(16, plan.chunk // 2)  # two transforms live at once: half the chunk
+    # two transforms live at once: half the forward's chunk by default
+    xchunk = min(plan.n1, plan.bwd_chunk or max(16, plan.chunk // 2))
     nch = plan.n1 // xchunk if rows == 1 else 1
     part = torch.empty((n_c, groups, 2, plan.inner), dtype=torch.float32, device=dev)
     dd_part = torch.zeros((n_c, groups, nch), dtype=torch.float32, device=dev)
@@ -1325,9 +1326,9 @@ def _xcorr(
         HAS_GB=has_gb,
         HAS_DD=has_dd,
         MMA_FP16=plan.mma == "fp16",
-        num_warps=plan.num_warps,
+        num_warps=plan.bwd_warps or plan.num_warps,
         num_stages=plan.num_stages,
-        **_regcap(plan.maxnreg),
+        **_regcap(plan.bwd_maxnreg if plan.bwd_maxnreg is not None else plan.maxnreg),
     )
     common = (*srcs, part, dd_part, f1, f2, tw, batch, heads, seq_len, npairs, plan.n)
     if rows == 1:

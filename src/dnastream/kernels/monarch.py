@@ -108,6 +108,10 @@ class FFTPlan:
             outer kernels, ``None`` = the compiler's choice. A cap lets more programs share an
             SM (the fused kernels otherwise use ~250 registers, one 8-warp program per SM).
         outer_ctas_per_sm: persistent programs per SM of the outer kernels (0: ctas_per_sm).
+        bwd_chunk, bwd_warps, bwd_maxnreg: launch settings of the filter-gradient kernels
+            (cross-correlation spectra summed over the batch): spectrum rows per program
+            (0: ``max(16, chunk // 2)``), warps (0: ``num_warps``), register cap (None:
+            ``maxnreg``). Tuned for forward+backward by ``benchmarks/tune_conv.py --backward``.
         freq_cut: frequency-sparse convolution: only frequencies ``f`` with
             ``min(f, N - f) < freq_cut`` of the filter are kept (0: all). The fused one-row
             kernel then skips the spectrum columns that are all zero (:attr:`n2_kept`).
@@ -135,6 +139,9 @@ class FFTPlan:
     maxnreg: int | None = None
     outer_maxnreg: int | None = None
     outer_ctas_per_sm: int = 0
+    bwd_chunk: int = 0
+    bwd_warps: int = 0
+    bwd_maxnreg: int | None = None
     freq_cut: int = 0
     _strides: tuple[int, ...] = field(default=(), repr=False, compare=False)
 
