@@ -45,3 +45,14 @@ def test_readme_streaming_example_runs(monkeypatch) -> None:
     engine = scope["engine"]
     assert engine.state.position == 200_000  # the whole shipped E. coli slice was streamed
     assert scope["out"].last_hidden_state.shape[-1] == 128
+
+
+def test_readme_kernels_example_runs() -> None:
+    import torch
+
+    scope: dict[str, object] = {"torch": torch}
+    exec(compile(_block("freq_keep"), str(README), "exec"), scope)  # noqa: S102
+    u = scope["u"]
+    for name in ("y", "y_part", "y_sparse", "y_short"):
+        assert scope[name].shape == u.shape, name
+    assert not torch.allclose(scope["y"], scope["y_sparse"])
