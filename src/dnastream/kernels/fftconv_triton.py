@@ -1451,30 +1451,12 @@ def _torch_fftconv(
     causal: bool,
     freq_keep: float | None = None,
 ) -> Tensor:
-    """Plain PyTorch fallback (differentiable): fp32 FFTs (fp64 for fp64 inputs)."""
-    if freq_keep is not None:
-        from dnastream.kernels.fftconv_ref import fftconv_ref
+    """Plain PyTorch fallback (differentiable): the reference twin ``fftconv_ref``."""
+    from dnastream.kernels.fftconv_ref import fftconv_ref
 
-        return fftconv_ref(
-            u, k, D, pregate=pregate, postgate=postgate, causal=causal, freq_keep=freq_keep
-        )
-    work = torch.float64 if torch.float64 in (u.dtype, k.dtype) else torch.float32
-    seq_len = u.shape[-1]
-    x = u.to(work)
-    if pregate is not None:
-        x = x * pregate.to(work)
-    if causal:
-        taps = min(k.shape[1], seq_len)
-        n = 1 << (seq_len + taps - 2).bit_length() if seq_len + taps > 2 else 1
-    else:
-        taps, n = k.shape[1], seq_len
-    kf = torch.fft.rfft(k[:, :taps].to(work), n=n)
-    y = torch.fft.irfft(torch.fft.rfft(x, n=n) * kf, n=n)[..., :seq_len]
-    if D is not None:
-        y = y + D.to(work)[:, None] * x
-    if postgate is not None:
-        y = y * postgate.to(work)
-    return y.to(u.dtype)
+    return fftconv_ref(
+        u, k, D, pregate=pregate, postgate=postgate, causal=causal, freq_keep=freq_keep
+    )
 
 
 def _validate(
