@@ -394,3 +394,30 @@ def test_tuned_plan_works_with_a_precomputed_spectrum() -> None:
     assert torch.equal(spec, filter_spectrum(k, plan))
     y = fftconv_triton(u, k, causal=True, plan=plan, k_spectrum=spec)
     assert rel_err(y, ref64(u, k)) <= BARS[BF16]
+
+
+def test_the_fftconv_op_launches_with_the_stored_settings(monkeypatch) -> None:
+    """dnastream::fftconv picks up a stored entry (forward and backward settings)."""
+    from dnastream.kernels import fftconv_op
+
+    monkeypatch.setattr(fftconv_op, "INTERPRET_ON_CPU", True)
+    u, k, _ = inputs(2, 2, 100)
+    key = autotune.plan_key(100, 100, True, BF16, 2, False)
+    autotune.store(CPU, key, {"ctas_per_sm": 3, "bwd_chunk": 16, "bwd_warps": 8})
+    plan = fftconv_op.triton_plan(u, k, True, tuned=True)
+    assert (plan.ctas_per_sm, plan.bwd_chunk, plan.bwd_warps) == (3, 16, 8)
+    assert fftconv_op.triton_plan(u, k, True) == plan_for(100, 100, True, BF16, batch=2)
+    seen = []
+    real = fftconv_op.triton_plan
+
+    def spy(*a, **kw):
+        p = real(*a, **kw)
+        seen.append(p)
+        return p
+
+    monkeypatch.setattr(fftconv_op, "triton_plan", spy)
+    u.requires_grad_(True)
+    y = torch.ops.dnastream.fftconv(u, k, None, None, None, None, True)
+    y.backward(torch.ones_like(y))
+    assert len(seen) == 2 and all(p.ctas_per_sm == 3 and p.bwd_warps == 8 for p in seen)
+    assert rel_err(y, ref64(u.detach(), k)) <= BARS[BF16]
