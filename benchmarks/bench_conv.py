@@ -272,6 +272,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--anchors", default=str(ANCHORS))
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
     ap.add_argument(
+        "--untuned",
+        action="store_true",
+        help="use plan_for's defaults even where benchmarks/tune_conv.py --write-cache stored "
+        "settings for this GPU",
+    )
+    ap.add_argument(
         "--freq-keep",
         type=float,
         default=None,
@@ -356,7 +362,15 @@ def main(argv: list[str] | None = None) -> int:
             g1 = randn(B, H, L).to(torch.bfloat16)
             g2 = randn(B, H, L).to(torch.bfloat16)
         plan = plan_for(L, L, causal, u.dtype, batch=B, freq_keep=args.freq_keep)
+        tuned = False
+        if plan is not None and args.freq_keep is None and not args.untuned:
+            from dnastream.kernels import autotune
+
+            tplan = autotune.tuned_plan(L, L, causal, u.dtype, batch=B, gated=gated, device=dev)
+            tuned, plan = tplan != plan, tplan
         row["plan"] = plan.describe() if plan is not None else "torch fallback"
+        if tuned:
+            row["plan"] += " (tuned on this GPU)"
         spec = filter_spectrum(k, plan) if plan is not None else None
         act = B * H * L * u.element_size()
         if bwd:  # fwd: u, y, k; bwd: dy, u, k in, du, dk out
