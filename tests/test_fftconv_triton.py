@@ -420,3 +420,18 @@ class TestGPUAllSizes:
     @pytest.mark.parametrize("n", [512, 8192, 32768])
     def test_circular_backward(self, n) -> None:
         check_backward(4, 4, n, n, torch.float16, causal=False)
+
+
+@pytest.mark.parametrize("freq_keep", [None, 0.25])
+def test_hoisted_step2_tables_give_the_same_bits(freq_keep) -> None:
+    """hoist_f2 (a tuning option of the one-row kernel) changes loads, not arithmetic."""
+    u, k, d, g1, g2 = make_inputs(3, 2, 1000, 1000, torch.bfloat16)
+    u.requires_grad_(True)
+    plan = plan_for(1000, 1000, True, torch.bfloat16, batch=3, freq_keep=freq_keep)
+    assert plan.rows == 1 and not plan.outer
+    hoisted = dataclasses.replace(plan, hoist_f2=True)
+    ys = [fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=p) for p in (plan, hoisted)]
+    assert torch.equal(ys[0], ys[1])
+    dy = torch.randn(ys[0].shape).to(torch.bfloat16)
+    grads = [torch.autograd.grad(y, u, dy)[0] for y in ys]
+    assert torch.equal(grads[0], grads[1])

@@ -97,6 +97,7 @@ LAUNCH_FIELDS: tuple[str, ...] = (
     "bwd_chunk",
     "bwd_warps",
     "bwd_maxnreg",
+    "hoist_f2",
 )
 
 BARS = {torch.bfloat16: 3e-3, torch.float16: 3e-3, torch.float32: 1e-5}
@@ -300,7 +301,7 @@ def lookup(gpu: str, key: str, path: str | None = None) -> dict[str, Any] | None
 
 
 def _valid_value(name: str, value: Any, plan: FFTPlan) -> bool:
-    if name == "hoist":
+    if name in ("hoist", "hoist_f2"):
         return isinstance(value, bool)
     if name in ("maxnreg", "outer_maxnreg", "bwd_maxnreg"):
         return value is None or (type(value) is int and 16 <= value <= 255)
@@ -387,6 +388,8 @@ def inner_grid(plan: FFTPlan) -> list[dict[str, Any]]:
         for reg, nw, ch in itertools.product((128, None), (8, 4), chunks):
             for c in (1, 2, 4) if reg is None else (2, 3, 4):
                 out.append(dict(num_warps=nw, maxnreg=reg, chunk=ch, ctas_per_sm=c))
+        for nw, ch in itertools.product((4, 8), chunks):  # step-2 tables loaded once
+            out.append(dict(hoist_f2=True, num_warps=nw, maxnreg=None, chunk=ch, ctas_per_sm=2))
     else:
         rows = sorted({r for r in (plan.rows // 2, plan.rows) if r >= 2})
         for reg, nw, r in itertools.product((128, None), (8, 4), rows):

@@ -154,6 +154,38 @@ def _col_scaled(xr, xi, MMA_FP16: tl.constexpr):
 
 
 @triton.jit
+def _nat_chunk_twiddled(
+    ar,
+    ai,
+    scale,
+    f1_ptr,
+    tw_ptr,
+    k1,
+    N1: tl.constexpr,
+    N2: tl.constexpr,
+    N1_IO: tl.constexpr,
+    MMA_FP16: tl.constexpr,
+):
+    """Step 1 (left product with the k1 rows of F1) and the twiddles of the forward inner
+    FFT, natural orientation: the (KC, N2) rows [k1, b] that step 2 (a right product with F2)
+    turns into spectrum rows. ar, ai: the (N1_IO, N2) input [a, b] = x[a * N2 + b] as dot
+    operands (column-scaled by ``scale`` in fp16 mode)."""
+    a = tl.arange(0, N1_IO)
+    b = tl.arange(0, N2)
+    foffs = k1[:, None] * N1 + a[None, :]
+    fr = tl.load(f1_ptr + foffs)
+    fi = tl.load(f1_ptr + N1 * N1 + foffs)
+    br, bi = _lmatmul(fr, fi, ar, ai, False, MMA_FP16)  # [k1, b]
+    if MMA_FP16:
+        br = br * scale[None, :]
+        bi = bi * scale[None, :]
+    toffs = b[None, :] * N1 + k1[:, None]
+    wr = tl.load(tw_ptr + toffs)
+    wi = tl.load(tw_ptr + N1 * N2 + toffs)
+    return br * wr - bi * wi, br * wi + bi * wr
+
+
+@triton.jit
 def _nat_chunk_fwd(
     ar,
     ai,
@@ -175,20 +207,7 @@ def _nat_chunk_fwd(
     or with ``N2K`` (frequency-sparse) only the kept columns: ``f2_ptr`` is then the (2, N2,
     N2K) table of the kept columns of F2 and the result is (KC, N2K).
     """
-    a = tl.arange(0, N1_IO)
-    b = tl.arange(0, N2)
-    foffs = k1[:, None] * N1 + a[None, :]
-    fr = tl.load(f1_ptr + foffs)
-    fi = tl.load(f1_ptr + N1 * N1 + foffs)
-    br, bi = _lmatmul(fr, fi, ar, ai, False, MMA_FP16)  # [k1, b]
-    if MMA_FP16:
-        br = br * scale[None, :]
-        bi = bi * scale[None, :]
-    toffs = b[None, :] * N1 + k1[:, None]
-    wr = tl.load(tw_ptr + toffs)
-    wi = tl.load(tw_ptr + N1 * N2 + toffs)
-    cr = br * wr - bi * wi
-    ci = br * wi + bi * wr
+    cr, ci = _nat_chunk_twiddled(ar, ai, scale, f1_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16)
     if N2K == 0:
         f2r, f2i = _load_planes(f2_ptr, N2, N2, N2, N2 * N2)
     else:
@@ -681,6 +700,7 @@ def _conv_nat_kernel(
     N1_IO: tl.constexpr,
     KC: tl.constexpr,
     N2K: tl.constexpr,
+    HOIST_F2: tl.constexpr,
     NR: tl.constexpr,
     COMPLEX_IO: tl.constexpr,
     CONJ_SPEC: tl.constexpr,
@@ -716,6 +736,13 @@ def _conv_nat_kernel(
     jk = tl.arange(0, N2K)
     kept = tl.where(jk < N2K // 2, jk, jk + (N2 - N2K))
     soffs0 = kc[:, None] * N2 + kept[None, :]
+    if HOIST_F2:  # step-2 tables loaded once per program (loop invariants), not per chunk
+        if SPARSE:
+            hf2r, hf2i = _load_planes(f2c_ptr, N2, N2K, N2K, N2 * N2K)
+            hg2r, hg2i = _load_planes(f2r_ptr, N2K, N2, N2, N2K * N2)
+        else:
+            hf2r, hf2i = _load_planes(f2_ptr, N2, N2, N2, N2 * N2)
+            hg2r, hg2i = hf2r, hf2i
     t0 = pid * tiles_per_prog
     for t in range(t0, tl.minimum(t0 + tiles_per_prog, n_tiles)):
         c = t // NPAIRS
@@ -733,7 +760,12 @@ def _conv_nat_kernel(
             dv = tl.load(d_ptr + h).to(tl.float32) / NTOT
         for ch in range(N1 // KC):
             k1 = ch * KC + kc
-            if SPARSE:
+            if HOIST_F2:
+                cr, ci = _nat_chunk_twiddled(
+                    ar, ai, scale, f1_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16
+                )
+                dr, di = _cmatmul(cr, ci, hf2r, hf2i, False, MMA_FP16)
+            elif SPARSE:
                 dr, di = _nat_chunk_fwd(
                     ar, ai, scale, f1_ptr, f2c_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16, N2K
                 )
@@ -749,11 +781,14 @@ def _conv_nat_kernel(
                 kr = kr + dv
             yr = dr * kr - di * ki
             yi = dr * ki + di * kr
-            if SPARSE:
-                f2r, f2i = _load_planes(f2r_ptr, N2K, N2, N2, N2K * N2)
+            if HOIST_F2:
+                er, ei = _cmatmul(yr, yi, hg2r, hg2i, True, MMA_FP16)  # [k1, b]
             else:
-                f2r, f2i = _load_planes(f2_ptr, N2, N2, N2, N2 * N2)
-            er, ei = _cmatmul(yr, yi, f2r, f2i, True, MMA_FP16)  # [k1, b]
+                if SPARSE:
+                    f2r, f2i = _load_planes(f2r_ptr, N2K, N2, N2, N2K * N2)
+                else:
+                    f2r, f2i = _load_planes(f2_ptr, N2, N2, N2, N2 * N2)
+                er, ei = _cmatmul(yr, yi, f2r, f2i, True, MMA_FP16)  # [k1, b]
             toffs = tl.arange(0, N2)[None, :] * N1 + k1[:, None]
             wr = tl.load(tw_ptr + toffs)
             wi = tl.load(tw_ptr + N1 * N2 + toffs)
@@ -1183,7 +1218,7 @@ def _launch_inner_conv(
         f2c, f2r = _sparse_tables(plan, dev)
         _conv_nat_kernel[(nprog,)](
             *ptrs, f2c, f2r, batch, heads, seq_len, npairs, plan.n, n_tiles, per,
-            KC=plan.chunk, N2K=plan.n2_kept, **flags,
+            KC=plan.chunk, N2K=plan.n2_kept, HOIST_F2=plan.hoist_f2, **flags,
         )  # fmt: skip
     else:
         _conv_kernel[(nprog,)](

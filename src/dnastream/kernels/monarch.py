@@ -108,6 +108,9 @@ class FFTPlan:
             outer kernels, ``None`` = the compiler's choice. A cap lets more programs share an
             SM (the fused kernels otherwise use ~250 registers, one 8-warp program per SM).
         outer_ctas_per_sm: persistent programs per SM of the outer kernels (0: ctas_per_sm).
+        hoist_f2: one-row ("natural") kernel: load the step-2 DFT tables once per program
+            instead of once per spectrum chunk (loop invariants the compiler can keep in
+            shared memory). A tuning option until measured.
         bwd_chunk, bwd_warps, bwd_maxnreg: launch settings of the filter-gradient kernels
             (cross-correlation spectra summed over the batch): spectrum rows per program
             (0: ``max(16, chunk // 2)``), warps (0: ``num_warps``), register cap (None:
@@ -139,6 +142,7 @@ class FFTPlan:
     maxnreg: int | None = None
     outer_maxnreg: int | None = None
     outer_ctas_per_sm: int = 0
+    hoist_f2: bool = False
     bwd_chunk: int = 0
     bwd_warps: int = 0
     bwd_maxnreg: int | None = None
