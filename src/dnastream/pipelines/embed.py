@@ -705,7 +705,8 @@ def run_embed(
     stats.add("compress_wait", store.compress_wait)
     stats.extra.update(
         {"device": str(device), "chunk": chunk, "compress_processes": procs,
-         "overlap": runner.overlap, "compression": opts.compression}
+         "overlap": runner.overlap, "compression": opts.compression,
+         "raw_chunks": store.raw_chunks, "filtered_chunks": store.filtered_chunks}
     )  # fmt: skip
     stats.save()
     return EmbedReport(

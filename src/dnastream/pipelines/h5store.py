@@ -32,7 +32,15 @@ output at + strand base ``start + p`` of the reverse-complement reading (which r
 as its ``L - 1 - p``-th token). ``rc_average`` = (plus + minus) / 2 per base (or per bin /
 region), averaged in float32. Bins cover ``[start + jN, start + (j + 1)N)`` on the + strand for
 both strands. Datasets are chunked and compressed (lzf by default, gzip or none on request;
-the mask always gzip).
+the mask always gzip). A whole chunk of a compressed (rows, d) dataset whose sample (every
+k-th row, ~32 KiB: :data:`PROBE_BYTES`) does not shrink by at least 20% under the dataset's own
+filters (:data:`RAW_RATIO`) is stored unfiltered: written as it is with HDF5's per-chunk filter
+mask set (all filters skipped), which HDF5 itself honours on reading, so readers (plain h5py, no
+plugins) see no difference. Float embeddings barely compress (shuffle + lzf: 0.89 of the size
+for float32, 0.90 for float16), and compressing them cost more than the model on a GPU; runs of
+N (constant outputs), zeros and pooled or quantized values still compress. The choice is made
+per chunk from its content alone, so a resumed run stores the same bytes.
+``DNASTREAM_COMPRESS_ALWAYS=1`` filters every chunk (the former behaviour).
 
 Writing and resuming: a run writes ``OUT.h5.part`` and renames it to ``OUT.h5`` when complete,
 so a finished file is never half-written and is only replaced with ``--force`` (a forced run
@@ -44,10 +52,10 @@ and re-streams an unfinished region from its start, which rebuilds the exact str
 lies beyond ``done``. The finished file equals an uninterrupted run's bit for bit: same
 chunking, same arithmetic (the one exception: a CUDA OOM back-off in one run but not the other
 changes the step sizes, hence the rounding).
-``--rc-average`` keeps the + pass in a sidecar ``OUT.h5.stage.part`` (float32) until the -
-pass has averaged it, then deletes it. HDF5 is used with superblock v2 (``libver v108``): the
-v3 superblock of ``libver='latest'`` marks a file as open for writing and HDF5 then refuses to
-reopen a file whose writer was killed.
+``--rc-average`` keeps the + pass in a sidecar ``OUT.h5.stage.part`` (float32, unfiltered)
+until the - pass has averaged it, then deletes it. HDF5 is used with superblock v2 (``libver
+v108``): the v3 superblock of ``libver='latest'`` marks a file as open for writing and HDF5 then
+refuses to reopen a file whose writer was killed.
 
 Settings compared on resume (a difference is refused, naming the setting): format version,
 dnastream version, model sha256 and config, filter_len, compute dtype, output dtype, device
@@ -58,6 +66,7 @@ and process count: see :mod:`dnastream.pipelines.distributed`).
 
 from __future__ import annotations
 
+import itertools
 import json
 import multiprocessing
 import os
@@ -73,6 +82,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+from h5py import h5s
 
 __all__ = [
     "FORMAT",
@@ -81,6 +91,8 @@ __all__ = [
     "EmbedStore",
     "IncompatibleOutputError",
     "OutputExistsError",
+    "PROBE_BYTES",
+    "RAW_RATIO",
     "RegionLayout",
     "compress_processes",
     "compression_pool",
@@ -98,6 +110,12 @@ CHUNK_CACHE_BYTES = 64 << 20
 TRACKS = ("plus", "minus", "rc_average")
 COMPRESS_PROCS_ENV = "DNASTREAM_COMPRESS_PROCS"
 """Processes compressing HDF5 chunks beside the writer (0: the writer thread compresses)."""
+COMPRESS_ALWAYS_ENV = "DNASTREAM_COMPRESS_ALWAYS"
+"""``1``: filter every chunk, even one that does not shrink (no raw chunks)."""
+RAW_RATIO = 0.8
+"""A whole chunk whose sample compresses to at least this fraction of its size is stored raw."""
+PROBE_BYTES = 32 << 10
+"""Bytes of a chunk's sample (every k-th row) compressed to decide; ~1/32 of a 1 MiB chunk."""
 
 
 class OutputExistsError(FileExistsError):
@@ -221,6 +239,7 @@ def _filters(compression: str | None) -> dict[str, Any]:
 
 _SCRATCH: dict[tuple[str, tuple[int, ...], str], tuple[h5py.File, h5py.Dataset, int]] = {}
 _SCRATCH_REUSE = 256
+_SCRATCH_NAMES = itertools.count()
 
 
 def _filter_chunk(values: np.ndarray, compression: str) -> tuple[int, bytes]:
@@ -235,19 +254,33 @@ def _filter_chunk(values: np.ndarray, compression: str) -> tuple[int, bytes]:
     if entry is None or entry[2] >= _SCRATCH_REUSE:
         if entry is not None:
             entry[0].close()
-        f = h5py.File(
-            "scratch.h5", "w", driver="core", backing_store=False, libver=LIBVER, rdcc_nbytes=0
-        )
+        name = f"dnastream-scratch-{next(_SCRATCH_NAMES)}.h5"  # in memory; names must differ
+        f = h5py.File(name, "w", driver="core", backing_store=False, libver=LIBVER, rdcc_nbytes=0)
         ds = f.create_dataset(
             "c", shape=values.shape, dtype=values.dtype, chunks=values.shape,
             **_filters(compression),
         )  # fmt: skip
         entry = (f, ds, 0)
     f, ds, n = entry
-    ds[...] = values
+    ds.id.write(h5s.ALL, h5s.ALL, np.ascontiguousarray(values, dtype=ds.dtype))
     _SCRATCH[k] = (f, ds, n + 1)
     mask, data = ds.id.read_direct_chunk((0,) * values.ndim)
     return int(mask), bytes(data)
+
+
+def probe_rows(chunk_rows: int, width: int, itemsize: int) -> int:
+    """The row stride of a chunk's sample: about :data:`PROBE_BYTES` of its rows."""
+    return max(1, chunk_rows * width * itemsize // PROBE_BYTES)
+
+
+def stored_raw(values: np.ndarray, compression: str, stride: int) -> bool:
+    """Whether a whole chunk (as stored: an edge chunk's padding rows included) is better
+    stored unfiltered: its every ``stride``-th row, filtered as the dataset would filter them,
+    keeps at least :data:`RAW_RATIO` of its size (or the filter gave up). A function of the
+    chunk's content only, so a resumed run decides the same."""
+    sample = np.ascontiguousarray(values[::stride])
+    mask, data = _filter_chunk(sample, compression)
+    return mask != 0 or len(data) >= RAW_RATIO * sample.nbytes
 
 
 def _worker_start() -> None:
@@ -304,12 +337,17 @@ class _Chunk:
 
 @dataclass
 class _Track:
-    """Per dataset: chunks being assembled and chunks left to HDF5's own writes."""
+    """Per dataset: chunks being assembled and chunks left to HDF5's own writes.
+
+    raw_mask: the filter mask of an unfiltered chunk (every filter of the pipeline skipped).
+    stride: row stride of the sample deciding raw or filtered (0: always filtered)."""
 
     ds: h5py.Dataset
     rows: int
     chunk_rows: int
     compression: str
+    raw_mask: int
+    stride: int
     open: dict[int, _Chunk] = field(default_factory=dict)
     plain: set[int] = field(default_factory=set)
 
@@ -319,11 +357,13 @@ class EmbedStore:
 
     Use it from one thread at a time (:class:`AsyncWriter` runs its methods in order).
 
-    With :meth:`compress_in` N processes, whole chunks of the compressed per-row datasets
-    are filtered in those processes (by HDF5, so the stored bytes are the same) and stored
-    with ``write_direct_chunk``; a chunk still partly filled at a commit is written the
-    normal way instead. A commit's ``done`` is recorded only once everything written before
-    it is in the file and flushed, so the resume rules are unchanged.
+    Whole chunks of the compressed (rows, d) datasets are assembled here and stored with
+    ``write_direct_chunk``: unfiltered (all filters masked) when a sample of the chunk does not
+    shrink enough (:func:`stored_raw`), else filtered by HDF5 (same bytes as a normal write),
+    in the :meth:`compress_in` processes when there are some, else in this thread. A chunk
+    still partly filled at a commit is written the normal way instead (HDF5 filters it). A
+    commit's ``done`` is recorded only once everything written before it is in the file and
+    flushed, so the resume rules are unchanged.
     """
 
     def __init__(self, final: Path, file: h5py.File) -> None:
@@ -335,6 +375,9 @@ class EmbedStore:
         self._tracks: dict[tuple[str, str], _Track | None] = {}
         self._pending: deque[tuple[Any, ...]] = deque()
         self.compress_wait = 0.0  # seconds waiting for compression processes
+        self.raw_chunks = 0  # whole chunks stored unfiltered
+        self.filtered_chunks = 0  # whole chunks stored filtered
+        self._always = os.environ.get(COMPRESS_ALWAYS_ENV, "").strip() not in ("", "0")
 
     # -- parallel compression --------------------------------------------------------------
 
@@ -358,7 +401,15 @@ class EmbedStore:
                 and comp in ("lzf", "gzip")
                 and name != "mask"
             )
-            self._tracks[tk] = _Track(ds, ds.shape[0], ds.chunks[0], comp) if ok else None
+            if not ok:
+                self._tracks[tk] = None
+                return None
+            n_filters = ds.id.get_create_plist().get_nfilters()
+            stride = probe_rows(ds.chunks[0], ds.shape[1], ds.dtype.itemsize)
+            self._tracks[tk] = _Track(
+                ds, ds.shape[0], ds.chunks[0], comp, (1 << n_filters) - 1,
+                0 if self._always else stride,
+            )  # fmt: skip
         return self._tracks[tk]
 
     def _pump(self, block: bool = False, keep: int = 0) -> None:
@@ -395,14 +446,16 @@ class EmbedStore:
 
     def _write_rows(self, t: _Track, lo: int, hi: int, values: np.ndarray) -> None:
         cr = t.chunk_rows
+        if values.dtype != t.ds.dtype:
+            values = values.astype(t.ds.dtype)  # e.g. a float32 average into float16
         for c in range(lo // cr, (hi - 1) // cr + 1):
             s, e = max(lo, c * cr), min(hi, (c + 1) * cr)
             part = values[s - lo : e - lo]
             if c in t.plain:
                 t.ds[s:e] = part
                 continue
-            if e - s == cr and c not in t.open and part.dtype == t.ds.dtype:
-                # a whole chunk in one write: compress the caller's rows as they are (no
+            if e - s == cr and c not in t.open:
+                # a whole chunk in one write: store the caller's rows as they are (no
                 # staging copy; the caller never changes an array it handed over)
                 self._submit(t, c, np.ascontiguousarray(part))
                 continue
@@ -418,9 +471,20 @@ class EmbedStore:
         self._pump(keep=4 * self._workers + 4)
 
     def _submit(self, t: _Track, c: int, values: np.ndarray) -> None:
-        assert self._pool is not None
+        """Store whole chunk ``c`` (an edge chunk padded with zeros)."""
+        offset = (c * t.chunk_rows, 0)
+        if t.stride and stored_raw(values, t.compression, t.stride):
+            # written now, from here: no round trip through a compressing process
+            t.ds.id.write_direct_chunk(offset, values, t.raw_mask)
+            self.raw_chunks += 1
+            return
+        self.filtered_chunks += 1
+        if self._pool is None:
+            mask, data = _filter_chunk(values, t.compression)
+            t.ds.id.write_direct_chunk(offset, data, mask)
+            return
         fut = self._pool.submit(_filter_chunk, values, t.compression)
-        self._pending.append(("chunk", t.ds, (c * t.chunk_rows, 0), fut))
+        self._pending.append(("chunk", t.ds, offset, fut))
 
     def _close_partial(self, key: str) -> None:
         """Write the partly filled chunks of region ``key`` the normal way."""
@@ -570,7 +634,7 @@ class EmbedStore:
         self, key: str, name: str, lo: int | None, hi: int | None, values: np.ndarray
     ) -> None:
         """Write rows ``[lo, hi)`` of ``/regions/key/name`` (whole dataset when lo is None)."""
-        if self._pool is not None and lo is not None and hi is not None and hi > lo:
+        if lo is not None and hi is not None and hi > lo:
             t = self._track(key, name)
             if t is not None:
                 self._write_rows(t, lo, hi, values)
@@ -583,16 +647,9 @@ class EmbedStore:
 
     def commit(self, key: str, strand: str, done: int) -> None:
         """Flush the data, then record ``done`` bases of the ``strand`` pass, flush again."""
-        if self._pool is not None:
-            self._close_partial(key)
-            self._pending.append(("commit", key, strand, done))
-            self._pump()
-            return
-        self.file.flush()
-        if self.stage is not None:
-            self.stage.flush()
-        self.file["regions"][key].attrs[f"done_{'plus' if strand == '+' else 'minus'}"] = done
-        self.file.flush()
+        self._close_partial(key)
+        self._pending.append(("commit", key, strand, done))
+        self._pump()
 
     def complete_region(self, key: str) -> None:
         """Mark a region finished and drop its staged + strand outputs."""
@@ -630,8 +687,7 @@ class EmbedStore:
                 shape=layout.shape(),
                 dtype="f4",
                 chunks=layout.chunks(),
-                **(_filters(layout.compression) if layout.rows is not None else {}),
-            )
+            )  # unfiltered: written once, read once, then deleted
         if lo is None:
             ds[...] = values
         else:

@@ -27,6 +27,7 @@ The JSON (seconds unless named otherwise)::
                              (writer thread working), compress_wait (writer waiting for
                              compression processes)
     steady_kbp_s             (bases - first_chunk_bases) / steady / 1e3
+    raw_chunks, filtered_chunks   (embed) whole HDF5 chunks stored unfiltered / filtered
 """
 
 from __future__ import annotations
