@@ -6,6 +6,8 @@
 #   bash benchmarks/gpu_session.sh tests        # GPU suites of the kernels, model and pipelines
 #   bash benchmarks/gpu_session.sh tune         # tune_conv forward + backward into the cache
 #   bash benchmarks/gpu_session.sh bench        # bench_conv (with the tuned cache), sparse rows
+#   bash benchmarks/gpu_session.sh pipelines    # bench_pipeline tiny (raw chunks vs always
+#                                               # compressed) and the large shape
 #   bash benchmarks/gpu_session.sh all
 #
 # Time on an H100 (2026-11-27): tests ~6 min, tune ~4 min, bench ~5 min.
@@ -47,4 +49,11 @@ if [[ $what == bench || $what == all ]]; then
     step bench_conv 420 python benchmarks/bench_conv.py --csv "$OUT/bench_conv.csv"
     step bench_conv_sparse 200 python benchmarks/bench_conv.py --freq-keep 0.25 \
         --sizes 2048,4096,8192 --modes padded,gated_padded,padded_bwd
+fi
+if [[ $what == pipelines || $what == all ]]; then
+    step bench_pipeline_tiny 240 python benchmarks/bench_pipeline.py --device cuda --threads 8
+    step bench_pipeline_tiny_compress_always 240 env DNASTREAM_COMPRESS_ALWAYS=1 \
+        python benchmarks/bench_pipeline.py --device cuda --threads 8 --jobs embed
+    step bench_pipeline_large 300 python benchmarks/bench_pipeline.py --device cuda --threads 8 \
+        --model-shape large --max-bases 4000000
 fi
