@@ -49,9 +49,12 @@ then ``done_<strand>`` raised and the file flushed again. Killed at any moment (
 rerunning the same command reopens the ``.part``, checks the settings, skips complete regions
 and re-streams an unfinished region from its start, which rebuilds the exact streaming state
 (at most one region's compute is repeated; nothing of the state is stored), writing only what
-lies beyond ``done``. The finished file equals an uninterrupted run's bit for bit: same
+lies beyond ``done`` (chunks around each ``done`` boundary are decoded first: one a kill left
+half-written is reset and its rows written again, see :meth:`EmbedStore.repair_region`). The
+finished file equals an uninterrupted run's bit for bit: same
 chunking, same arithmetic (the one exception: a CUDA OOM back-off in one run but not the other
-changes the step sizes, hence the rounding).
+changes the step sizes, hence the rounding; and a repaired chunk holds the same values but may
+be encoded differently).
 ``--rc-average`` keeps the + pass in a sidecar ``OUT.h5.stage.part`` (float32, unfiltered)
 until the - pass has averaged it, then deletes it. HDF5 is used with superblock v2 (``libver
 v108``): the v3 superblock of ``libver='latest'`` marks a file as open for writing and HDF5 then
@@ -352,6 +355,35 @@ class _Track:
     plain: set[int] = field(default_factory=set)
 
 
+REPAIR_WINDOW_CHUNKS = 256
+"""Chunks beyond a ``done`` boundary that a resumed run checks (more than a run keeps in
+flight between two commits)."""
+
+
+def _decodes(ds: h5py.Dataset, lo: int, hi: int) -> bool:
+    """Whether rows [lo, hi) of ``ds`` read back (unallocated chunks read as the fill)."""
+    offset = (lo,) + (0,) * (ds.ndim - 1)
+    try:
+        if ds.id.get_chunk_info_by_coord(offset).byte_offset is None:
+            return True
+    except (KeyError, ValueError, RuntimeError):
+        return True
+    try:
+        ds[lo:hi]
+    except OSError:
+        return False
+    return True
+
+
+def _reset_chunk(ds: h5py.Dataset, c: int) -> None:
+    """Overwrite chunk ``c`` with zeros, stored unfiltered (every filter's mask bit set)."""
+    shape = ds.chunks
+    offset = (c * shape[0],) + (0,) * (ds.ndim - 1)
+    n_filters = ds.id.get_create_plist().get_nfilters()
+    zeros = np.zeros(shape, dtype=ds.dtype)
+    ds.id.write_direct_chunk(offset, zeros.tobytes(), (1 << n_filters) - 1)
+
+
 class EmbedStore:
     """The ``.part`` file being written (and the rc-average stage); synchronous h5py calls.
 
@@ -581,16 +613,85 @@ class EmbedStore:
     # -- regions ---------------------------------------------------------------------------
 
     def region_state(self, key: str) -> tuple[bool, int, int]:
-        """(complete, done_plus, done_minus) of a region; zeros when absent."""
+        """(complete, done_plus, done_minus) of a region; zeros when absent. An unfinished
+        region is first checked for chunks a killed run left half-written
+        (:meth:`repair_region`), which may lower its ``done`` counters."""
         self._settle()
         g = self.file["regions"].get(key)
         if g is None or not g.attrs.get("ready", False):
             return False, 0, 0
+        if not g.attrs["complete"]:
+            self.repair_region(key)
         return (
             bool(g.attrs["complete"]),
             int(g.attrs["done_plus"]),
             int(g.attrs["done_minus"]),
         )
+
+    def repair_region(self, key: str, window: int = REPAIR_WINDOW_CHUNKS) -> int:
+        """Make an unfinished region resumable after a kill; returns the chunks reset.
+
+        A run killed while HDF5 rewrote a compressed chunk can leave that chunk undecodable
+        (its index and its bytes disagree), and the resumed run would fail reading it back to
+        add rows. For every dataset of the region, the chunks around each pass's ``done``
+        boundary and up to ``window`` chunks beyond it (the uncommitted side) are decoded; one
+        that fails is reset to raw zeros (the fill value, stored unfiltered). If it held
+        committed rows, that pass's ``done`` is lowered to the chunk's start so the resumed run
+        writes them again (same values; that chunk's stored encoding may differ from an
+        uninterrupted run's).
+        """
+        g = self.file["regions"][key]
+        length = int(g.attrs["length"])
+        done = {"+": int(g.attrs["done_plus"]), "-": int(g.attrs["done_minus"])}
+        lowered = dict(done)
+        reset = 0
+        datasets: list[tuple[str, h5py.Dataset]] = []
+        g.visititems(
+            lambda name, obj: (
+                datasets.append((name, obj))
+                if isinstance(obj, h5py.Dataset) and obj.chunks is not None and obj.shape[0] > 0
+                else None
+            )
+        )
+        for name, ds in datasets:
+            if name.startswith("plus/"):
+                passes = ("+",)
+            elif name.startswith(("minus/", "rc_average/")):
+                passes = ("-",)
+            else:  # the mask: written by whichever pass gets there first
+                passes = ("+", "-")
+            rows, cr = ds.shape[0], ds.chunks[0]
+            n_chunks = -(-rows // cr)
+            for strand in passes:
+                d = done[strand]
+                if d >= length:
+                    continue
+                if strand == "+":
+                    edge = d * rows // length  # rows [0, edge) are committed
+                    first = max(0, edge // cr - 1)
+                    chunks = range(first, min(n_chunks, edge // cr + 1 + window))
+                else:
+                    edge = -(-(length - d) * rows // length)  # rows [edge, rows) committed
+                    last = min(n_chunks - 1, edge // cr + 1)
+                    chunks = range(last, max(-1, edge // cr - 1 - window), -1)
+                for c in chunks:
+                    lo, hi = c * cr, min(rows, (c + 1) * cr)
+                    if _decodes(ds, lo, hi):
+                        continue
+                    _reset_chunk(ds, c)
+                    reset += 1
+                    # (lowering also for a chunk that looks uncommitted: at worst some rows
+                    # are written twice, never a committed row left as zeros)
+                    if strand == "+":
+                        lowered["+"] = min(lowered["+"], lo * length // rows)
+                    else:
+                        lowered["-"] = min(lowered["-"], max(0, length - -(-hi * length // rows)))
+        if lowered != done:
+            g.attrs["done_plus"] = lowered["+"]
+            g.attrs["done_minus"] = lowered["-"]
+        if reset:
+            self.file.flush()
+        return reset
 
     def prepare_region(self, key: str, attrs: Mapping[str, Any], layout: RegionLayout) -> None:
         """Create the region's group and datasets (again if a previous run died half-way)."""
