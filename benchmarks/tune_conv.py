@@ -85,6 +85,8 @@ def bwd_grid(plan) -> list[dict]:
         for nw in (4, 8):
             for reg in (None, 128):
                 out.append(dict(bwd_chunk=ch, bwd_warps=nw, bwd_maxnreg=reg))
+    if plan.rows == 1 and not plan.outer:  # du and the filter gradient in one pass
+        out += [dict(fused_bwd=True), dict(fused_bwd=True, hoist_f2=True)]
     return out
 
 

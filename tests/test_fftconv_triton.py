@@ -435,3 +435,23 @@ def test_hoisted_step2_tables_give_the_same_bits(freq_keep) -> None:
     dy = torch.randn(ys[0].shape).to(torch.bfloat16)
     grads = [torch.autograd.grad(y, u, dy)[0] for y in ys]
     assert torch.equal(grads[0], grads[1])
+
+
+@pytest.mark.parametrize(
+    ("B", "L", "dtype", "freq_keep", "gates"),
+    [(3, 1000, torch.float32, None, True), (4, 1000, torch.bfloat16, None, True),
+     (5, 1000, torch.float32, 0.25, False)],
+)  # fmt: skip
+def test_fused_backward_equals_the_separate_passes(B, L, dtype, freq_keep, gates) -> None:
+    """fused_bwd: du / dpregate and dk from one pass sharing FFT(postgate * dy)."""
+    u, k, d, g1, g2 = make_inputs(B, 3, L, L, dtype, gates=gates)
+    leaves = [t.requires_grad_(True) for t in (u, k, d, g1, g2) if t is not None]
+    plan = plan_for(L, L, True, dtype, batch=B, freq_keep=freq_keep)
+    fused = dataclasses.replace(plan, fused_bwd=True)
+    dy = torch.randn(B, 3, L).to(dtype)
+    got = torch.autograd.grad(fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=fused),
+                              leaves, dy)  # fmt: skip
+    want = torch.autograd.grad(fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=plan),
+                               leaves, dy)  # fmt: skip
+    for a, b in zip(got, want, strict=True):
+        assert rel_err(a, b.double()) < 1e-6

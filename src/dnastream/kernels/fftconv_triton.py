@@ -688,6 +688,10 @@ def _conv_nat_kernel(
     tw_ptr,
     f2c_ptr,
     f2r_ptr,
+    xa_ptr,
+    xg_ptr,
+    part_ptr,
+    ddp_ptr,
     B,
     H,
     L,
@@ -701,6 +705,10 @@ def _conv_nat_kernel(
     KC: tl.constexpr,
     N2K: tl.constexpr,
     HOIST_F2: tl.constexpr,
+    XCORR: tl.constexpr,
+    HAS_XG: tl.constexpr,
+    X_DD: tl.constexpr,
+    SLOTS: tl.constexpr,
     NR: tl.constexpr,
     COMPLEX_IO: tl.constexpr,
     CONJ_SPEC: tl.constexpr,
@@ -726,6 +734,12 @@ def _conv_nat_kernel(
     ``[0, N2K/2)`` and high ``[N2 - N2K/2, N2)``; the filter is zero elsewhere) go through step 2
     and its inverse, with the compacted tables ``f2c`` (2, N2, N2K) = F2[:, kept] and ``f2r``
     (2, N2K, N2) = F2[kept, :]; ``D * x`` is then added in the time domain (it is not sparse).
+
+    ``XCORR`` (the fused backward, one pass for du and the filter gradient): the kernel also
+    transforms the second signal ``xg * xa`` of the same pair (the forward's gated input),
+    and adds ``FFT(src) * conj(FFT(x))`` chunk by chunk into its own slot of ``part``
+    (program, channel - first channel of the program, 2, M), plus ``sum(src * x)`` into
+    ``ddp`` (``X_DD``); the launcher sums the slots per channel.
     """
     M: tl.constexpr = N1 * N2
     SPARSE: tl.constexpr = N2K < N2
@@ -744,6 +758,7 @@ def _conv_nat_kernel(
             hf2r, hf2i = _load_planes(f2_ptr, N2, N2, N2, N2 * N2)
             hg2r, hg2i = hf2r, hf2i
     t0 = pid * tiles_per_prog
+    c_first = t0 // NPAIRS
     for t in range(t0, tl.minimum(t0 + tiles_per_prog, n_tiles)):
         c = t // NPAIRS
         p = t % NPAIRS
@@ -752,6 +767,13 @@ def _conv_nat_kernel(
         base0, base1, lim0, lim1 = _nat_bases(p, h, kp, B, H, L, NTOT, M, COMPLEX_IO)
         xr = _gload(src_ptr + base0, g1_ptr + base0, n, n < lim0, HAS_G1)
         xi = _gload(src_ptr + base1, g1_ptr + base1, n, n < lim1, HAS_G1)
+        if XCORR:
+            vr = _gload(xa_ptr + base0, xg_ptr + base0, n, n < lim0, HAS_XG)
+            vi = _gload(xa_ptr + base1, xg_ptr + base1, n, n < lim1, HAS_XG)
+            if X_DD:
+                tl.atomic_add(ddp_ptr + c, tl.sum(tl.sum(xr * vr + xi * vi, axis=1), axis=0))
+            var, vai, vscale = _col_scaled(vr, vi, MMA_FP16)
+            pbase = part_ptr + (tl.cast(pid, tl.int64) * SLOTS + (c - c_first)) * (2 * M)
         ar, ai, scale = _col_scaled(xr, xi, MMA_FP16)
         accr = tl.zeros((N1_IO, N2), dtype=tl.float32)
         acci = tl.zeros((N1_IO, N2), dtype=tl.float32)
@@ -773,6 +795,26 @@ def _conv_nat_kernel(
                 dr, di = _nat_chunk_fwd(
                     ar, ai, scale, f1_ptr, f2_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16
                 )
+            if XCORR:  # filter gradient: FFT(src) * conj(FFT(x)), accumulated per slot
+                if HOIST_F2:
+                    qcr, qci = _nat_chunk_twiddled(
+                        var, vai, vscale, f1_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16
+                    )
+                    qr, qi = _cmatmul(qcr, qci, hf2r, hf2i, False, MMA_FP16)
+                elif SPARSE:
+                    qr, qi = _nat_chunk_fwd(
+                        var, vai, vscale, f1_ptr, f2c_ptr, tw_ptr, k1, N1, N2, N1_IO,
+                        MMA_FP16, N2K,
+                    )  # fmt: skip
+                else:
+                    qr, qi = _nat_chunk_fwd(
+                        var, vai, vscale, f1_ptr, f2_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16
+                    )
+                poffs = ch * KC * N2 + soffs0
+                sr = tl.load(pbase + poffs) + (dr * qr + di * qi)
+                si = tl.load(pbase + M + poffs) + (di * qr - dr * qi)
+                tl.store(pbase + poffs, sr)
+                tl.store(pbase + M + poffs, si)
             kr = tl.load(sbase + ch * KC * N2 + soffs0)
             ki = tl.load(sbase + H * NTOT + ch * KC * N2 + soffs0)
             if CONJ_SPEC:
@@ -1171,7 +1213,11 @@ def _launch_inner_conv(
     heads: int,
     seq_len: int,
     complex_io: bool,
-) -> None:
+    xcorr: tuple[Tensor, Tensor | None, bool] | None = None,
+) -> tuple[Tensor, Tensor, int, int] | None:
+    """Launch the inner (fused) convolution kernel. ``xcorr = (x, x_gate, want_dd)`` (one-row
+    plans only) also accumulates the filter-gradient spectra: returns (part, ddp, slots,
+    tiles_per_program) for :func:`_xcorr_from_parts`."""
     dev = src.device
     npairs = (batch + 1) // 2
     nr = plan.n // plan.inner
@@ -1216,10 +1262,27 @@ def _launch_inner_conv(
     )
     if rows == 1:
         f2c, f2r = _sparse_tables(plan, dev)
+        slots, out = 1, None
+        xa, xg, part, ddp = src, src, spec, spec
+        if xcorr is not None:
+            xa, xg_t, want_dd = xcorr
+            xg = xg_t if xg_t is not None else xa
+            slots = max(
+                (min(n_tiles, (i + 1) * per) - 1) // npairs - (i * per) // npairs + 1
+                for i in range(nprog)
+            )
+            part = torch.zeros((nprog, slots, 2, plan.n), dtype=torch.float32, device=dev)
+            ddp = torch.zeros((heads * nr,), dtype=torch.float32, device=dev)
+            out = (part, ddp, slots, per)
         _conv_nat_kernel[(nprog,)](
-            *ptrs, f2c, f2r, batch, heads, seq_len, npairs, plan.n, n_tiles, per,
-            KC=plan.chunk, N2K=plan.n2_kept, HOIST_F2=plan.hoist_f2, **flags,
+            *ptrs, f2c, f2r, xa, xg, part, ddp, batch, heads, seq_len, npairs, plan.n, n_tiles,
+            per, KC=plan.chunk, N2K=plan.n2_kept, HOIST_F2=plan.hoist_f2,
+            XCORR=xcorr is not None, HAS_XG=xcorr is not None and xcorr[1] is not None,
+            X_DD=xcorr is not None and xcorr[2], SLOTS=slots, **flags,
         )  # fmt: skip
+        return out
+    if xcorr is not None:
+        raise ValueError("fused backward needs a one-row plan (rows == 1)")
     else:
         _conv_kernel[(nprog,)](
             *ptrs,
@@ -1372,11 +1435,7 @@ def _xcorr(
         _xcorr_kernel[(n_c, groups)](
             *common, n_pblk, blk_per_prog, R=rows, HOIST=plan.hoist, **flags
         )
-    s = part.sum(dim=1)  # (n_c, 2, inner)
-    s = s.reshape(heads, nr, 2, plan.inner).permute(2, 0, 1, 3).reshape(2, heads, plan.n)
-    s_store = torch.complex(s[0], s[1])
-    s_nat = torch.empty_like(s_store)
-    s_nat[:, spectrum_order(plan, dev)] = s_store
+    s_nat = _natural_spectrum(plan, part.sum(dim=1), heads)
     dd = None
     if want_dd:
         if has_dd:
@@ -1386,6 +1445,49 @@ def _xcorr(
             z = b.float() if gb is None else b.float() * gb.float()
             dd = (x * z).sum(dim=(0, 2))
     return s_nat, dd
+
+
+def _natural_spectrum(plan: FFTPlan, s: Tensor, heads: int) -> Tensor:
+    """(n_c, 2, inner) summed spectra in storage order -> (H, N) complex, natural order."""
+    nr = plan.n // plan.inner
+    s = s.reshape(heads, nr, 2, plan.inner).permute(2, 0, 1, 3).reshape(2, heads, plan.n)
+    s_store = torch.complex(s[0], s[1])
+    s_nat = torch.empty_like(s_store)
+    s_nat[:, spectrum_order(plan, s.device)] = s_store
+    return s_nat
+
+
+def _fused_du_dk(
+    plan: FFTPlan,
+    dy: Tensor,
+    u: Tensor,
+    g1: Tensor | None,
+    g2: Tensor | None,
+    spec: Tensor,
+    D: Tensor | None,
+    need_g1: bool,
+    need_d: bool,
+) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
+    """One pass for du (and dpregate) and the filter-gradient spectrum (one-row plans):
+    returns (du, dg1, S (H, N) complex natural order, dD sums or None)."""
+    batch, heads, seq_len = dy.shape
+    dev = dy.device
+    du = torch.empty_like(dy)
+    dg1 = torch.empty(dy.shape, dtype=g1.dtype, device=dev) if need_g1 and g1 is not None else None
+    out = _launch_inner_conv(
+        plan, dy, g2, g1, u if dg1 is not None else None, D, du, dg1, spec, True,
+        batch, heads, seq_len, False, (u, g1, need_d),
+    )  # fmt: skip
+    assert out is not None
+    part, ddp, slots, per = out
+    npairs = (batch + 1) // 2
+    n_c = heads * (plan.n // plan.inner)
+    first = torch.arange(part.shape[0], device=dev) * per // npairs
+    idx = first[:, None] + torch.arange(slots, device=dev)[None, :]
+    valid = idx < n_c
+    s = torch.zeros((n_c, 2, plan.inner), dtype=torch.float32, device=dev)
+    s.index_add_(0, idx[valid], part[valid])
+    return du, dg1, _natural_spectrum(plan, s, heads), (ddp if need_d else None)
 
 
 # ============================================================================================
@@ -1439,7 +1541,14 @@ def conv_backward(
     need_d = need_d and D is not None
     dy = dy.contiguous()
     du = dk = dD = dg1 = dg2 = None
-    if need_u or need_g1:
+    fused = plan.fused_bwd and plan.rows == 1 and not plan.outer and need_k
+    s_nat = dd = None
+    if fused:
+        # one pass: du / dpregate and the filter-gradient spectrum share FFT(postgate * dy)
+        du, dg1, s_nat, dd = _fused_du_dk(plan, dy, u, g1, g2, spec, D, need_g1, need_d)
+        if not need_u:
+            du = None
+    elif need_u or need_g1:
         # dz = g2 * dy; dxz = corr(dz, k) + D * dz; du = g1 * dxz; dg1 = u * dxz
         du, dg1 = _conv(
             plan,
@@ -1460,7 +1569,8 @@ def conv_backward(
         dg2 = z.to(g2.dtype)
     if need_k or need_d:
         if need_k:
-            s_nat, dd = _xcorr(plan, u, g1, dy, g2, want_dd=need_d)
+            if not fused:
+                s_nat, dd = _xcorr(plan, u, g1, dy, g2, want_dd=need_d)
             if plan.freq_cut:  # frequency-sparse: the filter only has the kept frequencies
                 s_nat = s_nat * freq_mask(plan.n, plan.freq_cut, s_nat.device)
             full = torch.fft.ifft(s_nat, dim=-1).real

@@ -111,6 +111,9 @@ class FFTPlan:
         hoist_f2: one-row ("natural") kernel: load the step-2 DFT tables once per program
             instead of once per spectrum chunk (loop invariants the compiler can keep in
             shared memory). A tuning option until measured.
+        fused_bwd: one-row fused plans: compute du (and dpregate) and the filter-gradient
+            spectrum in one pass that shares FFT(postgate * dy) (a tuning option until
+            measured; the separate passes are the default).
         bwd_chunk, bwd_warps, bwd_maxnreg: launch settings of the filter-gradient kernels
             (cross-correlation spectra summed over the batch): spectrum rows per program
             (0: ``max(16, chunk // 2)``), warps (0: ``num_warps``), register cap (None:
@@ -143,6 +146,7 @@ class FFTPlan:
     outer_maxnreg: int | None = None
     outer_ctas_per_sm: int = 0
     hoist_f2: bool = False
+    fused_bwd: bool = False
     bwd_chunk: int = 0
     bwd_warps: int = 0
     bwd_maxnreg: int | None = None
