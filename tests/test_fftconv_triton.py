@@ -417,6 +417,16 @@ class TestGPUAllSizes:
         B, H = self._bh(n)
         check_backward(B, H, n // 2, n // 2, dtype)
 
+    @pytest.mark.parametrize("n", [2048, 4096, 8192])
+    @pytest.mark.parametrize("option", ["hoist_f2", "fused_bwd"])
+    def test_tuning_options_compile_and_agree(self, n, option) -> None:
+        """The one-row kernel's tuning options on real tiles (a register or shared-memory
+        overflow would show here, before the tuner meets it)."""
+        B, H = self._bh(n)
+        plan = plan_for(n // 2, n // 2, True, torch.bfloat16, batch=B)
+        check_backward(B, H, n // 2, n // 2, torch.bfloat16,
+                       plan=dataclasses.replace(plan, **{option: True}))  # fmt: skip
+
     @pytest.mark.parametrize("n", [512, 8192, 32768])
     def test_circular_backward(self, n) -> None:
         check_backward(4, 4, n, n, torch.float16, causal=False)
