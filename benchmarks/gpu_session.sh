@@ -44,6 +44,7 @@ if [[ $what == tune || $what == all ]]; then
     step tune_backward 300 python benchmarks/tune_conv.py --backward --write-cache \
         --cases padded:512,padded:1024,padded:2048,padded:4096,padded:8192 --budget-s 260
     cp "$DNASTREAM_CACHE_DIR"/fftconv_plans.json "$OUT/" 2>/dev/null
+    # back on the dev machine: python benchmarks/ship_tuned.py <files_at>/fftconv_plans.json
 fi
 if [[ $what == bench || $what == all ]]; then
     step bench_conv 420 python benchmarks/bench_conv.py --csv "$OUT/bench_conv.csv"

@@ -16,7 +16,7 @@ import torch
 
 from dnastream.kernels import autotune
 from dnastream.kernels.fftconv_triton import fftconv_triton, filter_spectrum
-from dnastream.kernels.monarch import plan_for
+from dnastream.kernels.monarch import FFTPlan, plan_for
 
 BF16 = torch.bfloat16
 BARS = {torch.bfloat16: 3e-3, torch.float16: 3e-3, torch.float32: 1e-5}
@@ -421,3 +421,33 @@ def test_the_fftconv_op_launches_with_the_stored_settings(monkeypatch) -> None:
     y.backward(torch.ones_like(y))
     assert len(seen) == 2 and all(p.ctas_per_sm == 3 and p.bwd_warps == 8 for p in seen)
     assert rel_err(y, ref64(u.detach(), k)) <= BARS[BF16]
+
+
+def test_packaged_settings_are_the_fallback(monkeypatch) -> None:
+    """Settings shipped in kernels/tuned_plans.json apply when the user's cache has none
+    (matched on the card even under another Triton version); the user's cache wins."""
+    key = autotune.plan_key(100, 100, True, BF16, 2, False)
+    card = CPU.split("|triton-")[0]
+    monkeypatch.setattr(autotune, "_PACKAGED", {f"{card}|triton-0.0": {key: {"ctas_per_sm": 5}}})
+    autotune.clear_memory()
+    got = autotune.tuned_plan(100, 100, True, BF16, batch=2, gated=False, device="cpu")
+    assert got.ctas_per_sm == 5
+    autotune.store(CPU, key, {"ctas_per_sm": 3})
+    got = autotune.tuned_plan(100, 100, True, BF16, batch=2, gated=False, device="cpu")
+    assert got.ctas_per_sm == 3
+
+
+def test_the_shipped_table_is_valid() -> None:
+    import importlib.resources
+
+    text = importlib.resources.files("dnastream.kernels").joinpath("tuned_plans.json").read_text()
+    data = json.loads(text)
+    assert data["_version"] == autotune.CACHE_VERSION
+    for gpu, entries in data.items():
+        if gpu == "_version":
+            continue
+        for key, entry in entries.items():
+            assert key.startswith("N"), key
+            plan_fields = {f.name for f in dataclasses.fields(FFTPlan)}
+            # only launch settings (plus timings and notes) may be stored
+            assert not (set(entry) & plan_fields) - set(autotune.LAUNCH_FIELDS), entry

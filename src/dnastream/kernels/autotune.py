@@ -67,6 +67,7 @@ __all__ = [
     "lookup",
     "maybe_tune",
     "outer_grid",
+    "packaged_entry",
     "plan_key",
     "plan_key_for",
     "store",
@@ -365,15 +366,45 @@ def tuned_plan(
         pass
     plan = plan_for(seq_len, filter_len, causal, dtype, batch=batch)
     if plan is not None:
-        entry = (
-            _entries(path).get(device_id(device), {}).get(plan_key_for(plan, dtype, batch, gated))
-        )
+        gpu = device_id(device)
+        key = plan_key_for(plan, dtype, batch, gated)
+        entry = _entries(path).get(gpu, {}).get(key)
+        if entry is None:
+            entry = packaged_entry(gpu, key)
         if entry is not None:
             plan = apply_entry(plan, entry)
     if len(_MEMO) >= _MEMO_MAX:
         _MEMO.clear()
     _MEMO[memo_key] = plan
     return plan
+
+
+PACKAGED_FILE = "tuned_plans.json"
+_PACKAGED: dict[str, dict[str, dict]] | None = None
+
+
+def _card(gpu: str) -> str:
+    """A GPU id without its Triton version (``name|smXY``)."""
+    return "|".join(p for p in gpu.split("|") if not p.startswith("triton-"))
+
+
+def packaged_entry(gpu: str, key: str) -> dict[str, Any] | None:
+    """Settings shipped with dnastream (``kernels/tuned_plans.json``, written from
+    ``benchmarks/tune_conv.py --write-cache`` runs on lent GPUs) for this card and key; used
+    when the user's cache has none. Matched on the card (name and compute capability) when
+    the Triton version differs."""
+    global _PACKAGED
+    if _PACKAGED is None:
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), PACKAGED_FILE)
+        _PACKAGED = _read_file(path) if os.path.exists(path) else {}
+    exact = _PACKAGED.get(gpu, {}).get(key)
+    if exact is not None:
+        return exact
+    card = _card(gpu)
+    for other, entries in _PACKAGED.items():
+        if _card(other) == card and key in entries:
+            return entries[key]
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
