@@ -6,7 +6,7 @@ dnastream.
 """
 
 from dnastream.kernels.fftconv import fftconv
-from dnastream.kernels.fftconv_ref import fftconv_ref
+from dnastream.kernels.fftconv_ref import fftconv_backward_ref, fftconv_ref
 from dnastream.kernels.short_conv import MAX_SHORT_CONV_WIDTH, short_conv, short_conv_streaming
 from dnastream.kernels.short_conv_ref import short_conv_ref, short_conv_state_ref
 from dnastream.kernels.spectrum import FFTConv, compute_dtype, fft_size, next_fast_len
@@ -17,6 +17,7 @@ __all__ = [
     "compute_dtype",
     "fft_size",
     "fftconv",
+    "fftconv_backward_ref",
     "fftconv_ref",
     "next_fast_len",
     "short_conv",
