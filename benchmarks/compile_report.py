@@ -18,10 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
-import re
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,106 +26,22 @@ sys.path.insert(0, str(REPO / "src"))
 
 import torch  # noqa: E402
 import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.backends.nvidia.compiler import get_ptxas  # noqa: E402
-from triton.compiler import ASTSource  # noqa: E402
 
 import dnastream.kernels.fftconv_triton as ft  # noqa: E402
+from dnastream.kernels.compile_check import MAX_SHARED_BYTES, compile_launches  # noqa: E402
 from dnastream.kernels.monarch import plan_for  # noqa: E402
 
-KERNELS = (
-    "_conv_nat_kernel",
-    "_conv_kernel",
-    "_xcorr_nat_kernel",
-    "_xcorr_kernel",
-    "_outer_fwd_kernel",
-    "_outer_inv_kernel",
-)
-TYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.int64: "i64"}
 VARIANTS = ("default", "hoist_f2", "fused_bwd", "sparse", "fp32")
 
 
-class _Capture:
-    """Stands in for a JIT kernel: ``kernel[grid](*args, **kw)`` records the call."""
-
-    calls: list[tuple] = []
-
-    def __init__(self, fn) -> None:
-        self.fn = fn
-
-    def __getitem__(self, grid):
-        def call(*args, **kw):
-            _Capture.calls.append((self.fn, args, kw))
-
-        return call
-
-
-def _signature(fn, args, kw) -> tuple[dict, dict, dict]:
-    opts = {k: kw[k] for k in ("num_warps", "num_stages", "maxnreg") if k in kw}
-    params = {p.name: p for p in fn.params}
-    values = dict(zip(fn.arg_names, args, strict=False))
-    values.update({k: v for k, v in kw.items() if k not in opts})
-    sig, consts = {}, {}
-    for i, name in enumerate(fn.arg_names):
-        v = values.get(name, params[name].default)
-        if params[name].is_constexpr:
-            sig[name] = "constexpr"
-            consts[(i,)] = v
-        elif isinstance(v, torch.Tensor):
-            sig[name] = "*" + TYPES[v.dtype]
-        elif isinstance(v, bool):
-            sig[name] = "i1"
-        elif isinstance(v, int):
-            sig[name] = "i64" if abs(v) >= 2**31 else "i32"
-        elif isinstance(v, float):
-            sig[name] = "fp32"
-        else:
-            raise TypeError(f"{fn.__name__}: argument {name} of type {type(v)}")
-    return sig, consts, opts
-
-
-def _ptxas(ptx: str, arch: int) -> tuple[str, str]:
-    with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as fh:
-        fh.write(ptx)
-    gpu = f"sm_{arch}a" if arch >= 90 else f"sm_{arch}"
-    out = subprocess.run(
-        [get_ptxas(arch).path, "-v", "--gpu-name", gpu, fh.name, "-o", "/dev/null"],
-        capture_output=True, text=True, check=False,
-    ).stderr  # fmt: skip
-    regs = re.findall(r"Used (\d+) registers", out)
-    spill = re.findall(r"(\d+) bytes spill stores", out)
-    return (regs[-1] if regs else "?"), (spill[-1] if spill else "?")
-
-
 def report(label: str, run, arch: int, seen: set) -> None:
-    _Capture.calls = []
-    saved = {k: getattr(ft, k) for k in KERNELS}
-    for k, f in saved.items():
-        setattr(ft, k, _Capture(f))
-    try:
-        run()
-    except Exception as e:  # noqa: BLE001 - the kernels did not run, outputs are garbage
-        if not _Capture.calls:
-            print(f"{label}: no launch ({type(e).__name__}: {e})")
-    finally:
-        for k, f in saved.items():
-            setattr(ft, k, f)
-    for fn, args, kw in _Capture.calls:
-        sig, consts, opts = _signature(fn, args, kw)
-        key = (fn.__name__, tuple(sorted((k, repr(v)) for k, v in consts.items())), repr(opts))
-        if key in seen:
+    for r in compile_launches(run, arch, seen):
+        if r.error:
+            print(f"| {label} | {r.kernel} | FAILS: {r.error[:200]} |")
             continue
-        seen.add(key)
-        try:
-            compiled = triton.compile(
-                ASTSource(fn, sig, consts), target=GPUTarget("cuda", arch, 32), options=opts
-            )
-            regs, spill = _ptxas(compiled.asm["ptx"], arch)
-            smem = compiled.metadata.shared
-            flag = "  (> 232,448 B: will not launch)" if smem > 232_448 else ""
-            print(f"| {label} | {fn.__name__} | {regs} | {spill} | {smem}{flag} | {opts} |")
-        except Exception as e:  # noqa: BLE001 - report and go on
-            print(f"| {label} | {fn.__name__} | FAILS: {type(e).__name__}: {str(e)[:200]} |")
+        flag = " (too much: will not launch)" if (r.shared_bytes or 0) > MAX_SHARED_BYTES else ""
+        print(f"| {label} | {r.kernel} | {r.registers} | {r.spill_store_bytes} | "
+              f"{r.shared_bytes}{flag} | {r.options} |")  # fmt: skip
 
 
 def main() -> None:
