@@ -216,6 +216,39 @@ def _nat_chunk_fwd(
 
 
 @triton.jit
+def _nat_chunk_spectrum(
+    ar,
+    ai,
+    scale,
+    f1_ptr,
+    f2_ptr,
+    f2c_ptr,
+    tw_ptr,
+    hf2r,
+    hf2i,
+    k1,
+    N1: tl.constexpr,
+    N2: tl.constexpr,
+    N1_IO: tl.constexpr,
+    MMA_FP16: tl.constexpr,
+    N2K: tl.constexpr,
+    HOIST_F2: tl.constexpr,
+):
+    """Spectrum rows k1 of the one-row kernel: (KC, N2K) columns (all N2 when dense), with
+    the step-2 table preloaded (``HOIST_F2``: hf2r, hf2i), compacted (sparse) or loaded."""
+    if HOIST_F2:
+        cr, ci = _nat_chunk_twiddled(ar, ai, scale, f1_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16)
+        dr, di = _cmatmul(cr, ci, hf2r, hf2i, False, MMA_FP16)
+    elif N2K < N2:
+        dr, di = _nat_chunk_fwd(
+            ar, ai, scale, f1_ptr, f2c_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16, N2K
+        )
+    else:
+        dr, di = _nat_chunk_fwd(ar, ai, scale, f1_ptr, f2_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16)
+    return dr, di
+
+
+@triton.jit
 def _load_planes(
     ptr, ROWS: tl.constexpr, COLS: tl.constexpr, LD: tl.constexpr, PLANE: tl.constexpr
 ):
@@ -750,6 +783,7 @@ def _conv_nat_kernel(
     jk = tl.arange(0, N2K)
     kept = tl.where(jk < N2K // 2, jk, jk + (N2 - N2K))
     soffs0 = kc[:, None] * N2 + kept[None, :]
+    hf2r, hf2i, hg2r, hg2i = 0.0, 0.0, 0.0, 0.0  # (unused unless HOIST_F2)
     if HOIST_F2:  # step-2 tables loaded once per program (loop invariants), not per chunk
         if SPARSE:
             hf2r, hf2i = _load_planes(f2c_ptr, N2, N2K, N2K, N2 * N2K)
@@ -782,34 +816,15 @@ def _conv_nat_kernel(
             dv = tl.load(d_ptr + h).to(tl.float32) / NTOT
         for ch in range(N1 // KC):
             k1 = ch * KC + kc
-            if HOIST_F2:
-                cr, ci = _nat_chunk_twiddled(
-                    ar, ai, scale, f1_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16
-                )
-                dr, di = _cmatmul(cr, ci, hf2r, hf2i, False, MMA_FP16)
-            elif SPARSE:
-                dr, di = _nat_chunk_fwd(
-                    ar, ai, scale, f1_ptr, f2c_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16, N2K
-                )
-            else:
-                dr, di = _nat_chunk_fwd(
-                    ar, ai, scale, f1_ptr, f2_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16
-                )
+            dr, di = _nat_chunk_spectrum(
+                ar, ai, scale, f1_ptr, f2_ptr, f2c_ptr, tw_ptr, hf2r, hf2i, k1,
+                N1, N2, N1_IO, MMA_FP16, N2K, HOIST_F2,
+            )  # fmt: skip
             if XCORR:  # filter gradient: FFT(src) * conj(FFT(x)), accumulated per slot
-                if HOIST_F2:
-                    qcr, qci = _nat_chunk_twiddled(
-                        var, vai, vscale, f1_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16
-                    )
-                    qr, qi = _cmatmul(qcr, qci, hf2r, hf2i, False, MMA_FP16)
-                elif SPARSE:
-                    qr, qi = _nat_chunk_fwd(
-                        var, vai, vscale, f1_ptr, f2c_ptr, tw_ptr, k1, N1, N2, N1_IO,
-                        MMA_FP16, N2K,
-                    )  # fmt: skip
-                else:
-                    qr, qi = _nat_chunk_fwd(
-                        var, vai, vscale, f1_ptr, f2_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16
-                    )
+                qr, qi = _nat_chunk_spectrum(
+                    var, vai, vscale, f1_ptr, f2_ptr, f2c_ptr, tw_ptr, hf2r, hf2i, k1,
+                    N1, N2, N1_IO, MMA_FP16, N2K, HOIST_F2,
+                )  # fmt: skip
                 poffs = ch * KC * N2 + soffs0
                 sr = tl.load(pbase + poffs) + (dr * qr + di * qi)
                 si = tl.load(pbase + M + poffs) + (di * qr - dr * qi)
