@@ -33,6 +33,7 @@ def test_doctor_reports_versions_and_kernel_mode() -> None:
     assert env.kernel_mode == kernel_mode()
     if not torch.cuda.is_available():
         assert "none visible" in result.stdout
+    assert "FFT-conv plans" in result.stdout and "fftconv_plans.json" in env.plan_tuning
 
 
 def test_kernel_mode_follows_interpreter_flag(monkeypatch) -> None:

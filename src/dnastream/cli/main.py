@@ -54,6 +54,7 @@ def doctor() -> None:
     else:
         table.add_row("GPU", "none visible")
     table.add_row("Triton kernels", f"{env.kernel_mode}: {env.kernel_mode_reason}")
+    table.add_row("FFT-conv plans", env.plan_tuning)
     console.print(table)
 
 

@@ -71,6 +71,7 @@ __all__ = [
     "plan_key",
     "plan_key_for",
     "store",
+    "stored_counts",
     "tune",
     "tuned_plan",
 ]
@@ -405,6 +406,15 @@ def packaged_entry(gpu: str, key: str) -> dict[str, Any] | None:
         if _card(other) == card and key in entries:
             return entries[key]
     return None
+
+
+def stored_counts(gpu: str) -> tuple[int, int]:
+    """(entries in the user's cache, entries shipped with dnastream for this card)."""
+    user = len(_entries(cache_path()).get(gpu, {}))
+    packaged_entry(gpu, "")  # loads the shipped table
+    card = _card(gpu)
+    shipped = {k for g, e in (_PACKAGED or {}).items() if _card(g) == card for k in e}
+    return user, len(shipped)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ class EnvironmentReport:
     gpus: list[GpuInfo] = field(default_factory=list)
     kernel_mode: str = "reference"
     kernel_mode_reason: str = ""
+    plan_tuning: str = ""
 
 
 def _package_version(name: str) -> str | None:
@@ -62,6 +63,13 @@ def collect_environment() -> EnvironmentReport:
         reason = "Triton is not installed: the PyTorch reference ops run instead"
     else:
         reason = "no CUDA GPU: the PyTorch reference ops run (set TRITON_INTERPRET=1 to interpret)"
+    from dnastream.kernels import autotune
+
+    tuned = []
+    for g in gpus:
+        user, shipped = autotune.stored_counts(autotune.device_id(f"cuda:{g.index}"))
+        tuned.append(f"GPU {g.index}: {user} tuned here, {shipped} shipped for this card")
+    tuning = f"{'; '.join(tuned) or 'per GPU (none visible)'} (cache {autotune.cache_path()})"
     return EnvironmentReport(
         dnastream=__version__,
         python=platform.python_version(),
@@ -72,4 +80,5 @@ def collect_environment() -> EnvironmentReport:
         gpus=gpus,
         kernel_mode=mode,
         kernel_mode_reason=reason,
+        plan_tuning=tuning,
     )
