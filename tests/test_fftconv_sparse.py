@@ -207,3 +207,22 @@ def test_gpu_sparse_sizes(n, keep) -> None:
     assert rel_err(y[sl], y64) <= 3e-3
     dense = dataclasses.replace(plan, freq_cut=0)
     assert dense.n2_kept == dense.n2
+
+
+@needs_interpreter
+def test_cached_spectra_keep_dense_and_sparse_apart(monkeypatch) -> None:
+    """One FFTConv used dense and frequency-sparse: each plan caches its own spectrum."""
+    import sys
+
+    from dnastream.kernels import FFTConv
+
+    module = sys.modules["dnastream.kernels.fftconv"]
+    monkeypatch.setattr(fftconv_op, "INTERPRET_ON_CPU", True)
+    monkeypatch.setattr(module, "_select_backend", lambda u, context: module._triton_backend)
+    monkeypatch.setenv("DNASTREAM_FFTCONV", "triton")
+    u, k, D, _, _ = make(2, 2, 1000, 600, torch.float32, seed=5)
+    f = FFTConv(k)
+    for keep in (None, 0.25, None, 0.25, 0.5):
+        got = fftconv(u, f, D, freq_keep=keep)
+        want = fftconv_ref(u.double(), k.double(), D.double(), freq_keep=keep)
+        assert rel_err(got, want) <= 1e-5, keep
