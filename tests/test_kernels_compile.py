@@ -4,7 +4,8 @@ CI has no GPU and runs the kernels under ``TRITON_INTERPRET=1``, which checks th
 not that Triton can compile them; a construct the interpreter accepts and the compiler does not
 would only show on a lent GPU. Here every kernel specialisation of a few plans (each kernel
 kind, the tuning options, frequency-sparse, fp32) is compiled by Triton and assembled by its
-ptxas, in a subprocess (the interpreter must be off there), and must fit an H100's shared memory.
+ptxas, in a subprocess (the interpreter must be off there), and must fit an H100's shared memory;
+so is every autotuning config of the short depthwise conv (both layouts, bf16 and fp32).
 """
 
 from __future__ import annotations
@@ -52,6 +53,23 @@ for label, n, dtype, keep, kw in cases:
         for r in compile_launches(run, 90, seen):
             out.append(dict(case=label, kernel=r.kernel, regs=r.registers,
                             spill=r.spill_store_bytes, shared=r.shared_bytes, error=r.error))
+from dnastream.kernels import short_conv_triton as sct
+from dnastream.kernels.compile_check import SHORT_CONV_KERNELS
+for layout, pool in (("contiguous", sct._CONTIG_CONFIGS), ("channels-last", sct._STRIDED_CONFIGS)):
+    for dtype in (torch.bfloat16, torch.float32):
+        x = torch.zeros(2, 64, 4096, dtype=dtype)
+        if layout == "channels-last":
+            x = x.transpose(1, 2).contiguous().transpose(1, 2)
+        w = torch.zeros(64, 3, dtype=dtype); b = torch.zeros(64, dtype=dtype)
+        s = torch.zeros(2, 64, 2, dtype=dtype)
+        for c in pool:
+            cfg = dict(c.kwargs, num_warps=c.num_warps)
+            for run in (functools.partial(sct.short_conv_fwd_triton, x, w, b, s, config=cfg),
+                        functools.partial(sct.short_conv_bwd_triton, x, x, w, s, config=cfg)):
+                for r in compile_launches(run, 90, seen, module=sct, kernels=SHORT_CONV_KERNELS):
+                    out.append(dict(case=f"short conv {layout} {dtype}", kernel=r.kernel,
+                                    regs=r.registers, spill=r.spill_store_bytes,
+                                    shared=r.shared_bytes, error=r.error))
 json.dump(out, sys.stdout)
 """
 
@@ -71,3 +89,6 @@ def test_every_kernel_kind_compiles_for_sm90() -> None:
         assert 0 < r["regs"] <= 255, r
     cases = {r["case"] for r in rows}
     assert {"one-row 2048 fused_bwd", "one-row 2048 sparse", "one-row 2048 hoist_f2"} <= cases
+    short = [r for r in rows if r["case"].startswith("short conv")]
+    assert {r["kernel"] for r in short} == {"_short_conv_fwd_kernel", "_short_conv_bwd_kernel"}
+    assert len(short) >= 20  # every autotuning config of both layouts

@@ -24,7 +24,7 @@ from triton.compiler import ASTSource
 
 from dnastream.kernels import fftconv_triton as ft
 
-__all__ = ["MAX_SHARED_BYTES", "KernelReport", "compile_launches"]
+__all__ = ["MAX_SHARED_BYTES", "SHORT_CONV_KERNELS", "KernelReport", "compile_launches"]
 
 MAX_SHARED_BYTES = 232_448
 """Shared memory one block may use on an H100 / H200 (sm_90)."""
@@ -50,6 +50,7 @@ KERNELS = (
     "_outer_fwd_kernel",
     "_outer_inv_kernel",
 )
+SHORT_CONV_KERNELS = ("_short_conv_fwd_kernel", "_short_conv_bwd_kernel")
 TYPES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16", torch.int64: "i64"}
 
 
@@ -108,25 +109,32 @@ def _ptxas(ptx: str, arch: int) -> tuple[int | None, int | None]:
 
 
 def compile_launches(
-    run: Callable[[], object], arch: int = 90, seen: set | None = None
+    run: Callable[[], object],
+    arch: int = 90,
+    seen: set | None = None,
+    *,
+    module: object = ft,
+    kernels: tuple[str, ...] = KERNELS,
 ) -> list[KernelReport]:
     """Compile every kernel launch that ``run()`` makes (CPU tensors; nothing executes).
 
+    ``module``/``kernels``: where the launchers look their kernels up (default: the FFT
+    convolution's; the short conv's are ``short_conv_triton`` and ``SHORT_CONV_KERNELS``).
     ``seen`` (optional) skips specialisations already compiled by an earlier call. Errors are
     reported per kernel (``KernelReport.error``), not raised.
     """
     seen = set() if seen is None else seen
     _Capture.calls = []
-    saved = {k: getattr(ft, k) for k in KERNELS}
+    saved = {k: getattr(module, k) for k in kernels}
     for k, f in saved.items():
-        setattr(ft, k, _Capture(f))
+        setattr(module, k, _Capture(f))
     try:
         run()
     except Exception:  # noqa: BLE001, S110 - the kernels did not run: later steps see garbage
         pass
     finally:
         for k, f in saved.items():
-            setattr(ft, k, f)
+            setattr(module, k, f)
     out: list[KernelReport] = []
     for fn, args, kw in _Capture.calls:
         sig, consts, opts = _signature(fn, args, kw)
