@@ -6,10 +6,8 @@ Real HDF5 files, real subprocesses killed with SIGKILL (no mocks).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -23,6 +21,7 @@ from dnastream.pipelines.h5store import (
     compression_pool,
     stored_raw,
 )
+from resume_helpers import done_counters, run_until_killed
 
 RAW = 0b11  # shuffle and the compressor both skipped
 
@@ -167,35 +166,6 @@ def test_the_choice_depends_on_the_chunk_only():
 # -- SIGKILL and resume ------------------------------------------------------------------------
 
 
-def _done(part: Path) -> dict[str, tuple[int, int]]:
-    try:
-        with h5py.File(part, "r", locking=False) as f:
-            return {
-                k: (int(g.attrs.get("done_plus", 0)), int(g.attrs.get("done_minus", 0)))
-                for k, g in f["regions"].items()
-            }
-    except (OSError, KeyError):
-        return {}
-
-
-def _run_until(cmd: list[str], cwd: Path, part: Path, ready) -> None:
-    env = dict(os.environ, DNASTREAM_TEST_SLEEP_PER_CHUNK="0.3")
-    proc = subprocess.Popen(
-        cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not ready(_done(part)):
-            assert proc.poll() is None, f"finished before the kill: {proc.stderr.read()}"
-            assert time.monotonic() < deadline, "no progress"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
-
-
 def _stored(path: Path) -> dict[str, object]:
     """Every dataset's values, every attribute but the run times, and every chunk's stored
     bytes and filter mask."""
@@ -239,10 +209,14 @@ def test_sigkill_and_resume_store_the_same_raw_and_filtered_chunks(
     proc = subprocess.run(args, cwd=clean, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     part = killed / "out.h5.part"
-    _run_until(args, killed, part, lambda d: d.get("nstart", (0, 0))[0] >= 12288)
-    assert 12288 <= _done(part)["nstart"][0] < 24576
-    _run_until(args, killed, part, lambda d: d.get("second", (0, 0))[1] >= 4096)
-    assert 4096 <= _done(part)["second"][1] < 17384
+    run_until_killed(
+        args, killed, part, lambda d: d.get("nstart", (0, 0))[0] >= 12288, "0.3", poll=0.02
+    )
+    assert 12288 <= done_counters(part)["nstart"][0] < 24576
+    run_until_killed(
+        args, killed, part, lambda d: d.get("second", (0, 0))[1] >= 4096, "0.3", poll=0.02
+    )
+    assert 4096 <= done_counters(part)["second"][1] < 17384
     proc = subprocess.run(args, cwd=killed, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     a, b = _stored(clean / "out.h5"), _stored(killed / "out.h5")

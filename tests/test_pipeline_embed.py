@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -20,6 +17,7 @@ from typer.testing import CliRunner
 from dnastream.cli.main import app
 from dnastream.genomics import FastaFile, encode, reverse_complement
 from dnastream.models import load_model
+from resume_helpers import done_counters, dump_h5, run_until_killed
 
 TEST_DATA = Path(__file__).parent / "data"
 ECOLI_SLICE = TEST_DATA / "ecoli_K12_W3110_first200kb.fa.gz"
@@ -75,24 +73,6 @@ def _both_strands(model, bases: bytes, layers=()) -> tuple[dict, dict]:
 
 def _embed(*args: str) -> object:
     return cli.invoke(app, ["embed", *map(str, args)])
-
-
-def _dump(path: Path) -> dict[str, object]:
-    """Every dataset (bytes) and attribute of an HDF5 file, minus the run times."""
-    out: dict[str, object] = {}
-
-    def visit(name: str, obj: object) -> None:
-        if isinstance(obj, h5py.Dataset):
-            out[name] = (obj.dtype.str, obj.shape, obj[()].tobytes())
-        for k, v in obj.attrs.items():  # type: ignore[attr-defined]
-            out[f"{name}@{k}"] = np.asarray(v).tolist()
-
-    with h5py.File(path, "r") as f:
-        for k, v in f.attrs.items():
-            if k not in ("started", "finished"):
-                out[f"@{k}"] = np.asarray(v).tolist()
-        f.visititems(visit)
-    return out
 
 
 # -- contents ----------------------------------------------------------------------------------
@@ -317,36 +297,6 @@ def test_minus_strand_on_plain_gzip_and_batches(tmp_path, model_dir, tiny, share
 # -- resume, refusals, errors -----------------------------------------------------------------
 
 
-def _done(part: Path) -> dict[str, tuple[int, int]]:
-    """Progress counters of a file another process is writing (None while unreadable)."""
-    try:
-        with h5py.File(part, "r", locking=False) as f:
-            return {
-                k: (int(g.attrs.get("done_plus", 0)), int(g.attrs.get("done_minus", 0)))
-                for k, g in f["regions"].items()
-            }
-    except (OSError, KeyError):
-        return {}
-
-
-def _run_until(cmd: list[str], cwd: Path, part: Path, ready, sleep: str) -> None:
-    env = dict(os.environ, DNASTREAM_TEST_SLEEP_PER_CHUNK=sleep)
-    proc = subprocess.Popen(
-        cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not ready(_done(part)):
-            assert proc.poll() is None, f"finished before the kill: {proc.stderr.read()}"
-            assert time.monotonic() < deadline, "no progress"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
-
-
 def test_sigkill_and_resume_give_an_identical_file(tmp_path, model_dir, hg38_path):
     bed = tmp_path / "two.bed"
     bed.write_text("chr2\t9500\t13600\tfirst\t0\t+\nchr2\t40000\t43000\tsecond\t0\t-\n")
@@ -381,8 +331,8 @@ def test_sigkill_and_resume_give_an_identical_file(tmp_path, model_dir, hg38_pat
 
     part = killed / "out.h5.part"
     # killed in the + pass of the first region, then in the - pass of the second
-    _run_until(args, killed, part, lambda d: d.get("first", (0, 0))[0] >= 1536, "0.15")
-    assert 1536 <= _done(part)["first"][0] < 4100
+    run_until_killed(args, killed, part, lambda d: d.get("first", (0, 0))[0] >= 1536, "0.15")
+    assert 1536 <= done_counters(part)["first"][0] < 4100
     again = _embed(
         hg38_path,
         "-o",
@@ -399,12 +349,13 @@ def test_sigkill_and_resume_give_an_identical_file(tmp_path, model_dir, hg38_pat
         "512",
     )
     assert again.exit_code == 3 and "--rc-average" in again.output  # other settings: refused
-    _run_until(args, killed, part, lambda d: d.get("second", (0, 0))[1] >= 1024, "0.15")
-    assert _done(part)["first"] == (4100, 4100) and 1024 <= _done(part)["second"][1] < 3000
+    run_until_killed(args, killed, part, lambda d: d.get("second", (0, 0))[1] >= 1024, "0.15")
+    progress = done_counters(part)
+    assert progress["first"] == (4100, 4100) and 1024 <= progress["second"][1] < 3000
     proc = subprocess.run(args, cwd=killed, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert not part.exists() and not (killed / "out.h5.stage.part").exists()
-    assert _dump(killed / "out.h5") == _dump(clean / "out.h5")
+    assert dump_h5(killed / "out.h5") == dump_h5(clean / "out.h5")
 
 
 def test_finished_output_is_kept_without_force(tmp_path, model_dir, hg38_path):

@@ -10,10 +10,8 @@ resume, and compare every value and attribute with an uninterrupted run.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -21,6 +19,7 @@ import numpy as np
 import pytest
 
 from dnastream.pipelines.h5store import EmbedStore
+from resume_helpers import done_counters, dump_h5, run_until_killed
 
 
 @pytest.fixture(scope="module")
@@ -47,49 +46,6 @@ def _env(**extra: str) -> dict[str, str]:
     return dict(os.environ, PYTHONPATH=path, **extra)
 
 
-def _done(part: Path) -> dict[str, tuple[int, int]]:
-    try:
-        with h5py.File(part, "r", locking=False) as f:
-            return {k: (int(g.attrs.get("done_plus", 0)), int(g.attrs.get("done_minus", 0)))
-                    for k, g in f["regions"].items()}  # fmt: skip
-    except (OSError, KeyError):
-        return {}
-
-
-def _kill_when(args: list[str], cwd: Path, part: Path, ready) -> None:
-    proc = subprocess.Popen(
-        args, cwd=cwd, env=_env(DNASTREAM_TEST_SLEEP_PER_CHUNK="0.15"),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while not ready(_done(part)):
-            assert proc.poll() is None, proc.stderr.read()
-            assert time.monotonic() < deadline, "no progress"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        proc.wait()
-        proc.stderr.close()
-
-
-def _values(path: Path) -> dict[str, object]:
-    out: dict[str, object] = {}
-
-    def visit(name: str, obj: object) -> None:
-        if isinstance(obj, h5py.Dataset):
-            out[name] = (obj.dtype.str, obj.shape, obj[()].tobytes())
-        for k, v in obj.attrs.items():  # type: ignore[attr-defined]
-            out[f"{name}@{k}"] = np.asarray(v).tolist()
-
-    with h5py.File(path, "r") as f:
-        for k, v in f.attrs.items():
-            if k not in ("started", "finished"):
-                out[f"@{k}"] = np.asarray(v).tolist()
-        f.visititems(visit)
-    return out
-
-
 def _smash(ds: h5py.Dataset, row: int) -> bool:
     """Overwrite the stored bytes of the chunk holding ``row`` with garbage (in place)."""
     offset = (row // ds.chunks[0] * ds.chunks[0],) + (0,) * (ds.ndim - 1)
@@ -114,11 +70,12 @@ def test_resume_repairs_undecodable_chunks(tmp_path, model_dir, hg38_path) -> No
     killed.mkdir()
     proc = subprocess.run(args, cwd=clean, env=_env(), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    want = _values(clean / "out.h5")
+    want = dump_h5(clean / "out.h5")
 
     part = killed / "out.h5.part"
-    _kill_when(args, killed, part, lambda d: d.get("first", (0, 0))[0] >= 1536)
-    done = _done(part)["first"][0]
+    run_until_killed(args, killed, part, lambda d: d.get("first", (0, 0))[0] >= 1536, "0.15",
+                     env=_env())  # fmt: skip
+    done = done_counters(part)["first"][0]
     assert 1536 <= done < 4100
     with h5py.File(part, "r+") as f:
         g = f["regions/first"]
@@ -131,7 +88,7 @@ def test_resume_repairs_undecodable_chunks(tmp_path, model_dir, hg38_path) -> No
     proc = subprocess.run(args, cwd=killed, env=_env(), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert not part.exists()
-    assert _values(killed / "out.h5") == want
+    assert dump_h5(killed / "out.h5") == want
 
 
 def test_repair_lowers_done_only_for_committed_rows(tmp_path) -> None:
