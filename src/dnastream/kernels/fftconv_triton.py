@@ -1282,10 +1282,7 @@ def _launch_inner_conv(
         if xcorr is not None:
             xa, xg_t, want_dd = xcorr
             xg = xg_t if xg_t is not None else xa
-            slots = max(
-                (min(n_tiles, (i + 1) * per) - 1) // npairs - (i * per) // npairs + 1
-                for i in range(nprog)
-            )
+            slots = (per - 1) // npairs + 2  # channels one run of `per` tiles can touch
             part = torch.zeros((nprog, slots, 2, plan.n), dtype=torch.float32, device=dev)
             ddp = torch.zeros((heads * nr,), dtype=torch.float32, device=dev)
             out = (part, ddp, slots, per)
