@@ -32,14 +32,15 @@ def dump_h5(path: Path) -> dict[str, object]:
 
 
 def done_counters(part: Path) -> dict[str, tuple[int, int]]:
-    """Progress counters of a file another process is writing ({} while unreadable)."""
+    """Progress counters of a file another process is writing ({} while unreadable: a read
+    racing the writer can fail to open, miss the group, or see a half-made group as None)."""
     try:
         with h5py.File(part, "r", locking=False) as f:
             return {
                 k: (int(g.attrs.get("done_plus", 0)), int(g.attrs.get("done_minus", 0)))
                 for k, g in f["regions"].items()
             }
-    except (OSError, KeyError):
+    except (OSError, KeyError, AttributeError):
         return {}
 
 
