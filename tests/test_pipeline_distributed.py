@@ -17,6 +17,7 @@ import pytest
 from dnastream.genomics import FastaFile
 from dnastream.pipelines.distributed import Shard, assign
 from dnastream.pipelines.source import Region
+from resume_helpers import done_counters
 
 ECOLI_SLICE = Path(__file__).parent / "data" / "ecoli_K12_W3110_first200kb.fa.gz"
 ECOLI_ID = "NC_007779.1"
@@ -146,14 +147,10 @@ def test_two_processes_equal_a_single_run(tmp_path, multi_fasta, hyenadna_fixtur
 
 def _shard_progress(cwd: Path) -> list[int]:
     """Bases committed (+ pass) per shard file, read while the run writes them."""
-    done = []
-    for k in range(2):
-        try:
-            with h5py.File(cwd / f"out.h5.rank{k}.part", "r", locking=False) as f:
-                done.append(sum(int(g.attrs.get("done_plus", 0)) for g in f["regions"].values()))
-        except (OSError, KeyError):
-            done.append(0)
-    return done
+    return [
+        sum(plus for plus, _ in done_counters(cwd / f"out.h5.rank{k}.part").values())
+        for k in range(2)
+    ]
 
 
 def test_killed_run_resumes_each_shard(tmp_path, multi_fasta, hyenadna_fixtures, single):
