@@ -19,6 +19,7 @@ model, 2 cores, per-base float32 + lzf) from 50 to 60 kbp/s.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import math
@@ -654,6 +655,11 @@ def run_embed(
                 pool.shutdown(wait=False, cancel_futures=True)
             raise
         store.compress_in(pool, procs)
+        # From here HDF5 is only touched on the writer thread. Collect any cyclic garbage the
+        # caller left first: if it held h5py objects, their finalizers would otherwise run in
+        # this thread's next collection and wait for h5py's lock while the writer, holding that
+        # lock, waits for the GIL (a deadlock seen in the test suite after a failed test).
+        gc.collect()
         writer = AsyncWriter(on_start=lower_thread_priority)
         stats.mark("loop_start")
         t0 = time.perf_counter()
