@@ -101,6 +101,7 @@ LAUNCH_FIELDS: tuple[str, ...] = (
     "bwd_maxnreg",
     "hoist_f2",
     "fused_bwd",
+    "outer_tw_split",
 )
 
 BARS = {torch.bfloat16: 3e-3, torch.float16: 3e-3, torch.float32: 1e-5}
@@ -304,7 +305,7 @@ def lookup(gpu: str, key: str, path: str | None = None) -> dict[str, Any] | None
 
 
 def _valid_value(name: str, value: Any, plan: FFTPlan) -> bool:
-    if name in ("hoist", "hoist_f2", "fused_bwd"):
+    if name in ("hoist", "hoist_f2", "fused_bwd", "outer_tw_split"):
         return isinstance(value, bool)
     if name in ("maxnreg", "outer_maxnreg", "bwd_maxnreg"):
         return value is None or (type(value) is int and 16 <= value <= 255)

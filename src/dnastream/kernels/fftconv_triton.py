@@ -266,6 +266,18 @@ def _twiddle(idx, NT):
 
 
 @triton.jit
+def _tile_twiddles(s, kk, s0, hwr, hwi, NT, TW_SPLIT: tl.constexpr):
+    """(BS, P) twiddles exp(-2 pi i s * kp / NT) of an outer tile whose columns s start at s0:
+    computed directly, or (``TW_SPLIT``) as W^(s0 * kp) times the per-program block
+    (hwr, hwi) = W^((s - s0) * kp)."""
+    if TW_SPLIT:
+        rr, ri = _twiddle(s0 * kk, NT)
+        return hwr * rr[None, :] - hwi * ri[None, :], hwr * ri[None, :] + hwi * rr[None, :]
+    else:
+        return _twiddle(s[:, None] * kk[None, :], NT)
+
+
+@triton.jit
 def _inner_fwd(
     xr,
     xi,
@@ -974,6 +986,7 @@ def _outer_fwd_kernel(
     FIRST: tl.constexpr,
     HAS_G: tl.constexpr,
     MMA_FP16: tl.constexpr,
+    TW_SPLIT: tl.constexpr = False,
 ):
     """One outer level, forward: T[kp, s] = W_(P*S)^(s*kp) * sum_p W_P^(p*kp) x[p*S + s].
 
@@ -981,6 +994,8 @@ def _outer_fwd_kernel(
     (BS, P): the strided DFT is then a right product with the (P_IO, P) DFT matrix.
     FIRST: x comes from the real (B, H, L) input (times the gate), rows p >= P_IO are zero.
     Otherwise x is row-group gi of the (pairs, H, 2, NTOT) buffer, updated in place.
+    TW_SPLIT: the twiddles of a tile are W^(s0*kp) (P values) times the (BS, P) block
+    W^(sl*kp) computed once per program, instead of BS * P cosines and sines per tile.
     """
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
@@ -988,6 +1003,9 @@ def _outer_fwd_kernel(
     a = tl.arange(0, P_IO)
     kk = tl.arange(0, P)
     fr, fi = _load_planes(f_ptr, P_IO, P, P, P * P)
+    hwr, hwi = 0.0, 0.0
+    if TW_SPLIT:
+        hwr, hwi = _twiddle(sl[:, None] * kk[None, :], P * S)
     for t in range(pid, n_tiles, nprog):
         sb = t % n_sblk
         rest = t // n_sblk
@@ -1008,7 +1026,7 @@ def _outer_fwd_kernel(
             xr = tl.load(src_ptr + dbase + n)
             xi = tl.load(src_ptr + dbase + NTOT + n)
         tr, ti = _cmatmul(xr, xi, fr, fi, False, MMA_FP16)  # [s, kp]
-        wr, wi = _twiddle(s[:, None] * kk[None, :], P * S)
+        wr, wi = _tile_twiddles(s, kk, sb * BS, hwr, hwi, P * S, TW_SPLIT)
         outr = tr * wr - ti * wi
         outi = tr * wi + ti * wr
         o = dbase + kk[None, :] * S + s[:, None]
@@ -1041,12 +1059,14 @@ def _outer_inv_kernel(
     MMA_FP16: tl.constexpr,
     RNE_Y: tl.constexpr = False,
     RNE_Y2: tl.constexpr = False,
+    TW_SPLIT: tl.constexpr = False,
 ):
     """One outer level, inverse: y[p*S + s] = sum_kp W_P^(-p*kp) W_(P*S)^(-s*kp) U[kp, s].
 
     LAST: writes the real outputs (rows 2p, 2p+1 of (B, H, L)) with the epilogue
     ``g2 * z`` (and ``y2 = aux * z``), z = conv + D * x (D is in the inner spectrum), only
     rows p < P_IO and samples < L. Otherwise writes back into the buffer (in place).
+    TW_SPLIT: twiddles as in ``_outer_fwd_kernel``.
     """
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
@@ -1054,6 +1074,9 @@ def _outer_inv_kernel(
     a = tl.arange(0, P_IO)
     kk = tl.arange(0, P)
     fr, fi = _load_planes(f_ptr, P, P_IO, P, P * P)
+    hwr, hwi = 0.0, 0.0
+    if TW_SPLIT:
+        hwr, hwi = _twiddle(sl[:, None] * kk[None, :], P * S)
     for t in range(pid, n_tiles, nprog):
         sb = t % n_sblk
         rest = t // n_sblk
@@ -1066,7 +1089,7 @@ def _outer_inv_kernel(
         o = sbase + kk[None, :] * S + s[:, None]
         ur = tl.load(src_ptr + o)
         ui = tl.load(src_ptr + NTOT + o)
-        wr, wi = _twiddle(s[:, None] * kk[None, :], P * S)
+        wr, wi = _tile_twiddles(s, kk, sb * BS, hwr, hwi, P * S, TW_SPLIT)
         cr = ur * wr + ui * wi
         ci = ui * wr - ur * wi
         outr, outi = _cmatmul(cr, ci, fr, fi, True, MMA_FP16)  # [s, p]
@@ -1203,6 +1226,7 @@ def _outer_forward(plan: FFTPlan, src: Tensor, gate: Tensor | None, buf: Tensor)
             FIRST=first,
             HAS_G=first and gate is not None,
             MMA_FP16=plan.mma == "fp16",
+            TW_SPLIT=plan.outer_tw_split,
             num_warps=plan.outer_warps,
             num_stages=plan.outer_stages,
             **_regcap(plan.outer_maxnreg),
@@ -1375,6 +1399,7 @@ def _conv(
             HAS_G2=last and g2 is not None,
             HAS_Y2=last and aux is not None,
             MMA_FP16=fp16,
+            TW_SPLIT=plan.outer_tw_split,
             RNE_Y=last and _emu_rne(y),
             RNE_Y2=last and y2 is not None and _emu_rne(y2),
             num_warps=plan.outer_warps,

@@ -121,6 +121,8 @@ class FFTPlan:
         freq_cut: frequency-sparse convolution: only frequencies ``f`` with
             ``min(f, N - f) < freq_cut`` of the filter are kept (0: all). The fused one-row
             kernel then skips the spectrum columns that are all zero (:attr:`n2_kept`).
+        outer_tw_split: outer kernels compute a tile's twiddles as a per-tile vector times a
+            per-program block (P cosines and sines per tile instead of BS * P).
     """
 
     n: int
@@ -151,6 +153,7 @@ class FFTPlan:
     bwd_warps: int = 0
     bwd_maxnreg: int | None = None
     freq_cut: int = 0
+    outer_tw_split: bool = False
     _strides: tuple[int, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
