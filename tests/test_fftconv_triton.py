@@ -213,6 +213,24 @@ def test_forward_natural_kernel_variants(L, changes) -> None:
         check_forward(6, 2, L, L, dtype, plan=plan)
 
 
+@pytest.mark.parametrize("L", [8192 - 5, 16384])  # N = 16384 (128 x 128), 32768 (256 x 128)
+def test_forward_large_fused_causal_plans(L) -> None:
+    """Causal bf16 convolutions up to N = 32768 run in one program (8 warps, 16-row chunks)."""
+    plan = plan_for(L, L, True, torch.bfloat16, batch=3)
+    assert not plan.outer and plan.inner == 2 * 8192 * (1 + (L > 8192))
+    assert (plan.num_warps, plan.chunk) == (8, 16)
+    check_forward(3, 1, L, L, torch.bfloat16, plan=plan, decay=True)
+    # circular and fp32 stay split at these sizes
+    assert plan_for(16384, 16384, False, torch.bfloat16).outer
+    assert plan_for(L, L, True, torch.float32).outer
+
+
+def test_backward_large_fused_causal_plan() -> None:
+    plan = plan_for(8000, 8000, True, torch.bfloat16, batch=2)
+    assert not plan.outer and plan.inner == 16384
+    check_backward(2, 1, 8000, 8000, torch.bfloat16, plan=plan)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize(
     "B, H, L, Lk, gates, D",
@@ -411,7 +429,7 @@ class TestGPUAllSizes:
         B, H = self._bh(n)
         check_forward(B + 1, H, n // 2 - 3, n // 2 - 3, torch.bfloat16)
 
-    @pytest.mark.parametrize("n", [256, 1024, 4096, 8192, 16384, 65536, 1 << 20, 1 << 22])
+    @pytest.mark.parametrize("n", [256, 1024, 4096, 8192, 16384, 32768, 65536, 1 << 20, 1 << 22])
     @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
     def test_causal_backward(self, n, dtype) -> None:
         B, H = self._bh(n)

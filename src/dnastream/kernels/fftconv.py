@@ -111,14 +111,18 @@ def _triton_backend(
         t is not None and t.requires_grad for t in (u, k_tensor, D, pregate, postgate)
     )
     # Measured on an H100 (benchmarks/bench_conv.py, results/bench_conv_h100.log): the fused
-    # kernels (N <= 8192) beat torch.fft 1.8-5.1x forward and 1.4-3.4x forward+backward from
-    # N = 512; the multi-pass plans above 8192 are 0.86-1.8x forward and 0.56-0.95x with the
-    # backward, and the model at 1 Mbp was slower and heavier through them, so those sizes
-    # (and N = 256 with gradients) stay on torch.fft unless DNASTREAM_FFTCONV=triton.
+    # kernels (N <= 8192, and causal bf16/fp16 up to 32768) beat torch.fft 1.8-5.1x forward
+    # and 1.4-3.4x forward+backward from N = 512; the multi-pass plans are 0.86-1.8x forward
+    # and 0.56-0.95x with the backward, and the model at 1 Mbp was slower and heavier through
+    # them, so those (and N = 256 or fused N > 8192 with gradients) stay on torch.fft unless
+    # DNASTREAM_FFTCONV=triton.
     if (
         plan is None
         or not forced
-        and (plan.n > MAX_FUSED_SIZE or (needs_grad and plan.n < 2 * MIN_FFT_SIZE))
+        and (
+            bool(plan.outer)
+            or (needs_grad and (plan.n < 2 * MIN_FFT_SIZE or plan.n > MAX_FUSED_SIZE))
+        )
     ):
         return fftconv_ref(
             u, k, D, pregate=pregate, postgate=postgate, causal=causal, freq_keep=freq_keep

@@ -57,6 +57,7 @@ __all__ = [
 MIN_RADIX = 16  # smallest dot dimension Triton accepts
 MIN_FFT_SIZE = MIN_RADIX * MIN_RADIX  # 256: smallest fused FFT (16 x 16)
 MAX_FUSED_SIZE = 8192  # largest FFT done inside one program (128 x 64)
+MAX_FUSED_CAUSAL = 32768  # ... for causal bf16/fp16 convolutions, which load half of it (256 x 128)
 MAX_OUTER_RADIX = 128  # largest dense DFT of one outer (HBM) level
 MAX_FFT_SIZE = 1 << 27  # two outer levels of 128 on an 8192-point inner FFT
 
@@ -312,7 +313,15 @@ def plan_for(
         max_fused = min(max_fused, MAX_FUSED_SIZE // 2)
         # and a radix-128 outer level needs 240 KB in fp32 (seen on an H100, Triton 3.6)
         max_radix = min(max_radix, MAX_OUTER_RADIX // 2)
-    if n <= max_fused:
+    # Causal bf16/fp16 convolutions up to 32768 points run in one program (the zero half of
+    # the input is never loaded); measured on an H100 against an outer radix-16 pass through
+    # HBM (benchmarks/results/explore_plans_h100.log): 16384 padded 5.57 vs 6.48 ms, 32768
+    # 8.19 vs 8.64 ms. Circular 16384 stays split (7.39 fused vs 6.52 ms), and an inner FFT
+    # of 16384 under outer levels lost (13.9 vs 9.9 ms at 1M), so inner FFTs stay <= 8192.
+    fused_limit = max_fused
+    if mma == "fp16" and causal and max_fused == MAX_FUSED_SIZE:
+        fused_limit = MAX_FUSED_CAUSAL
+    if n <= fused_limit:
         inner, outer = n, ()
     else:
         outer = None
@@ -350,6 +359,8 @@ def plan_for(
             maxnreg, ctas_per_sm = 128, 4
     else:
         num_warps = 4 if fp16 else (8 if inner >= 4096 else 4)
+        if inner > MAX_FUSED_SIZE:  # 128 x 128 and 256 x 128: 8 warps, 16-row chunks
+            num_warps = 8
     radix_max = max(outer) if outer else MIN_RADIX
     if fp16 and radix_max >= 128:
         outer_block = 16
@@ -376,7 +387,8 @@ def plan_for(
         outer_maxnreg=outer_maxnreg,
         outer_ctas_per_sm=outer_ctas,
         hoist=True,
-        chunk=min(32, n1),
+        chunk=min(16 if inner > MAX_FUSED_SIZE else 32, n1),
+        outer_tw_split=True,
         freq_cut=0 if freq_keep is None else _sparse_cut(n, freq_keep),
     )
 
