@@ -239,6 +239,19 @@ class TestGPU:
         assert rel_err(f(u, k, D, g1, g2), 2.0 * y64) <= 3e-3
 
 
+def test_dispatch_traces_fullgraph_on_cpu() -> None:
+    """The backend choice itself (env, device, Triton lookup) is traceable by torch.compile:
+    a graph break there failed fullgraph compilation on a GPU (importlib.util.find_spec)."""
+    u, k, D, g1, g2 = make(2, 4, 300, 300)
+
+    @torch.compile(fullgraph=True, backend="eager")
+    def f(u, k, D, g1, g2):
+        return fftconv(u, k, D, pregate=g1, postgate=g2) * 2.0
+
+    y = fftconv_ref(u, k, D, pregate=g1, postgate=g2)
+    assert rel_err(f(u, k, D, g1, g2), 2.0 * y) <= 1e-5
+
+
 def test_compile_through_fftconv_dispatch_triton_branch(triton_on_cpu, monkeypatch) -> None:
     """fftconv() -> Triton backend -> the op traces as one graph (what a compiled model sees)."""
     import sys

@@ -11,9 +11,13 @@ import torch
 KernelMode = Literal["compiled", "interpreted", "reference"]
 
 
+_TRITON_AVAILABLE = importlib.util.find_spec("triton") is not None
+
+
 def triton_available() -> bool:
-    """True when the ``triton`` package can be imported."""
-    return importlib.util.find_spec("triton") is not None
+    """True when the ``triton`` package can be imported (looked up once, at import: the
+    dispatch runs inside ``torch.compile`` graphs, where ``importlib`` cannot be traced)."""
+    return _TRITON_AVAILABLE
 
 
 def interpret_requested() -> bool:

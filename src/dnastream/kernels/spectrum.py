@@ -80,6 +80,8 @@ class FFTConv:
 
     def spectrum(self, n: int, taps: int, dtype: torch.dtype) -> Tensor:
         """``rfft`` of the first ``taps`` taps zero-padded to ``n``: complex (H, n // 2 + 1)."""
+        if torch.compiler.is_compiling():  # a traced graph recomputes it; no Python cache
+            return torch.fft.rfft(self.k[:, :taps].to(dtype), n=n)
         nbytes = self.channels * (n // 2 + 1) * 2 * torch.finfo(dtype).bits // 8
         cacheable = nbytes <= SPECTRUM_CACHE_BYTES and not (
             torch.is_grad_enabled() and self.k.requires_grad
@@ -99,6 +101,8 @@ class FFTConv:
         Same rules as :meth:`spectrum`: nothing is kept above :data:`SPECTRUM_CACHE_BYTES` or
         while ``k`` needs gradients.
         """
+        if torch.compiler.is_compiling():
+            return compute()
         cacheable = nbytes <= SPECTRUM_CACHE_BYTES and not (
             torch.is_grad_enabled() and self.k.requires_grad
         )
