@@ -105,7 +105,8 @@ def tune_backward_case(case: str, fwd: dict, t_start: float, args) -> tuple:
     k = (torch.randn(h, seq, device="cuda", generator=g) / math.sqrt(seq)).requires_grad_()
     dy = torch.randn(b, h, seq, device="cuda", generator=g).to(torch.bfloat16)
     base = autotune.tuned_plan(seq, seq, causal, u.dtype, batch=b, gated=False, device="cuda")
-    sl = (slice(0, 2), slice(0, 8))
+    # float64 reference on the first 8 channels over the WHOLE batch: dk sums over it
+    sl = (slice(None), slice(0, 8))
     u64 = u.detach()[sl].double().requires_grad_()
     k64 = k.detach()[:8].double().requires_grad_()
     ref64(torch, u64, k64, causal=causal).backward(dy[sl].double())
