@@ -1435,8 +1435,12 @@ def _xcorr(
     groups = max(1, min(n_pblk, want))
     blk_per_prog = triton.cdiv(n_pblk, groups)
     groups = triton.cdiv(n_pblk, blk_per_prog)
-    # two transforms live at once: half the forward's chunk by default
-    xchunk = min(plan.n1, plan.bwd_chunk or max(16, plan.chunk // 2))
+    # spectrum rows per program: 64 for the fused bf16/fp16 one-row plans up to 8192 points
+    # (measured on an H100: forward+backward 1.38-1.41x over 16 at 2048-4096,
+    # results/tune_backward_h100.log), else half the forward's chunk (two transforms live)
+    big = plan.mma == "fp16" and not plan.outer and plan.inner <= 8192
+    default = 64 if big else max(16, plan.chunk // 2)
+    xchunk = min(plan.n1, plan.bwd_chunk or default)
     nch = plan.n1 // xchunk if rows == 1 else 1
     part = torch.empty((n_c, groups, 2, plan.inner), dtype=torch.float32, device=dev)
     dd_part = torch.zeros((n_c, groups, nch), dtype=torch.float32, device=dev)

@@ -117,7 +117,8 @@ class FFTPlan:
             measured; the separate passes are the default).
         bwd_chunk, bwd_warps, bwd_maxnreg: launch settings of the filter-gradient kernels
             (cross-correlation spectra summed over the batch): spectrum rows per program
-            (0: ``max(16, chunk // 2)``), warps (0: ``num_warps``), register cap (None:
+            (0: 64 for fused bf16/fp16 plans up to 8192 points, else ``max(16, chunk // 2)``),
+            warps (0: ``num_warps``), register cap (None:
             ``maxnreg``). Tuned for forward+backward by ``benchmarks/tune_conv.py --backward``.
         freq_cut: frequency-sparse convolution: only frequencies ``f`` with
             ``min(f, N - f) < freq_cut`` of the filter are kept (0: all). The fused one-row

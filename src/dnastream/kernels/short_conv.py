@@ -80,12 +80,13 @@ def _acc_dtype(x: Tensor, weight: Tensor) -> torch.dtype:
 def _use_triton(x: Tensor, weight: Tensor) -> bool:
     """Whether the Triton kernels run for these tensors (CUDA, Triton compiled, fp32 math).
 
-    Opt-in (``DNASTREAM_SHORT_CONV=triton``): the op's GPU suite passed on an H100 (23 tests,
-    Triton 3.6, benchmarks/results/gpu_tests_session7.log; the first run, on an H200, had stopped
-    on a failure), but the model has not yet been run end to end on a GPU through it.
+    Default on CUDA since the model ran through it on an H100 (GPU model parity tests passed;
+    HyenaDNA-large forward at 1 Mbp 729 -> 521 ms, benchmarks/results/profile_model_h100.log;
+    the op at 1.0x its memory floor, benchmarks/results/bench_short_conv_h100_fp16.log).
+    ``DNASTREAM_SHORT_CONV=reference`` keeps the PyTorch reference.
     """
     return (
-        os.environ.get("DNASTREAM_SHORT_CONV", "reference") == "triton"
+        os.environ.get("DNASTREAM_SHORT_CONV", "auto") != "reference"
         and _TRITON_COMPILES
         and x.is_cuda
         and x.dtype in _TRITON_DTYPES
