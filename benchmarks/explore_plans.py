@@ -30,7 +30,8 @@ sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 DEFAULT_CASES = (
-    "padded:16384,gated_padded:16384,circular:16384,padded:32768,gated_padded:32768,"
+    "padded:2048,gated_padded:2048,circular:2048,padded:4096,circular:4096,padded:8192,"
+    "circular:8192,padded:16384,gated_padded:16384,circular:16384,padded:32768,gated_padded:32768,"
     "padded:65536,padded:262144,padded:1048576,circular:1048576,padded:4194304"
 )
 
@@ -45,6 +46,18 @@ def variants(mode: str, n: int, batch: int):
     seq = n // 2 if causal else n
     base = plan_for(seq, seq, causal, torch.bfloat16, batch=batch)
     out = [("default", base)]
+    if not base.outer and 2048 <= base.inner <= 8192:  # fused: the other split, row tiles
+        swap = dict(n1=base.n2, n2=base.n1, io_rows=0, chunk=min(32, base.n2))
+        if base.n1 != base.n2:
+            out.append(("swap", dataclasses.replace(base, **swap)))
+        for label, kw in (
+            ("rows2_w4_cap128_c4", dict(rows=2, num_warps=4, maxnreg=128, ctas_per_sm=4)),
+            ("rows2_w8", dict(rows=2, num_warps=8, maxnreg=None, ctas_per_sm=2)),
+            ("rows2_w4", dict(rows=2, num_warps=4, maxnreg=None, ctas_per_sm=2)),
+        ):
+            out.append((label, dataclasses.replace(base, **kw)))
+            if base.inner == 2048:
+                out.append(("swap_" + label, dataclasses.replace(base, **swap, **kw)))
     if base.outer:
         out.append(("tw_split", dataclasses.replace(base, outer_tw_split=True)))
     for fused in (16384, 32768):
