@@ -117,7 +117,10 @@ def check_backward(B, H, L, Lk, dtype, causal=True, plan=None, **kw):
         (1000, 300, True, 2048, 64, 32, ()),
         (2048, 2048, True, 4096, 64, 64, ()),
         (4096, 4096, True, 8192, 128, 64, ()),
-        (8192, 8192, True, 16384, 32, 32, (16,)),
+        (8192, 8192, True, 16384, 128, 128, ()),  # causal half precision: fused to 32768
+        (16384, 16384, True, 32768, 256, 128, ()),
+        (16385, 16385, True, 65536, 64, 64, (16,)),
+        (16384, 16384, False, 16384, 32, 32, (16,)),
         (1 << 20, 1 << 20, False, 1 << 20, 128, 64, (128,)),
         (1 << 24, 1 << 24, False, 1 << 24, 128, 64, (64, 32)),
     ],
@@ -441,7 +444,7 @@ class TestGPUAllSizes:
         """The one-row kernel's tuning options on real tiles (a register or shared-memory
         overflow would show here, before the tuner meets it)."""
         B, H = self._bh(n)
-        plan = plan_for(n // 2, n // 2, True, torch.bfloat16, batch=B)
+        plan = plan_for(n // 2, n // 2, True, torch.bfloat16, batch=B, rows=1)
         check_backward(B, H, n // 2, n // 2, torch.bfloat16,
                        plan=dataclasses.replace(plan, **{option: True}))  # fmt: skip
 
@@ -455,7 +458,7 @@ def test_hoisted_step2_tables_give_the_same_bits(freq_keep) -> None:
     """hoist_f2 (a tuning option of the one-row kernel) changes loads, not arithmetic."""
     u, k, d, g1, g2 = make_inputs(3, 2, 1000, 1000, torch.bfloat16)
     u.requires_grad_(True)
-    plan = plan_for(1000, 1000, True, torch.bfloat16, batch=3, freq_keep=freq_keep)
+    plan = plan_for(1000, 1000, True, torch.bfloat16, batch=3, freq_keep=freq_keep, rows=1)
     assert plan.rows == 1 and not plan.outer
     hoisted = dataclasses.replace(plan, hoist_f2=True)
     ys = [fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=p) for p in (plan, hoisted)]

@@ -433,6 +433,9 @@ def inner_grid(plan: FFTPlan) -> list[dict[str, Any]]:
                 out.append(dict(num_warps=nw, maxnreg=reg, chunk=ch, ctas_per_sm=c))
         for nw, ch in itertools.product((4, 8), chunks):  # step-2 tables loaded once
             out.append(dict(hoist_f2=True, num_warps=nw, maxnreg=None, chunk=ch, ctas_per_sm=2))
+        if plan.inner <= 2048:  # two-row tiles (the transposed kernel)
+            for nw in (4, 8):
+                out.append(dict(rows=2, num_warps=nw, maxnreg=None, ctas_per_sm=2))
     else:
         rows = sorted({r for r in (plan.rows // 2, plan.rows) if r >= 2})
         for reg, nw, r in itertools.product((128, None), (8, 4), rows):
