@@ -453,6 +453,23 @@ class TestGPUAllSizes:
         check_backward(4, 4, n, n, torch.float16, causal=False)
 
 
+def test_backward_row_tiles_follow_bwd_rows() -> None:
+    """2048-point plans run the forward on 2-row tiles and the backward on one-row tiles
+    (``bwd_rows``): the gradients are those of the one-row plan, bit for bit."""
+    plan = plan_for(1000, 1000, True, torch.bfloat16, batch=4)
+    assert (plan.n, plan.rows, plan.bwd_rows) == (2048, 2, 1)
+    one_row = dataclasses.replace(plan, rows=1, bwd_rows=0)
+    grads = []
+    for p in (plan, one_row):
+        u, k, d, g1, g2 = (t.requires_grad_(True) for t in make_inputs(4, 2, 1000, 1000,
+                                                                      torch.bfloat16))  # fmt: skip
+        y = fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=p)
+        grads.append(torch.autograd.grad(y, (u, k, d, g1, g2), torch.ones_like(y)))
+    for a, b in zip(*grads, strict=True):
+        assert torch.equal(a, b)
+    check_backward(4, 2, 1000, 1000, torch.bfloat16, plan=plan)
+
+
 @pytest.mark.parametrize("freq_keep", [None, 0.25])
 def test_hoisted_step2_tables_give_the_same_bits(freq_keep) -> None:
     """hoist_f2 (a tuning option of the one-row kernel) changes loads, not arithmetic."""

@@ -102,6 +102,7 @@ LAUNCH_FIELDS: tuple[str, ...] = (
     "hoist_f2",
     "fused_bwd",
     "outer_tw_split",
+    "bwd_rows",
 )
 
 BARS = {torch.bfloat16: 3e-3, torch.float16: 3e-3, torch.float32: 1e-5}
@@ -323,6 +324,8 @@ def _valid_value(name: str, value: Any, plan: FFTPlan) -> bool:
         return 0 <= value <= 64
     if name == "ctas_per_sm":
         return 1 <= value <= 64
+    if name == "bwd_rows":
+        return value == 0 or (1 <= value <= max(1, 8192 // plan.inner) and value & (value - 1) == 0)
     if name == "rows":  # powers of two: FFTPlan checks
         return 1 <= value <= max(1, 8192 // plan.inner)
     if name == "outer_block":

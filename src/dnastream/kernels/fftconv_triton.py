@@ -55,6 +55,7 @@ Fallbacks (plain PyTorch, documented): circular convolution whose length is not 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import torch
@@ -1577,6 +1578,8 @@ def conv_backward(
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
     """Gradients (du, dk, dD, dpregate, dpostgate) by the Triton kernels; ``needs`` says which
     (entries for inputs that are None are None). dk is accumulated in fp32."""
+    if plan.bwd_rows and plan.bwd_rows != plan.rows:  # same spectrum order, other row tiles
+        plan = dataclasses.replace(plan, rows=plan.bwd_rows)
     need_u, need_k, need_d, need_g1, need_g2 = needs
     need_g1 = need_g1 and g1 is not None
     need_d = need_d and D is not None

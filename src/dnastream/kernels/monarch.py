@@ -123,6 +123,8 @@ class FFTPlan:
         freq_cut: frequency-sparse convolution: only frequencies ``f`` with
             ``min(f, N - f) < freq_cut`` of the filter are kept (0: all). The fused one-row
             kernel then skips the spectrum columns that are all zero (:attr:`n2_kept`).
+        bwd_rows: complex rows per tile of the backward's kernels (0: ``rows``); the spectrum
+            order does not depend on it, so a forward's cached spectrum serves both.
         outer_tw_split: outer kernels compute a tile's twiddles as a per-tile vector times a
             per-program block (P cosines and sines per tile instead of BS * P).
     """
@@ -156,6 +158,7 @@ class FFTPlan:
     bwd_maxnreg: int | None = None
     freq_cut: int = 0
     outer_tw_split: bool = False
+    bwd_rows: int = 0
     _strides: tuple[int, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -354,6 +357,8 @@ def plan_for(
             rows = 2  # (H100, benchmarks/results/explore_plans_small_h100.log)
         if batch is not None:
             rows = min(rows, _next_pow2(max(1, (batch + 1) // 2)))
+    # the backward keeps the one-row tiles measured there (2-row backward not yet timed)
+    bwd_rows = 1 if fp16 and inner == 2048 and rows == 2 else 0
     maxnreg = None
     ctas_per_sm = 2
     if rows > 1:
@@ -392,6 +397,7 @@ def plan_for(
         hoist=True,
         chunk=min(16 if inner > MAX_FUSED_SIZE else 32, n1),
         outer_tw_split=True,
+        bwd_rows=bwd_rows,
         freq_cut=0 if freq_keep is None else _sparse_cut(n, freq_keep),
     )
 
