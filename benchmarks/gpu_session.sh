@@ -5,12 +5,14 @@
 #
 #   bash benchmarks/gpu_session.sh tests        # GPU suites of the kernels, model and pipelines
 #   bash benchmarks/gpu_session.sh tune         # tune_conv forward + backward into the cache
+#   bash benchmarks/gpu_session.sh explore      # explore_plans: plan structures side by side
 #   bash benchmarks/gpu_session.sh bench        # bench_conv (with the tuned cache), sparse rows
 #   bash benchmarks/gpu_session.sh pipelines    # bench_pipeline tiny (raw chunks vs always
 #                                               # compressed) and the large shape
 #   bash benchmarks/gpu_session.sh all
 #
-# Time on an H100 (2026-11-27): tests ~6 min, tune ~4 min, bench ~5 min.
+# Time on an H100 (2026-11-27): tests > 10 min (run the steps in separate calls), tune ~4 min,
+# explore ~1-2 min (parallel pre-compilation), bench ~4 min.
 set -u
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
@@ -29,9 +31,11 @@ step() {  # step NAME SECONDS CMD...
 }
 
 if [[ $what == tests || $what == all ]]; then
-    step gpu_kernels 420 python -m pytest -m gpu -q -p no:cacheprovider \
-        tests/test_fftconv_op.py tests/test_fftconv_sparse.py tests/test_fftconv_triton.py \
-        tests/test_short_conv_triton.py
+    # (the whole kernel suite, every size to 16M, took > 7 min on an H100: one call each)
+    step gpu_kernels_ops 300 python -m pytest -m gpu -q -p no:cacheprovider \
+        tests/test_fftconv_op.py tests/test_fftconv_sparse.py tests/test_short_conv_triton.py
+    step gpu_kernels_sizes 560 python -m pytest -m gpu -q -p no:cacheprovider \
+        tests/test_fftconv_triton.py
     # the model end to end through the Triton short conv (opt-in until this passes)
     step gpu_model_short_conv 240 env DNASTREAM_SHORT_CONV=triton python -m pytest -m gpu -q \
         -p no:cacheprovider tests/test_gpu_model.py
@@ -45,6 +49,10 @@ if [[ $what == tune || $what == all ]]; then
         --cases padded:512,padded:1024,padded:2048,padded:4096,padded:8192 --budget-s 260
     cp "$DNASTREAM_CACHE_DIR"/fftconv_plans.json "$OUT/" 2>/dev/null
     # back on the dev machine: python benchmarks/ship_tuned.py <files_at>/fftconv_plans.json
+fi
+if [[ $what == explore || $what == all ]]; then
+    # plan structures the launch tuner cannot change (fused limit, inner split, row tiles)
+    step explore_plans 400 python benchmarks/explore_plans.py --warm-jobs 14
 fi
 if [[ $what == bench || $what == all ]]; then
     step bench_conv 420 python benchmarks/bench_conv.py --csv "$OUT/bench_conv.csv"
