@@ -228,6 +228,13 @@ def test_forward_large_fused_causal_plans(L) -> None:
     assert plan_for(L, L, True, torch.float32).outer
 
 
+def test_backward_8192_default_plan() -> None:
+    """The filter-gradient kernel's default 64-row spectrum chunks on the 128 x 64 plan."""
+    plan = plan_for(4000, 4000, True, torch.bfloat16, batch=3)
+    assert (plan.n, plan.n1, plan.rows) == (8192, 128, 1) and not plan.bwd_chunk
+    check_backward(3, 2, 4000, 4000, torch.bfloat16, plan=plan)
+
+
 def test_backward_large_fused_causal_plan() -> None:
     plan = plan_for(8000, 8000, True, torch.bfloat16, batch=2)
     assert not plan.outer and plan.inner == 16384
