@@ -60,6 +60,7 @@ def variants(mode: str, n: int, batch: int):
                 out.append(("swap_" + label, dataclasses.replace(base, **swap, **kw)))
     if base.outer:
         out.append(("tw_split", dataclasses.replace(base, outer_tw_split=True)))
+        out.append(("bf16_buffer", dataclasses.replace(base, outer_bf16=True)))
     for fused in (16384, 32768):
         if n > fused * 8 and fused == 32768:
             continue

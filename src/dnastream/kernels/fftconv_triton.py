@@ -564,9 +564,9 @@ def _conv_kernel(
             MMA_FP16,
         )
 
-        if COMPLEX_IO:
-            tl.store(y_ptr + offs0, outr, mask=m0)
-            tl.store(y_ptr + offs1, outi, mask=m1)
+        if COMPLEX_IO:  # the outer levels' buffer (fp32 or bf16)
+            _store(y_ptr, offs0, outr, m0, RNE_Y)
+            _store(y_ptr, offs1, outi, m1, RNE_Y)
         else:
             if HAS_Y2:
                 a0 = tl.load(aux_ptr + offs0, mask=m0, other=0.0).to(tl.float32)
@@ -880,9 +880,9 @@ def _conv_nat_kernel(
             dt = tl.load(d_ptr + h).to(tl.float32)
             accr += dt * _gload(src_ptr + base0, g1_ptr + base0, n, m0, HAS_G1)
             acci += dt * _gload(src_ptr + base1, g1_ptr + base1, n, m1, HAS_G1)
-        if COMPLEX_IO:
-            tl.store(y_ptr + base0 + n, accr, mask=m0)
-            tl.store(y_ptr + base1 + n, acci, mask=m1)
+        if COMPLEX_IO:  # the outer levels' buffer (fp32 or bf16)
+            _store(y_ptr + base0, n, accr, m0, RNE_Y)
+            _store(y_ptr + base1, n, acci, m1, RNE_Y)
         else:
             if HAS_Y2:
                 a0 = tl.load(aux_ptr + base0 + n, mask=m0, other=0.0).to(tl.float32)
@@ -988,6 +988,7 @@ def _outer_fwd_kernel(
     HAS_G: tl.constexpr,
     MMA_FP16: tl.constexpr,
     TW_SPLIT: tl.constexpr = False,
+    RNE_BUF: tl.constexpr = False,
 ):
     """One outer level, forward: T[kp, s] = W_(P*S)^(s*kp) * sum_p W_P^(p*kp) x[p*S + s].
 
@@ -1024,15 +1025,15 @@ def _outer_fwd_kernel(
             lim1 = tl.where(2 * p + 1 < B, L, 0)  # odd B: the last pair's second row is zero
             xi = _gload(src_ptr, g_ptr, base0 + H * L + n, n < lim1, HAS_G)
         else:
-            xr = tl.load(src_ptr + dbase + n)
-            xi = tl.load(src_ptr + dbase + NTOT + n)
+            xr = tl.load(src_ptr + dbase + n).to(tl.float32)
+            xi = tl.load(src_ptr + dbase + NTOT + n).to(tl.float32)
         tr, ti = _cmatmul(xr, xi, fr, fi, False, MMA_FP16)  # [s, kp]
         wr, wi = _tile_twiddles(s, kk, sb * BS, hwr, hwi, P * S, TW_SPLIT)
         outr = tr * wr - ti * wi
         outi = tr * wi + ti * wr
         o = dbase + kk[None, :] * S + s[:, None]
-        tl.store(dst_ptr + o, outr)
-        tl.store(dst_ptr + NTOT + o, outi)
+        _store(dst_ptr, o, outr, None, RNE_BUF)
+        _store(dst_ptr + NTOT, o, outi, None, RNE_BUF)
 
 
 @triton.jit
@@ -1061,6 +1062,7 @@ def _outer_inv_kernel(
     RNE_Y: tl.constexpr = False,
     RNE_Y2: tl.constexpr = False,
     TW_SPLIT: tl.constexpr = False,
+    RNE_BUF: tl.constexpr = False,
 ):
     """One outer level, inverse: y[p*S + s] = sum_kp W_P^(-p*kp) W_(P*S)^(-s*kp) U[kp, s].
 
@@ -1088,8 +1090,8 @@ def _outer_inv_kernel(
         s = sb * BS + sl
         sbase = ((tl.cast(p, tl.int64) * H + h) * 2) * NTOT + tl.cast(gi, tl.int64) * (P * S)
         o = sbase + kk[None, :] * S + s[:, None]
-        ur = tl.load(src_ptr + o)
-        ui = tl.load(src_ptr + NTOT + o)
+        ur = tl.load(src_ptr + o).to(tl.float32)
+        ui = tl.load(src_ptr + NTOT + o).to(tl.float32)
         wr, wi = _tile_twiddles(s, kk, sb * BS, hwr, hwi, P * S, TW_SPLIT)
         cr = ur * wr + ui * wi
         ci = ui * wr - ur * wi
@@ -1112,8 +1114,8 @@ def _outer_inv_kernel(
             _store(dst_ptr, offs0, outr, m0, RNE_Y)
             _store(dst_ptr, offs1, outi, m1, RNE_Y)
         else:
-            tl.store(dst_ptr + sbase + n, outr)
-            tl.store(dst_ptr + sbase + NTOT + n, outi)
+            _store(dst_ptr + sbase, n, outr, None, RNE_BUF)
+            _store(dst_ptr + sbase + NTOT, n, outi, None, RNE_BUF)
 
 
 # ============================================================================================
@@ -1188,6 +1190,11 @@ def _consts(plan: FFTPlan, device: torch.device) -> tuple[Tensor, Tensor, Tensor
     )
 
 
+def _buf_dtype(plan: FFTPlan) -> torch.dtype:
+    """dtype of the outer levels' intermediate buffer (``outer_bf16``: half the bytes)."""
+    return torch.bfloat16 if plan.outer_bf16 and plan.mma == "fp16" else torch.float32
+
+
 def _outer_launch_args(plan: FFTPlan, level: int, npairs: int, heads: int) -> dict:
     p = plan.outer[level]
     s = plan.strides[level]
@@ -1228,6 +1235,7 @@ def _outer_forward(plan: FFTPlan, src: Tensor, gate: Tensor | None, buf: Tensor)
             HAS_G=first and gate is not None,
             MMA_FP16=plan.mma == "fp16",
             TW_SPLIT=plan.outer_tw_split,
+            RNE_BUF=_emu_rne(buf),
             num_warps=plan.outer_warps,
             num_stages=plan.outer_stages,
             **_regcap(plan.outer_maxnreg),
@@ -1366,7 +1374,7 @@ def _conv(
         )
         return y, y2
 
-    buf = torch.empty((npairs, heads, 2, plan.n), dtype=torch.float32, device=dev)
+    buf = torch.empty((npairs, heads, 2, plan.n), dtype=_buf_dtype(plan), device=dev)
     _outer_forward(plan, src, g1, buf)
     _launch_inner_conv(
         plan, buf, None, None, None, D, buf, None, spec, conj, batch, heads, seq_len, True
@@ -1401,6 +1409,7 @@ def _conv(
             HAS_Y2=last and aux is not None,
             MMA_FP16=fp16,
             TW_SPLIT=plan.outer_tw_split,
+            RNE_BUF=_emu_rne(buf),
             RNE_Y=last and _emu_rne(y),
             RNE_Y2=last and y2 is not None and _emu_rne(y2),
             num_warps=plan.outer_warps,
@@ -1450,7 +1459,7 @@ def _xcorr(
         complex_io, has_ga, has_gb, has_dd = False, ga is not None, gb is not None, want_dd
         n1_io = plan.io_rows
     else:
-        bufa = torch.empty((npairs, heads, 2, plan.n), dtype=torch.float32, device=dev)
+        bufa = torch.empty((npairs, heads, 2, plan.n), dtype=_buf_dtype(plan), device=dev)
         bufb = torch.empty_like(bufa)
         _outer_forward(plan, a, ga, bufa)
         _outer_forward(plan, b, gb, bufb)

@@ -125,6 +125,9 @@ class FFTPlan:
             kernel then skips the spectrum columns that are all zero (:attr:`n2_kept`).
         bwd_rows: complex rows per tile of the backward's kernels (0: ``rows``); the spectrum
             order does not depend on it, so a forward's cached spectrum serves both.
+        outer_bf16: bf16/fp16 plans with outer levels keep their intermediate spectra in
+            bfloat16 (half the HBM traffic of the passes, one more rounding per pass; a
+            measurement option until timed).
         outer_tw_split: outer kernels compute a tile's twiddles as a per-tile vector times a
             per-program block (P cosines and sines per tile instead of BS * P).
     """
@@ -159,6 +162,7 @@ class FFTPlan:
     freq_cut: int = 0
     outer_tw_split: bool = False
     bwd_rows: int = 0
+    outer_bf16: bool = False
     _strides: tuple[int, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
