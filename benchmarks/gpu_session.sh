@@ -19,6 +19,9 @@ mkdir -p "$OUT"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export DNASTREAM_CACHE_DIR=${DNASTREAM_CACHE_DIR:-$OUT/cache}
 what=${1:-all}
+# pytest-xdist (if importable) compiles the kernel tests' Triton specialisations in parallel
+XDIST=()
+python -c "import xdist" 2>/dev/null && XDIST=(-n "${GPU_TEST_WORKERS:-6}")
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/card.txt"
 
 step() {  # step NAME SECONDS CMD...
@@ -32,9 +35,9 @@ step() {  # step NAME SECONDS CMD...
 
 if [[ $what == tests || $what == all ]]; then
     # (the whole kernel suite, every size to 16M, took > 7 min on an H100: one call each)
-    step gpu_kernels_ops 300 python -m pytest -m gpu -q -p no:cacheprovider \
+    step gpu_kernels_ops 300 python -m pytest -m gpu -q -p no:cacheprovider "${XDIST[@]}" \
         tests/test_fftconv_op.py tests/test_fftconv_sparse.py tests/test_short_conv_triton.py
-    step gpu_kernels_sizes 560 python -m pytest -m gpu -q -p no:cacheprovider \
+    step gpu_kernels_sizes 560 python -m pytest -m gpu -q -p no:cacheprovider "${XDIST[@]}" \
         tests/test_fftconv_triton.py
     # the model end to end through the Triton short conv (opt-in until this passes)
     step gpu_model_short_conv 240 env DNASTREAM_SHORT_CONV=triton python -m pytest -m gpu -q \
