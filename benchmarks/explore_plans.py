@@ -58,6 +58,12 @@ def variants(mode: str, n: int, batch: int):
             out.append((label, dataclasses.replace(base, **kw)))
             if base.inner == 2048:
                 out.append(("swap_" + label, dataclasses.replace(base, **swap, **kw)))
+    if base.rows == 1:  # fp16 operands scaled by per-tile bounds (no per-chunk reductions)
+        out.append(("static_scale", dataclasses.replace(base, static_scale=True)))
+    elif base.inner == 2048:
+        out.append(
+            ("rows1_static", dataclasses.replace(base, rows=1, bwd_rows=0, static_scale=True))
+        )
     if base.outer:
         out.append(("tw_split", dataclasses.replace(base, outer_tw_split=True)))
         out.append(("bf16_buffer", dataclasses.replace(base, outer_bf16=True)))

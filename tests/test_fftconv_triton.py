@@ -228,6 +228,38 @@ def test_forward_large_fused_causal_plans(L) -> None:
     assert plan_for(L, L, True, torch.float32).outer
 
 
+@pytest.mark.parametrize(
+    "L, causal, dtype",
+    [(1000, True, torch.bfloat16), (4000, True, torch.bfloat16), (4096, False, torch.float16)],
+)
+def test_static_scale_matches_dynamic_scaling(L, causal, dtype) -> None:
+    """``static_scale`` (fp16 operands scaled by bounds from the tile's L1 norm and the
+    filter's max, no per-chunk reductions) keeps the error of the row/column-max scaling."""
+    base = plan_for(L, L, causal, dtype, batch=3, rows=1)
+    plan = dataclasses.replace(base, static_scale=True, bwd_rows=0)
+    e_dyn = check_forward(3, 2, L, L, dtype, causal=causal, plan=dataclasses.replace(plan,
+                          static_scale=False), decay=True)  # fmt: skip
+    e_st = check_forward(3, 2, L, L, dtype, causal=causal, plan=plan, decay=True)
+    assert e_st <= 1.1 * e_dyn
+    check_backward(3, 2, L, L, dtype, causal=causal, plan=plan)
+
+
+def test_static_scale_survives_a_spike_and_extreme_magnitudes() -> None:
+    """A bound from max |x| would push the rest of a tile with one huge value into fp16
+    subnormals; the L1 bound does not (same error as the dynamic scaling)."""
+    plan = plan_for(4000, 4000, True, torch.bfloat16, batch=3, rows=1)
+    static = dataclasses.replace(plan, static_scale=True)
+    for scale, spike in ((1.0, 1e4), (3e4, None), (1e-6, None)):
+        u, k, d, g1, g2 = make_inputs(3, 2, 4000, 4000, torch.bfloat16, decay=True)
+        u = (u.float() * scale).to(torch.bfloat16)
+        if spike is not None:
+            u[:, :, 100] = spike
+        ref = ref64(u, k, d, g1, g2)
+        errs = [rel_err(fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=p), ref)
+                for p in (plan, static)]  # fmt: skip
+        assert errs[1] <= max(1.1 * errs[0], 2e-3), (scale, spike, errs)
+
+
 def test_outer_levels_with_a_bf16_buffer() -> None:
     """``outer_bf16`` (a measurement option): the outer passes keep their spectra in bf16; one
     more rounding per pass (forward about 2.3e-3 here against 1.7e-3, under the bf16 bar)."""

@@ -84,11 +84,15 @@ _SUPPORTED = (torch.bfloat16, torch.float16, torch.float32)
 
 
 @triton.jit
-def _cmatmul(xr, xi, br, bi, CONJ_B: tl.constexpr, MMA_FP16: tl.constexpr):
+def _cmatmul(
+    xr, xi, br, bi, CONJ_B: tl.constexpr, MMA_FP16: tl.constexpr, s=1.0,
+    STATIC: tl.constexpr = False,
+):  # fmt: skip
     """(xr + i xi) @ (br + i bi), or @ conj(br + i bi) when CONJ_B, with an fp32 result.
 
     fp16 mode: every row of the left operand is scaled by its own max |.| before rounding to
-    fp16 (row scaling commutes with a right product), then scaled back after the fp32 dot.
+    fp16 (row scaling commutes with a right product), then scaled back after the fp32 dot;
+    ``STATIC``: by the scalar ``s``, a bound on |x| known beforehand (no reductions).
     fp32 mode: 3xTF32 dots on the fp32 values.
     """
     if CONJ_B:
@@ -97,7 +101,17 @@ def _cmatmul(xr, xi, br, bi, CONJ_B: tl.constexpr, MMA_FP16: tl.constexpr):
     else:
         b_im = bi
         b_imn = -bi
-    if MMA_FP16:
+    if MMA_FP16 and STATIC:
+        inv = 1.0 / s
+        ar = (xr * inv).to(tl.float16)
+        ai = (xi * inv).to(tl.float16)
+        cr = tl.dot(ar, br)
+        cr = tl.dot(ai, b_imn, cr)
+        ci = tl.dot(ar, b_im)
+        ci = tl.dot(ai, br, ci)
+        cr = cr * s
+        ci = ci * s
+    elif MMA_FP16:
         m = tl.maximum(tl.max(tl.abs(xr), axis=1), tl.max(tl.abs(xi), axis=1))
         m = tl.where(m > 0.0, m, 1.0)
         inv = 1.0 / m
@@ -200,6 +214,8 @@ def _nat_chunk_fwd(
     N1_IO: tl.constexpr,
     MMA_FP16: tl.constexpr,
     N2K: tl.constexpr = 0,
+    s=1.0,
+    STATIC: tl.constexpr = False,
 ):
     """Rows k1 (KC of them) of the forward inner FFT, natural orientation.
 
@@ -213,7 +229,7 @@ def _nat_chunk_fwd(
         f2r, f2i = _load_planes(f2_ptr, N2, N2, N2, N2 * N2)
     else:
         f2r, f2i = _load_planes(f2_ptr, N2, N2K, N2K, N2 * N2K)
-    return _cmatmul(cr, ci, f2r, f2i, False, MMA_FP16)
+    return _cmatmul(cr, ci, f2r, f2i, False, MMA_FP16, s, STATIC)
 
 
 @triton.jit
@@ -234,18 +250,23 @@ def _nat_chunk_spectrum(
     MMA_FP16: tl.constexpr,
     N2K: tl.constexpr,
     HOIST_F2: tl.constexpr,
+    s=1.0,
+    STATIC: tl.constexpr = False,
 ):
     """Spectrum rows k1 of the one-row kernel: (KC, N2K) columns (all N2 when dense), with
-    the step-2 table preloaded (``HOIST_F2``: hf2r, hf2i), compacted (sparse) or loaded."""
+    the step-2 table preloaded (``HOIST_F2``: hf2r, hf2i), compacted (sparse) or loaded.
+    ``STATIC``: the step-2 operand is scaled by the bound ``s`` instead of its row maxima."""
     if HOIST_F2:
         cr, ci = _nat_chunk_twiddled(ar, ai, scale, f1_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16)
-        dr, di = _cmatmul(cr, ci, hf2r, hf2i, False, MMA_FP16)
+        dr, di = _cmatmul(cr, ci, hf2r, hf2i, False, MMA_FP16, s, STATIC)
     elif N2K < N2:
         dr, di = _nat_chunk_fwd(
-            ar, ai, scale, f1_ptr, f2c_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16, N2K
+            ar, ai, scale, f1_ptr, f2c_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16, N2K, s, STATIC
         )
     else:
-        dr, di = _nat_chunk_fwd(ar, ai, scale, f1_ptr, f2_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16)
+        dr, di = _nat_chunk_fwd(
+            ar, ai, scale, f1_ptr, f2_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16, N2, s, STATIC
+        )
     return dr, di
 
 
@@ -738,6 +759,7 @@ def _conv_nat_kernel(
     xg_ptr,
     part_ptr,
     ddp_ptr,
+    kmax_ptr,
     B,
     H,
     L,
@@ -765,6 +787,7 @@ def _conv_nat_kernel(
     MMA_FP16: tl.constexpr,
     RNE_Y: tl.constexpr = False,
     RNE_Y2: tl.constexpr = False,
+    STATIC: tl.constexpr = False,
 ):
     """Fused convolution of one complex row per tile, transpose-free ("natural" orientation).
 
@@ -780,6 +803,10 @@ def _conv_nat_kernel(
     ``[0, N2K/2)`` and high ``[N2 - N2K/2, N2)``; the filter is zero elsewhere) go through step 2
     and its inverse, with the compacted tables ``f2c`` (2, N2, N2K) = F2[:, kept] and ``f2r``
     (2, N2K, N2) = F2[kept, :]; ``D * x`` is then added in the time domain (it is not sparse).
+
+    ``STATIC`` (fp16 operands, not with ``XCORR``): the per-chunk operands are scaled by bounds
+    known per tile -- from the tile's L1 norm and ``kmax`` (per channel, max |K| + |D| / N) --
+    instead of their row / column maxima, so a chunk needs no reductions across threads.
 
     ``XCORR`` (the fused backward, one pass for du and the filter gradient): the kernel also
     transforms the second signal ``xg * xa`` of the same pair (the forward's gated input),
@@ -822,6 +849,15 @@ def _conv_nat_kernel(
             var, vai, vscale = _col_scaled(vr, vi, MMA_FP16)
             pbase = part_ptr + (tl.cast(pid, tl.int64) * SLOTS + (c - c_first)) * (2 * M)
         ar, ai, scale = _col_scaled(xr, xi, MMA_FP16)
+        s1, s2, s3 = 1.0, 1.0, 1.0  # bounds of |.| at step 2, its inverse, the last step
+        if STATIC:  # |any DFT sum of x| <= ||x||_1, so every bound follows from it
+            l1 = tl.sum(tl.sum(tl.abs(xr) + tl.abs(xi), axis=1), axis=0)
+            l1 = tl.where(l1 > 0.0, l1, 1.0)
+            km = tl.load(kmax_ptr + c)
+            km = tl.where(km > 0.0, km, 1.0)
+            s1 = l1  # step-1 output (partial DFTs of x)
+            s2 = l1 * km  # the spectrum times the filter
+            s3 = N2 * s2  # after the inverse step 2 (N2 terms)
         accr = tl.zeros((N1_IO, N2), dtype=tl.float32)
         acci = tl.zeros((N1_IO, N2), dtype=tl.float32)
         sbase = spec_ptr + tl.cast(c, tl.int64) * M
@@ -831,7 +867,7 @@ def _conv_nat_kernel(
             k1 = ch * KC + kc
             dr, di = _nat_chunk_spectrum(
                 ar, ai, scale, f1_ptr, f2_ptr, f2c_ptr, tw_ptr, hf2r, hf2i, k1,
-                N1, N2, N1_IO, MMA_FP16, N2K, HOIST_F2,
+                N1, N2, N1_IO, MMA_FP16, N2K, HOIST_F2, s1, STATIC,
             )  # fmt: skip
             if XCORR:  # filter gradient: FFT(src) * conj(FFT(x)), accumulated per slot
                 qr, qi = _nat_chunk_spectrum(
@@ -852,13 +888,13 @@ def _conv_nat_kernel(
             yr = dr * kr - di * ki
             yi = dr * ki + di * kr
             if HOIST_F2:
-                er, ei = _cmatmul(yr, yi, hg2r, hg2i, True, MMA_FP16)  # [k1, b]
+                er, ei = _cmatmul(yr, yi, hg2r, hg2i, True, MMA_FP16, s2, STATIC)  # [k1, b]
             else:
                 if SPARSE:
                     f2r, f2i = _load_planes(f2r_ptr, N2K, N2, N2, N2K * N2)
                 else:
                     f2r, f2i = _load_planes(f2_ptr, N2, N2, N2, N2 * N2)
-                er, ei = _cmatmul(yr, yi, f2r, f2i, True, MMA_FP16)  # [k1, b]
+                er, ei = _cmatmul(yr, yi, f2r, f2i, True, MMA_FP16, s2, STATIC)  # [k1, b]
             toffs = tl.arange(0, N2)[None, :] * N1 + k1[:, None]
             wr = tl.load(tw_ptr + toffs)
             wi = tl.load(tw_ptr + N1 * N2 + toffs)
@@ -867,11 +903,18 @@ def _conv_nat_kernel(
             goffs = a[:, None] * N1 + k1[None, :]
             hr = tl.load(f1_ptr + goffs)
             hi = tl.load(f1_ptr + N1 * N1 + goffs)
-            gr, gi, gs = _col_scaled(gr, gi, MMA_FP16)
-            pr, pi = _lmatmul(hr, hi, gr, gi, True, MMA_FP16)  # [a, b]
-            if MMA_FP16:
-                pr = pr * gs[None, :]
-                pi = pi * gs[None, :]
+            if STATIC:
+                gr = (gr * (1.0 / s3)).to(tl.float16)
+                gi = (gi * (1.0 / s3)).to(tl.float16)
+                pr, pi = _lmatmul(hr, hi, gr, gi, True, MMA_FP16)  # [a, b]
+                pr = pr * s3
+                pi = pi * s3
+            else:
+                gr, gi, gs = _col_scaled(gr, gi, MMA_FP16)
+                pr, pi = _lmatmul(hr, hi, gr, gi, True, MMA_FP16)  # [a, b]
+                if MMA_FP16:
+                    pr = pr * gs[None, :]
+                    pi = pi * gs[None, :]
             accr += pr
             acci += pi
         m0 = n < lim0
@@ -1190,6 +1233,17 @@ def _consts(plan: FFTPlan, device: torch.device) -> tuple[Tensor, Tensor, Tensor
     )
 
 
+def _spectrum_bound(spec: Tensor, D: Tensor | None, n: int, inner: int) -> Tensor:
+    """(H * N / inner,) fp32 bound on |K + D / N| per inner row block c = h * NR + kp of the
+    spectrum (``static_scale``): max (|Re| + |Im|) over the block, plus |D_h| / N."""
+    heads = spec.shape[1]
+    nr = n // inner
+    bound = (spec[0].abs() + spec[1].abs()).reshape(heads, nr, inner).amax(dim=-1)
+    if D is not None:
+        bound = bound + D.float().abs()[:, None] / n
+    return bound.reshape(-1).contiguous()
+
+
 def _buf_dtype(plan: FFTPlan) -> torch.dtype:
     """dtype of the outer levels' intermediate buffer (``outer_bf16``: half the bytes)."""
     return torch.bfloat16 if plan.outer_bf16 and plan.mma == "fp16" else torch.float32
@@ -1319,9 +1373,11 @@ def _launch_inner_conv(
             part = torch.zeros((nprog, slots, 2, plan.n), dtype=torch.float32, device=dev)
             ddp = torch.zeros((heads * nr,), dtype=torch.float32, device=dev)
             out = (part, ddp, slots, per)
+        static = plan.static_scale and plan.mma == "fp16" and xcorr is None
+        kmax = _spectrum_bound(spec, D, plan.n, plan.inner) if static else spec
         _conv_nat_kernel[(nprog,)](
-            *ptrs, f2c, f2r, xa, xg, part, ddp, batch, heads, seq_len, npairs, plan.n, n_tiles,
-            per, KC=plan.chunk, N2K=plan.n2_kept, HOIST_F2=plan.hoist_f2,
+            *ptrs, f2c, f2r, xa, xg, part, ddp, kmax, batch, heads, seq_len, npairs, plan.n,
+            n_tiles, per, KC=plan.chunk, N2K=plan.n2_kept, HOIST_F2=plan.hoist_f2, STATIC=static,
             XCORR=xcorr is not None, HAS_XG=xcorr is not None and xcorr[1] is not None,
             X_DD=xcorr is not None and xcorr[2], SLOTS=slots, **flags,
         )  # fmt: skip

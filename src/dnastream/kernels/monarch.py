@@ -128,6 +128,9 @@ class FFTPlan:
         outer_bf16: bf16/fp16 plans with outer levels keep their intermediate spectra in
             bfloat16 (half the HBM traffic of the passes, one more rounding per pass; a
             measurement option until timed).
+        static_scale: one-row fused bf16/fp16 kernel: scale the fp16 operands of each spectrum
+            chunk by bounds known per tile (max |x|, max |K| per channel) instead of their row
+            and column maxima (no cross-thread reductions per chunk; a measurement option).
         outer_tw_split: outer kernels compute a tile's twiddles as a per-tile vector times a
             per-program block (P cosines and sines per tile instead of BS * P).
     """
@@ -163,6 +166,7 @@ class FFTPlan:
     outer_tw_split: bool = False
     bwd_rows: int = 0
     outer_bf16: bool = False
+    static_scale: bool = False
     _strides: tuple[int, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
