@@ -278,6 +278,24 @@ def test_backward_8192_default_plan() -> None:
     check_backward(3, 2, 4000, 4000, torch.bfloat16, plan=plan)
 
 
+@pytest.mark.parametrize(
+    "cap, fused16k, fused32k", [((9, 0), True, True), ((8, 0), True, False), ((8, 9), False, False)]
+)
+def test_large_fused_plans_follow_the_gpu_shared_memory(monkeypatch, cap, fused16k, fused32k):
+    """16K / 32K fused kernels need 147 / 180 KB of shared memory: only where the GPU has it
+    (a consumer card's 99 KB would fail at launch), decided by the compute capability."""
+    from dnastream.kernels import monarch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: cap)
+    monkeypatch.setattr(monarch, "_FUSED_CAUSAL_LIMIT", {})
+    p16 = plan_for(8000, 8000, True, torch.bfloat16)
+    p32 = plan_for(16000, 16000, True, torch.bfloat16)
+    assert (not p16.outer) == fused16k and (not p32.outer) == fused32k
+    assert p16.n == 16384 and p32.n == 32768
+
+
 def test_backward_large_fused_causal_plan() -> None:
     plan = plan_for(8000, 8000, True, torch.bfloat16, batch=2)
     assert not plan.outer and plan.inner == 16384

@@ -258,6 +258,36 @@ def _outer_levels(e: int, max_exp: int) -> tuple[int, ...] | None:
     return tuple(1 << x for x in exps)
 
 
+_FUSED_CAUSAL_LIMIT: dict[int, int] = {}
+
+
+def _fused_causal_limit_uncached() -> int:
+    """Largest causal bf16/fp16 FFT one program holds on the current CUDA device. The 16K and
+    32K kernels need 147 / 180 KB of shared memory per block (compiled for sm_90): H100/H200
+    and B200 (227 KB opt-in) take both, A100 (163 KB) the 16K one, GPUs with ~99 KB neither.
+    Without CUDA (CPU, Triton interpreter) the largest."""
+    if not torch.cuda.is_available():
+        return MAX_FUSED_CAUSAL
+    index = torch.cuda.current_device()
+    limit = _FUSED_CAUSAL_LIMIT.get(index)
+    if limit is None:
+        cap = torch.cuda.get_device_capability(index)
+        if cap[0] in (9, 10):
+            limit = MAX_FUSED_CAUSAL
+        elif cap in ((8, 0), (8, 7)):
+            limit = MAX_FUSED_CAUSAL // 2
+        else:
+            limit = MAX_FUSED_SIZE
+        _FUSED_CAUSAL_LIMIT[index] = limit
+    return limit
+
+
+# a constant for torch.compile (the dispatch in ``fftconv`` calls plan_for while tracing)
+_fused_causal_limit = getattr(torch._dynamo, "assume_constant_result", lambda f: f)(
+    _fused_causal_limit_uncached
+)
+
+
 def _mma_for(dtype: torch.dtype) -> MmaKind:
     if dtype in (torch.float16, torch.bfloat16):
         return "fp16"
@@ -332,7 +362,7 @@ def plan_for(
     # of 16384 under outer levels lost (13.9 vs 9.9 ms at 1M), so inner FFTs stay <= 8192.
     fused_limit = max_fused
     if mma == "fp16" and causal and max_fused == MAX_FUSED_SIZE:
-        fused_limit = MAX_FUSED_CAUSAL
+        fused_limit = _fused_causal_limit()
     if n <= fused_limit:
         inner, outer = n, ()
     else:
