@@ -187,6 +187,37 @@ def test_triton_branch_forward_backward(triton_on_cpu, dtype, causal, L, Lk) -> 
         assert rel_err(a, b) <= BARS[dtype], name
 
 
+def test_a_plan_that_does_not_fit_the_gpu_falls_back_to_the_reference(
+    triton_on_cpu, monkeypatch
+) -> None:
+    """Triton's launch-time OutOfResources (e.g. a big fused plan on a GPU with less shared
+    memory) warns once and runs the PyTorch reference, forward and backward."""
+    from dnastream.kernels import fftconv_triton as ft
+
+    class OutOfResources(Exception):  # what triton.runtime.errors raises, by name
+        pass
+
+    def no_room(*args, **kwargs):
+        raise OutOfResources("out of resource: shared memory, Required: 180224, Limit: 101376")
+
+    monkeypatch.setattr(ft, "conv_forward", no_room)
+    monkeypatch.setattr(ft, "conv_backward", no_room)
+    monkeypatch.setattr(fftconv_op, "_WARNED", set())
+    u, k, D, g1, g2 = make(3, 2, 97, 40, torch.bfloat16)
+    leaves = [t.requires_grad_(True) for t in (u, k, D, g1, g2)]
+    with pytest.warns(RuntimeWarning, match="does not fit this GPU"):
+        y = torch.ops.dnastream.fftconv(*leaves, None, True)
+    dy = torch.randn(y.shape).to(torch.bfloat16)
+    y64, want = reference_grads(u, k, D, g1, g2, dy, True)
+    assert rel_err(y, y64) <= 3e-3
+    for a, b in zip(torch.autograd.grad(y, leaves, dy), want, strict=True):
+        assert rel_err(a, b) <= 3e-3
+    # any other error still surfaces
+    monkeypatch.setattr(ft, "conv_forward", lambda *a, **kw: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        torch.ops.dnastream.fftconv(u.detach(), k.detach(), None, None, None, None, True)
+
+
 def test_triton_branch_opcheck_and_cached_spectrum(triton_on_cpu) -> None:
     from dnastream.kernels.fftconv_triton import filter_spectrum
 

@@ -21,6 +21,8 @@ the reference ignores it. Inputs are not validated here beyond what the kernels 
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
@@ -87,6 +89,27 @@ def _opt(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.contiguous()
 
 
+_WARNED: set[str] = set()
+
+
+def _out_of_resources(exc: BaseException, plan) -> bool:
+    """Triton's launch-time "out of resource" (a plan needing more shared memory or registers
+    than this GPU has): warned about once per plan; the caller then runs the reference."""
+    if type(exc).__name__ != "OutOfResources":
+        return False
+    key = plan.describe()
+    if key not in _WARNED:
+        _WARNED.add(key)
+        warnings.warn(
+            f"dnastream: the FFT-convolution plan {key} does not fit this GPU ({exc}); "
+            "running the PyTorch reference for it instead (set DNASTREAM_FFTCONV=reference "
+            "to skip the attempt)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return True
+
+
 @torch.library.custom_op("dnastream::fftconv", mutates_args=())
 def _fftconv_op(
     u: Tensor,
@@ -108,7 +131,13 @@ def _fftconv_op(
     from dnastream.kernels.fftconv_triton import conv_forward
 
     spec = _spectrum(plan, k, k_spectrum)
-    return conv_forward(plan, u.contiguous(), spec, _opt(D), _opt(pregate), _opt(postgate))
+    try:
+        return conv_forward(plan, u.contiguous(), spec, _opt(D), _opt(pregate), _opt(postgate))
+    except Exception as exc:
+        if not _out_of_resources(exc, plan):
+            raise
+    y = fftconv_ref(u, k, D, pregate=pregate, postgate=postgate, causal=causal, freq_keep=freq_keep)
+    return y.contiguous()
 
 
 @_fftconv_op.register_fake
@@ -159,9 +188,17 @@ def _fftconv_backward_op(
         from dnastream.kernels.fftconv_triton import conv_backward
 
         spec = _spectrum(plan, k, k_spectrum)
-        grads = conv_backward(
-            plan, dy, u.contiguous(), k, _opt(D), _opt(pregate), _opt(postgate), spec, needs
-        )
+        try:
+            grads = conv_backward(
+                plan, dy, u.contiguous(), k, _opt(D), _opt(pregate), _opt(postgate), spec, needs
+            )
+        except Exception as exc:
+            if not _out_of_resources(exc, plan):
+                raise
+            grads = fftconv_backward_ref(
+                dy, u, k, D, pregate=pregate, postgate=postgate, causal=causal, needs=needs,
+                freq_keep=freq_keep,
+            )  # fmt: skip
     return tuple(_empty(dy) if g is None else g.contiguous() for g in grads)  # type: ignore[return-value]
 
 
