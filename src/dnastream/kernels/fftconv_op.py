@@ -92,11 +92,20 @@ def _opt(t: Tensor | None) -> Tensor | None:
 _WARNED: set[str] = set()
 
 
-def _out_of_resources(exc: BaseException, plan) -> bool:
-    """Triton's launch-time "out of resource" (a plan needing more shared memory or registers
-    than this GPU has): warned about once per plan; the caller then runs the reference."""
-    if type(exc).__name__ != "OutOfResources":
-        return False
+def _unless_out_of_resources(plan, launch, *args):
+    """``launch(*args)``, or None after Triton's launch-time "out of resource" (a plan needing
+    more shared memory or registers than this GPU has; warned about once per plan), when the
+    caller runs the reference instead. Any other error propagates."""
+    try:
+        return launch(*args)
+    except Exception as exc:
+        if type(exc).__name__ != "OutOfResources":
+            raise
+        _warn_out_of_resources(plan, exc)
+        return None
+
+
+def _warn_out_of_resources(plan, exc: BaseException) -> None:
     key = plan.describe()
     if key not in _WARNED:
         _WARNED.add(key)
@@ -105,9 +114,8 @@ def _out_of_resources(exc: BaseException, plan) -> bool:
             "running the PyTorch reference for it instead (set DNASTREAM_FFTCONV=reference "
             "to skip the attempt)",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
-    return True
 
 
 @torch.library.custom_op("dnastream::fftconv", mutates_args=())
@@ -123,19 +131,14 @@ def _fftconv_op(
 ) -> Tensor:
     """y (B, H, L), contiguous, in u's dtype."""
     plan = triton_plan(u, k, causal, pregate, postgate, tuned=True, freq_keep=freq_keep)
-    if plan is None:
-        y = fftconv_ref(
-            u, k, D, pregate=pregate, postgate=postgate, causal=causal, freq_keep=freq_keep
-        )
-        return y.contiguous()
-    from dnastream.kernels.fftconv_triton import conv_forward
+    if plan is not None:
+        from dnastream.kernels.fftconv_triton import conv_forward
 
-    spec = _spectrum(plan, k, k_spectrum)
-    try:
-        return conv_forward(plan, u.contiguous(), spec, _opt(D), _opt(pregate), _opt(postgate))
-    except Exception as exc:
-        if not _out_of_resources(exc, plan):
-            raise
+        spec = _spectrum(plan, k, k_spectrum)
+        args = (plan, u.contiguous(), spec, _opt(D), _opt(pregate), _opt(postgate))
+        y = _unless_out_of_resources(plan, conv_forward, *args)
+        if y is not None:
+            return y
     y = fftconv_ref(u, k, D, pregate=pregate, postgate=postgate, causal=causal, freq_keep=freq_keep)
     return y.contiguous()
 
@@ -179,26 +182,18 @@ def _fftconv_backward_op(
     gradient that is not needed (or whose input is None) comes back as an empty (0,) tensor."""
     needs = (need_u, need_k, need_d, need_pregate, need_postgate)
     plan = triton_plan(u, k, causal, pregate, postgate, tuned=True, freq_keep=freq_keep)
-    if plan is None:
+    grads = None
+    if plan is not None:
+        from dnastream.kernels.fftconv_triton import conv_backward
+
+        spec = _spectrum(plan, k, k_spectrum)
+        args = (plan, dy, u.contiguous(), k, _opt(D), _opt(pregate), _opt(postgate), spec, needs)
+        grads = _unless_out_of_resources(plan, conv_backward, *args)
+    if grads is None:
         grads = fftconv_backward_ref(
             dy, u, k, D, pregate=pregate, postgate=postgate, causal=causal, needs=needs,
             freq_keep=freq_keep,
         )  # fmt: skip
-    else:
-        from dnastream.kernels.fftconv_triton import conv_backward
-
-        spec = _spectrum(plan, k, k_spectrum)
-        try:
-            grads = conv_backward(
-                plan, dy, u.contiguous(), k, _opt(D), _opt(pregate), _opt(postgate), spec, needs
-            )
-        except Exception as exc:
-            if not _out_of_resources(exc, plan):
-                raise
-            grads = fftconv_backward_ref(
-                dy, u, k, D, pregate=pregate, postgate=postgate, causal=causal, needs=needs,
-                freq_keep=freq_keep,
-            )  # fmt: skip
     return tuple(_empty(dy) if g is None else g.contiguous() for g in grads)  # type: ignore[return-value]
 
 
