@@ -13,13 +13,19 @@ import h5py
 import numpy as np
 
 
-def dump_h5(path: Path) -> dict[str, object]:
-    """Every dataset (bytes) and attribute of an HDF5 file, minus the run times."""
+def dump_h5(path: Path, chunks: bool = False) -> dict[str, object]:
+    """Every dataset (bytes) and attribute of an HDF5 file, minus the run times; ``chunks``:
+    also every chunk's stored bytes and filter mask."""
     out: dict[str, object] = {}
 
     def visit(name: str, obj: object) -> None:
         if isinstance(obj, h5py.Dataset):
             out[name] = (obj.dtype.str, obj.shape, obj[()].tobytes())
+            if chunks and obj.chunks is not None:
+                out[f"{name}#chunks"] = [
+                    (info.chunk_offset, *obj.id.read_direct_chunk(info.chunk_offset))
+                    for info in map(obj.id.get_chunk_info, range(obj.id.get_num_chunks()))
+                ]
         for k, v in obj.attrs.items():  # type: ignore[attr-defined]
             out[f"{name}@{k}"] = np.asarray(v).tolist()
 

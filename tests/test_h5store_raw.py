@@ -21,7 +21,7 @@ from dnastream.pipelines.h5store import (
     compression_pool,
     stored_raw,
 )
-from resume_helpers import done_counters, run_until_killed
+from resume_helpers import done_counters, dump_h5, run_until_killed
 
 RAW = 0b11  # shuffle and the compressor both skipped
 
@@ -169,25 +169,7 @@ def test_the_choice_depends_on_the_chunk_only():
 def _stored(path: Path) -> dict[str, object]:
     """Every dataset's values, every attribute but the run times, and every chunk's stored
     bytes and filter mask."""
-    out: dict[str, object] = {}
-
-    def visit(name: str, obj: object) -> None:
-        if isinstance(obj, h5py.Dataset):
-            out[name] = (obj.dtype.str, obj.shape, obj[()].tobytes())
-            if obj.chunks is not None:
-                out[f"{name}#chunks"] = [
-                    (info.chunk_offset, *obj.id.read_direct_chunk(info.chunk_offset))
-                    for info in map(obj.id.get_chunk_info, range(obj.id.get_num_chunks()))
-                ]
-        for k, v in obj.attrs.items():  # type: ignore[attr-defined]
-            out[f"{name}@{k}"] = np.asarray(v).tolist()
-
-    with h5py.File(path, "r") as f:
-        for k, v in f.attrs.items():
-            if k not in ("started", "finished"):
-                out[f"@{k}"] = np.asarray(v).tolist()
-        f.visititems(visit)
-    return out
+    return dump_h5(path, chunks=True)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
