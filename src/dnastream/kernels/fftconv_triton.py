@@ -56,6 +56,7 @@ Fallbacks (plain PyTorch, documented): circular convolution whose length is not 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 
 import torch
@@ -1630,6 +1631,12 @@ def conv_forward(
     return y
 
 
+@functools.lru_cache(maxsize=256)
+def _with_rows(plan: FFTPlan, rows: int) -> FFTPlan:
+    """``plan`` with other row tiles (built once per plan: the backward runs every step)."""
+    return dataclasses.replace(plan, rows=rows)
+
+
 def conv_backward(
     plan: FFTPlan,
     dy: Tensor,
@@ -1644,7 +1651,7 @@ def conv_backward(
     """Gradients (du, dk, dD, dpregate, dpostgate) by the Triton kernels; ``needs`` says which
     (entries for inputs that are None are None). dk is accumulated in fp32."""
     if plan.bwd_rows and plan.bwd_rows != plan.rows:  # same spectrum order, other row tiles
-        plan = dataclasses.replace(plan, rows=plan.bwd_rows)
+        plan = _with_rows(plan, plan.bwd_rows)
     need_u, need_k, need_d, need_g1, need_g2 = needs
     need_g1 = need_g1 and g1 is not None
     need_d = need_d and D is not None
