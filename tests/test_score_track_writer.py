@@ -6,13 +6,12 @@ import h5py
 import numpy as np
 import pytest
 
-from dnastream.pipelines.score import _TrackWriter
+from dnastream.pipelines.score import LOGPROB_FILTERS, _TrackWriter
 
 
 def _dataset(f: h5py.File, name: str, n: int, chunk: int) -> h5py.Dataset:
     return f.create_dataset(name, shape=(n,), dtype=np.float32, chunks=(chunk,),
-                            compression="gzip", compression_opts=4, shuffle=True,
-                            fillvalue=np.float32(np.nan))  # fmt: skip
+                            fillvalue=np.float32(np.nan), **LOGPROB_FILTERS)  # fmt: skip
 
 
 def _track(n: int, seed: int = 0) -> np.ndarray:

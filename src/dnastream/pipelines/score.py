@@ -43,20 +43,25 @@ HDF5 layout (``format = "dnastream.score"``, ``format_version = 1``)
   and regions given, the model path and config (JSON), the effective long-filter length K
   (``filter_len``), ``chunk`` (and ``chunk_final``/``oom_backoffs`` after CUDA OOM back-off),
   ``dtype``, ``device``, tokenizer policy and the definitions above as text;
-* ``/regions/<key>``: one group per target; dataset ``logprob`` float32 ``(L,)`` (chunked,
-  gzip + shuffle, + strand order, see above), datasets ``exons`` and ``cds`` int64 ``(n, 2)``
-  (absolute 0-based half-open, possibly empty) and attributes ``key id name chrom start end
-  strand reading_strand length`` + the summary fields + ``source``/``line`` (annotation file
-  and line) + ``seconds``;
+* ``/regions/<key>``: one group per target; dataset ``logprob`` float32 ``(L,)`` (chunks of
+  65,536, NaN fill, gzip level 1 + shuffle except whole chunks gzip would not shrink by 20%,
+  stored unfiltered through the per-chunk filter mask; + strand order, see above), datasets
+  ``exons`` and ``cds`` int64 ``(n, 2)`` (absolute 0-based half-open, possibly empty) and
+  attributes ``key id name chrom start end strand reading_strand length`` + the summary
+  fields + ``source``/``line`` (annotation file and line) + ``seconds``;
 * ``/summary``: one row per target in scoring order, a compound dataset with the TSV columns.
 
 ``key`` is the target's name (``/`` replaced by ``_``); names that occur more than once (e.g.
 a lncRNA annotated twice) get ``@chrom:start-end`` (1-based, inclusive) appended to every copy.
 
 Memory per target is O(chunk + K) for the model plus the HDF5 chunk cache: the track is
-written to the file chunk by chunk, never held whole. Outputs are written to temporary files
-beside their destination and renamed into place at the end, so an interrupted run leaves no
-half-written output and existing files are untouched unless the run succeeds with ``force``.
+written to the file chunk by chunk, never held whole. On a GPU the chunks to compress are
+compressed in worker processes beside the model (as in ``dnastream embed``:
+:func:`~dnastream.pipelines.h5store.compress_processes`, ``DNASTREAM_COMPRESS_PROCS=N``
+overrides the count; none on CPU), by HDF5's own filter code, so the file holds the same bytes
+either way. Outputs are written to temporary files beside their destination and renamed into
+place at the end, so an interrupted run leaves no half-written output and existing files are
+untouched unless the run succeeds with ``force``.
 """
 
 from __future__ import annotations
@@ -70,7 +75,9 @@ import os
 import sys
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -93,7 +100,15 @@ from dnastream.genomics import (
 from dnastream.models import HyenaDNAModel, load_model
 from dnastream.pipelines.convert import OutputExistsError
 from dnastream.pipelines.embed import DEFAULT_CHUNK
-from dnastream.pipelines.h5store import COMPRESS_ALWAYS_ENV, probe_rows, stored_raw
+from dnastream.pipelines.h5store import (
+    COMPRESS_ALWAYS_ENV,
+    _filter_chunk,
+    _filters,
+    compress_processes,
+    compression_pool,
+    probe_rows,
+    stored_raw,
+)
 from dnastream.pipelines.runner import ModelRunner, resolve_device, tune_malloc
 from dnastream.pipelines.source import FLAG_N, FLAG_SOFTMASK, Region, iter_token_chunks
 from dnastream.pipelines.stats import PhaseStats
@@ -123,6 +138,10 @@ H5_CHUNK = 1 << 16
 """Elements per HDF5 chunk of a ``logprob`` track (256 KiB of float32)."""
 H5_CACHE = 2 << 20
 """HDF5 chunk cache of the output (bytes): room for the chunks one write touches."""
+LOGPROB_FILTERS = _filters("gzip")
+"""Filters of a ``logprob`` track: gzip level 1 + shuffle, exactly what the compression
+processes apply (:func:`~dnastream.pipelines.h5store._filter_chunk` with ``"gzip"``), so a
+chunk they filter is stored as a normal write would store it."""
 
 LOGPROB_DEFINITION = (
     "logprob[i] = ln p(base | preceding bases of the target in reading direction) for the base "
@@ -512,9 +531,18 @@ class _TrackWriter:
     dataset's filters as before (N runs: NaN, compress to almost nothing). Same policy as
     ``dnastream embed`` (:func:`dnastream.pipelines.h5store.stored_raw`); the choice is a
     function of the chunk's content only.
+
+    With a ``pool`` (:func:`~dnastream.pipelines.h5store.compression_pool`, ``workers``
+    processes) a chunk to filter is filtered in a worker by HDF5's own code
+    (:func:`~dnastream.pipelines.h5store._filter_chunk`: the same bytes a normal write stores,
+    an edge chunk padded with the NaN fill as HDF5 pads it) and stored with
+    ``write_direct_chunk`` once done, in the order submitted; at most ``4 * workers + 4``
+    chunks are in flight. Only for a dataset with exactly those filters (gzip level 1 +
+    shuffle, :data:`LOGPROB_FILTERS`); another dataset is written the normal way.
+    :meth:`close` stores everything; :meth:`abandon` (a failed run) drops what is in flight.
     """
 
-    def __init__(self, ds: h5py.Dataset) -> None:
+    def __init__(self, ds: h5py.Dataset, pool: Executor | None = None, workers: int = 1) -> None:
         self.ds = ds
         self.rows = ds.shape[0]
         self.cr = ds.chunks[0]
@@ -522,8 +550,16 @@ class _TrackWriter:
         self.stride = probe_rows(self.cr, 1, ds.dtype.itemsize)
         self.always = os.environ.get(COMPRESS_ALWAYS_ENV, "").strip() not in ("", "0")
         self.open: dict[int, tuple[np.ndarray, list[int]]] = {}
+        self.pool = pool if pool is not None and _pool_filters(ds) else None
+        self.depth = 4 * max(1, workers) + 4
+        self.pending: deque[tuple[tuple[int], Future[tuple[int, bytes]]]] = deque()
+        self.raw_chunks = 0  # whole chunks stored unfiltered
+        self.filtered_chunks = 0  # whole chunks stored filtered (in the pool or here)
+        self.compress_wait = 0.0  # seconds waiting for the pool's results
 
     def write(self, lo: int, values: np.ndarray) -> None:
+        """Write ``values`` at ``[lo, lo + len(values))``. The array is not copied when it
+        fills a whole chunk: the caller must not change it afterwards."""
         hi = lo + len(values)
         cr = self.cr
         for c in range(lo // cr, (hi - 1) // cr + 1):
@@ -538,25 +574,72 @@ class _TrackWriter:
             if got[0] == need:
                 del self.open[c]
                 self._store(c, buf[:need])
+        if self.pending:
+            self._pump(keep=self.depth)
 
     def _store(self, c: int, values: np.ndarray) -> None:
         lo = c * self.cr
-        if not self.always:
-            full = values
-            if len(values) < self.cr:  # the edge chunk is stored whole: pad with the fill
-                full = np.full(self.cr, np.nan, np.float32)
-                full[: len(values)] = values
-            if stored_raw(full, "gzip", self.stride):
-                self.ds.id.write_direct_chunk((lo,), np.ascontiguousarray(full), self.raw_mask)
+        full = values
+        if len(values) < self.cr:  # the edge chunk is stored whole: pad with the fill
+            full = np.full(self.cr, np.nan, np.float32)
+            full[: len(values)] = values
+        if not self.always and stored_raw(full, "gzip", self.stride):
+            self.ds.id.write_direct_chunk((lo,), np.ascontiguousarray(full), self.raw_mask)
+            self.raw_chunks += 1
+            return
+        self.filtered_chunks += 1
+        if self.pool is None:
+            self.ds[lo : lo + len(values)] = values
+            return
+        fut = self.pool.submit(_filter_chunk, np.ascontiguousarray(full), "gzip")
+        self.pending.append(((lo,), fut))
+
+    def _pump(self, keep: int = 0) -> None:
+        """Store the finished chunks at the head of the queue (in order); wait while more
+        than ``keep`` are in flight."""
+        while self.pending:
+            offset, fut = self.pending[0]
+            if len(self.pending) <= keep and not fut.done():
                 return
-        self.ds[lo : lo + len(values)] = values
+            t0 = time.perf_counter()
+            try:
+                mask, data = fut.result()
+            finally:
+                self.compress_wait += time.perf_counter() - t0
+                self.pending.popleft()
+            self.ds.id.write_direct_chunk(offset, data, mask)
 
     def close(self) -> None:
-        """Write what is left (only when pieces were missing: a failed run)."""
+        """Store the chunks in flight, then what is left (only when pieces were missing: a
+        failed run)."""
+        try:
+            self._pump()
+        except BaseException:
+            self.abandon()
+            raise
         for c, (buf, _) in sorted(self.open.items()):
             need = min(self.cr, self.rows - c * self.cr)
             self.ds[c * self.cr : c * self.cr + need] = buf[:need]
         self.open.clear()
+
+    def abandon(self) -> None:
+        """Drop the chunks in flight and the partial ones (the run failed; its file is
+        discarded). Never waits for the pool."""
+        for _, fut in self.pending:
+            fut.cancel()
+        self.pending.clear()
+        self.open.clear()
+
+
+def _pool_filters(ds: h5py.Dataset) -> bool:
+    """Whether ``ds`` filters float32 chunks exactly as ``_filter_chunk(..., "gzip")`` does."""
+    return (
+        ds.dtype == np.dtype("<f4")
+        and ds.compression == LOGPROB_FILTERS["compression"]
+        and ds.compression_opts == LOGPROB_FILTERS["compression_opts"]
+        and bool(ds.shuffle) == LOGPROB_FILTERS["shuffle"]
+        and ds.id.get_create_plist().get_nfilters() == 2
+    )
 
 
 def score_target(
@@ -567,12 +650,16 @@ def score_target(
     *,
     prefetch: int = 2,
     progress: ProgressCallback | None = None,
+    pool: Executor | None = None,
+    workers: int = 1,
 ) -> TargetSummary:
     """Stream ``target`` through ``runner`` and write its track into ``dataset`` (L,) float32.
 
     The target is read by :func:`~dnastream.pipelines.source.iter_token_chunks` (reverse
     complement for ``-``, ``prefetch`` chunks read ahead in a thread) in ``runner.chunk``
-    pieces; each piece's values are written at once, in + strand order. Returns the summary.
+    pieces; each piece's values are written at once, in + strand order (whole HDF5 chunks
+    filtered in ``pool``, ``workers`` processes, when given: :class:`_TrackWriter`).
+    Returns the summary.
     """
     t0 = time.perf_counter()
     region = Region(target.key, target.chrom, target.start, target.end, target.reading_strand)
@@ -581,23 +668,38 @@ def score_target(
     length = target.length
     reverse = region.strand == "-"
     clock = time.perf_counter
-    track = _TrackWriter(dataset)
-    for res in runner.run_region(chunks, logprobs=True, hidden=False):
-        assert res.logprobs is not None and res.flags is not None
-        lp = np.array(res.logprobs, dtype=np.float32)
-        not_base = (res.flags & FLAG_N) != 0
-        lp[not_base] = np.nan
-        tally.add(lp, not_base, (res.flags & FLAG_SOFTMASK) != 0)
-        n = len(lp)
+    track = _TrackWriter(dataset, pool, workers)
+    try:
+        for res in runner.run_region(chunks, logprobs=True, hidden=False):
+            assert res.logprobs is not None and res.flags is not None
+            lp = np.array(res.logprobs, dtype=np.float32)
+            not_base = (res.flags & FLAG_N) != 0
+            lp[not_base] = np.nan
+            tally.add(lp, not_base, (res.flags & FLAG_SOFTMASK) != 0)
+            n = len(lp)
+            t1 = clock()
+            # (lp is never changed after this: the writer may hand it to the pool as it is)
+            if reverse:
+                track.write(length - res.offset - n, np.ascontiguousarray(lp[::-1]))
+            else:
+                track.write(res.offset, lp)
+            runner.stats.add("write", clock() - t1)
+            if progress is not None:
+                progress(target, res.offset + n)
         t1 = clock()
-        if reverse:
-            track.write(length - res.offset - n, np.ascontiguousarray(lp[::-1]))
-        else:
-            track.write(res.offset, lp)
-        runner.stats.add("write", clock() - t1)
-        if progress is not None:
-            progress(target, res.offset + n)
-    track.close()
+        track.close()
+        runner.stats.add("write_close", clock() - t1)
+    except BaseException:
+        track.abandon()
+        raise
+    finally:
+        runner.stats.add("compress_wait", track.compress_wait)
+        runner.stats.extra["raw_chunks"] = (
+            int(runner.stats.extra.get("raw_chunks", 0)) + track.raw_chunks
+        )
+        runner.stats.extra["filtered_chunks"] = (
+            int(runner.stats.extra.get("filtered_chunks", 0)) + track.filtered_chunks
+        )
     return TargetSummary(
         key=target.key,
         id=target.id,
@@ -657,13 +759,17 @@ def score_targets(
     prefetch: int = 2,
     progress: ProgressCallback | None = None,
     on_done: Callable[[TargetSummary], None] | None = None,
+    pool: Executor | None = None,
+    workers: int = 1,
 ) -> list[TargetSummary]:
     """Score every target into ``h5`` (groups ``/regions/<key>`` and the ``/summary`` table).
 
     ``targets`` must have unique keys (:func:`assign_keys`). ``runner`` sets the device, the
     step size (``runner.chunk``) and the long-filter length K (``runner.filter_len``); each
     target is a fresh stream. Also sets the root attributes ``filter_len``, ``chunk_final``
-    (the step size after any OOM back-off) and ``oom_backoffs``.
+    (the step size after any OOM back-off) and ``oom_backoffs``. ``pool`` (``workers``
+    processes, :func:`~dnastream.pipelines.h5store.compression_pool`): where whole chunks of
+    the tracks are compressed, beside the model (None: here, synchronously).
     """
     keys = [t.key for t in targets]
     if len(set(keys)) != len(keys) or not all(keys):
@@ -677,17 +783,17 @@ def score_targets(
             shape=(t.length,),
             dtype=np.float32,
             chunks=(min(t.length, H5_CHUNK),),
-            compression="gzip",
-            compression_opts=4,
-            shuffle=True,
             fillvalue=np.float32(np.nan),
+            **LOGPROB_FILTERS,
         )
         ds.attrs["definition"] = LOGPROB_DEFINITION
         ds.attrs["units"] = "nats"
         group.create_dataset("exons", data=_blocks_array(t.exons))
         group.create_dataset("cds", data=_blocks_array(t.cds))
         _write_target_attrs(group, t, None)
-        summary = score_target(runner, fasta, t, ds, prefetch=prefetch, progress=progress)
+        summary = score_target(
+            runner, fasta, t, ds, prefetch=prefetch, progress=progress, pool=pool, workers=workers
+        )
         _release_heap()
         _write_target_attrs(group, t, summary)
         group.attrs["row"] = len(summaries)
@@ -822,6 +928,11 @@ def run_score(
         if on_start is not None:
             on_start(targets)
         temps = {label: _temp_beside(p) for label, p in outputs.items()}
+        procs = compress_processes(dev.type)
+        # forked before the output is opened (a child would inherit the file's lock) and
+        # before the reader threads start; shut down below, whatever happens
+        pool = compression_pool(procs)
+        ok = False
         try:
             t0 = time.perf_counter()
             # a small chunk cache: finished chunks are compressed (and written) while the
@@ -853,8 +964,9 @@ def run_score(
                 )
                 stats.mark("loop_start")
                 summaries = score_targets(
-                    fasta, targets, runner, h5, progress=progress, on_done=on_done
-                )
+                    fasta, targets, runner, h5, progress=progress, on_done=on_done,
+                    pool=pool, workers=procs,
+                )  # fmt: skip
                 taps = int(h5.attrs["filter_len"])
                 stats.mark("loop_end")
             stats.mark("drained")
@@ -876,10 +988,18 @@ def run_score(
                     raise OutputExistsError(f"{path} ({label}) appeared during the run; kept it")
             for label, path in outputs.items():
                 os.replace(temps[label], path)
+            ok = True
         finally:
+            if pool is not None:
+                # every chunk was stored (each track's close drains it); after a failure
+                # nothing in flight is wanted: do not wait for it
+                pool.shutdown(wait=ok, cancel_futures=True)
             for tmp in temps.values():
                 tmp.unlink(missing_ok=True)
-    stats.extra.update({"device": str(dev), "chunk": chunk, "overlap": runner.overlap})
+    stats.extra.update(
+        {"device": str(dev), "chunk": chunk, "overlap": runner.overlap,
+         "compress_processes": procs}
+    )  # fmt: skip
     stats.save()
     return ScoreReport(
         summaries=summaries,
