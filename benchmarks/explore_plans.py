@@ -58,7 +58,9 @@ def variants(mode: str, n: int, batch: int):
             out.append((label, dataclasses.replace(base, **kw)))
             if base.inner == 2048:
                 out.append(("swap_" + label, dataclasses.replace(base, **swap, **kw)))
-    if base.rows == 1:  # fp16 operands scaled by per-tile bounds (no per-chunk reductions)
+    if base.static_scale:  # the default: against the row/column-max scaling it replaced
+        out.append(("dynamic_scale", dataclasses.replace(base, static_scale=False)))
+    elif base.rows == 1:  # fp16 operands scaled by per-tile bounds (no per-chunk reductions)
         out.append(("static_scale", dataclasses.replace(base, static_scale=True)))
     elif base.inner == 2048:
         out.append(

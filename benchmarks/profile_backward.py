@@ -36,6 +36,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--heads", type=int, default=768)
     ap.add_argument("--top", type=int, default=8)
+    ap.add_argument("--cprofile", action="store_true", help="also print the host's hot spots")
+    ap.add_argument("--forward-only", action="store_true", help="no backward (no autograd)")
     args = ap.parse_args()
     import triton
 
@@ -51,6 +53,10 @@ def main() -> None:
         plan = plan_for(seq, seq, True, u.dtype, batch=args.batch)
 
         def step(ur=ur, kr=kr, plan=plan, dy=dy) -> None:
+            if args.forward_only:
+                with torch.no_grad():
+                    fftconv_triton(ur, kr, causal=True, plan=plan)
+                return
             ur.grad = kr.grad = None
             fftconv_triton(ur, kr, causal=True, plan=plan).backward(dy)
 
@@ -80,6 +86,17 @@ def main() -> None:
             f"\n## N={n} ({plan.describe()}): step {step_ms:.3f} ms, kernels {gpu_ms:.3f} ms,"
             f" host {host_ms:.3f} ms, {count:.0f} kernels/step"
         )
+        if args.cprofile:
+            import cProfile
+            import pstats
+
+            pr = cProfile.Profile()
+            pr.enable()
+            for _ in range(50):
+                step()
+            pr.disable()
+            torch.cuda.synchronize()
+            pstats.Stats(pr).sort_stats("tottime").print_stats(14)
         top = sorted(kern.items(), key=lambda kv: -sum(kv[1]))[: args.top]
         for name, times in top:
             print(f"#   {sum(times) / iters:8.4f} ms  x{len(times) / iters:4.1f}  {name[:110]}")

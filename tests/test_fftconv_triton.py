@@ -522,19 +522,25 @@ class TestGPUAllSizes:
 
 
 def test_backward_row_tiles_follow_bwd_rows() -> None:
-    """2048-point plans run the forward on 2-row tiles and the backward on one-row tiles
-    (``bwd_rows``): the gradients are those of the one-row plan, bit for bit."""
+    """2048-point plans run the forward and du on 2-row tiles and the filter gradient on
+    one-row tiles (``bwd_rows``): dk and dD are the one-row plan's bit for bit, du and the
+    gates' gradients the 2-row plan's."""
     plan = plan_for(1000, 1000, True, torch.bfloat16, batch=4)
     assert (plan.n, plan.rows, plan.bwd_rows) == (2048, 2, 1)
     one_row = dataclasses.replace(plan, rows=1, bwd_rows=0)
+    two_rows = dataclasses.replace(plan, bwd_rows=0)
     grads = []
-    for p in (plan, one_row):
+    for p in (plan, one_row, two_rows):
         u, k, d, g1, g2 = (t.requires_grad_(True) for t in make_inputs(4, 2, 1000, 1000,
                                                                       torch.bfloat16))  # fmt: skip
         y = fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=p)
         grads.append(torch.autograd.grad(y, (u, k, d, g1, g2), torch.ones_like(y)))
-    for a, b in zip(*grads, strict=True):
-        assert torch.equal(a, b)
+    mixed, ones, twos = grads
+    for i in (1, 2):  # dk, dD
+        assert torch.equal(mixed[i], ones[i])
+    for i in (0, 3, 4):  # du, dpregate, dpostgate
+        assert torch.equal(mixed[i], twos[i])
+    assert not torch.equal(ones[0], twos[0])  # the tiles really differ
     check_backward(4, 2, 1000, 1000, torch.bfloat16, plan=plan)
 
 
@@ -563,11 +569,57 @@ def test_fused_backward_equals_the_separate_passes(B, L, dtype, freq_keep, gates
     u, k, d, g1, g2 = make_inputs(B, 3, L, L, dtype, gates=gates)
     leaves = [t.requires_grad_(True) for t in (u, k, d, g1, g2) if t is not None]
     plan = plan_for(L, L, True, dtype, batch=B, freq_keep=freq_keep)
+    # the fused pass runs on the filter gradient's tiles (bwd_rows): compare like with like
+    plan = dataclasses.replace(plan, rows=plan.bwd_rows or plan.rows, bwd_rows=0)
     fused = dataclasses.replace(plan, fused_bwd=True)
-    dy = torch.randn(B, 3, L).to(dtype)
+    dy = torch.randn(B, 3, L, device=u.device).to(dtype)
     got = torch.autograd.grad(fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=fused),
                               leaves, dy)  # fmt: skip
     want = torch.autograd.grad(fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=plan),
                                leaves, dy)  # fmt: skip
     for a, b in zip(got, want, strict=True):
         assert rel_err(a, b.double()) < 1e-6
+
+
+def test_spectrum_bound_is_memoised_only_for_the_same_unchanged_tensors() -> None:
+    """The static-scale bound is reused for the same spectrum and D at the same versions, and
+    recomputed after an in-place change, for another D, or for an inference tensor."""
+    from dnastream.kernels.fftconv_triton import _spectrum_bound
+
+    plan = plan_for(3000, 3000, True, torch.bfloat16)
+    spec = filter_spectrum(torch.randn(3, 3000), plan)
+    d = torch.randn(3)
+
+    def fresh(s, dd):
+        want = (s[0].abs() + s[1].abs()).reshape(3, -1).amax(dim=-1)
+        return want + (dd.abs() / plan.n if dd is not None else 0)
+
+    b1 = _spectrum_bound(spec, d, plan.n, plan.inner)
+    assert torch.allclose(b1, fresh(spec, d))
+    assert _spectrum_bound(spec, d, plan.n, plan.inner) is b1  # same tensors: memoised
+    spec[1, 0, 5] = 1e3  # in place: version bump
+    b2 = _spectrum_bound(spec, d, plan.n, plan.inner)
+    assert b2 is not b1 and torch.allclose(b2, fresh(spec, d))
+    d.mul_(100.0)
+    assert torch.allclose(_spectrum_bound(spec, d, plan.n, plan.inner), fresh(spec, d))
+    assert torch.allclose(_spectrum_bound(spec, None, plan.n, plan.inner), fresh(spec, None))
+    with torch.inference_mode():
+        inf = spec.clone()
+        b3 = _spectrum_bound(inf, None, plan.n, plan.inner)
+        inf.mul_(2.0)  # no version counter: must not be served from a memo
+        assert torch.allclose(_spectrum_bound(inf, None, plan.n, plan.inner), 2 * b3)
+
+
+@pytest.mark.parametrize("L, max_fused", [(1000, 8192), (3000, 512)])
+def test_natural_spectrum_gather_equals_the_scatter(L, max_fused) -> None:
+    """The filter gradient's one-gather reordering equals scattering by the spectrum order
+    (fused and outer-level plans)."""
+    from dnastream.kernels.fftconv_triton import _natural_spectrum
+
+    plan = plan_for(L, L, True, torch.bfloat16, max_fused=max_fused)
+    heads, nr = 3, plan.n // plan.inner
+    s = torch.randn(heads * nr, 2, plan.inner)
+    planes = s.reshape(heads, nr, 2, plan.inner).permute(2, 0, 1, 3).reshape(2, heads, plan.n)
+    want = torch.empty(heads, plan.n, dtype=torch.complex64)
+    want[:, spectrum_order(plan)] = torch.complex(planes[0], planes[1])
+    assert torch.equal(_natural_spectrum(plan, s, heads), want)

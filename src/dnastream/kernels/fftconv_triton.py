@@ -58,6 +58,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import weakref
 
 import torch
 import triton
@@ -1234,15 +1235,40 @@ def _consts(plan: FFTPlan, device: torch.device) -> tuple[Tensor, Tensor, Tensor
     )
 
 
+_BOUND_MEMO: list[tuple | None] = [None]
+
+
+def _version(t: Tensor | None) -> int | None:
+    """``t``'s version counter (None: no tensor, or an inference tensor, which has none)."""
+    if t is None or t.is_inference():
+        return None
+    return t._version
+
+
 def _spectrum_bound(spec: Tensor, D: Tensor | None, n: int, inner: int) -> Tensor:
     """(H * N / inner,) fp32 bound on |K + D / N| per inner row block c = h * NR + kp of the
-    spectrum (``static_scale``): max (|Re| + |Im|) over the block, plus |D_h| / N."""
+    spectrum (``static_scale``): max (|Re| + |Im|) over the block, plus |D_h| / N.
+
+    The last bound is memoised for the same ``spec`` and ``D`` objects at the same versions
+    (weak references, so a freed tensor's memory is never mistaken for it): a training step's
+    forward and its backward's du pass, or inference with a cached spectrum, compute it once.
+    """
+    sver, dver = _version(spec), _version(D)
+    memo = _BOUND_MEMO[0]
+    if memo is not None and sver is not None and (D is None or dver is not None):
+        sref, s_v, dref, d_v, key, bound = memo
+        same_d = dref() is D if dref is not None else D is None
+        if sref() is spec and s_v == sver and same_d and d_v == dver and key == (n, inner):
+            return bound
     heads = spec.shape[1]
     nr = n // inner
-    bound = (spec[0].abs() + spec[1].abs()).reshape(heads, nr, inner).amax(dim=-1)
+    bound = spec.abs().sum(dim=0).view(heads * nr, inner).amax(dim=-1)
     if D is not None:
-        bound = bound + D.float().abs()[:, None] / n
-    return bound.reshape(-1).contiguous()
+        bound = (bound.view(heads, nr) + D.float().abs()[:, None] / n).reshape(-1)
+    if sver is not None and (D is None or dver is not None):
+        dref = weakref.ref(D) if D is not None else None
+        _BOUND_MEMO[0] = (weakref.ref(spec), sver, dref, dver, (n, inner), bound)
+    return bound
 
 
 def _buf_dtype(plan: FFTPlan) -> torch.dtype:
@@ -1543,7 +1569,8 @@ def _xcorr(
         _xcorr_kernel[(n_c, groups)](
             *common, n_pblk, blk_per_prog, R=rows, HOIST=plan.hoist, **flags
         )
-    s_nat = _natural_spectrum(plan, part.sum(dim=1), heads)
+    summed = part[:, 0] if part.shape[1] == 1 else part.sum(dim=1)
+    s_nat = _natural_spectrum(plan, summed, heads)
     dd = None
     if want_dd:
         if has_dd:
@@ -1555,14 +1582,31 @@ def _xcorr(
     return s_nat, dd
 
 
+_NATURAL_GATHER: dict[tuple, Tensor] = {}
+
+
+def _natural_gather(plan: FFTPlan, device: torch.device) -> Tensor:
+    """(2N,) int64: for natural frequency f and plane c (re, im), the offset of that value in
+    one head's (NR, 2, inner) block of filter-gradient spectra in storage order. Cached."""
+    key = (plan.n1, plan.n2, plan.outer, device)
+    idx = _NATURAL_GATHER.get(key)
+    if idx is None:
+        order = spectrum_order(plan, device)
+        pos = torch.empty_like(order)
+        pos[order] = torch.arange(plan.n, device=device)  # storage position of frequency f
+        blk, j = pos // plan.inner, pos % plan.inner
+        plane = torch.arange(2, device=device)
+        idx = blk[:, None] * (2 * plan.inner) + plane[None, :] * plan.inner + j[:, None]
+        idx = _NATURAL_GATHER[key] = idx.reshape(-1).contiguous()
+    return idx
+
+
 def _natural_spectrum(plan: FFTPlan, s: Tensor, heads: int) -> Tensor:
-    """(n_c, 2, inner) summed spectra in storage order -> (H, N) complex, natural order."""
-    nr = plan.n // plan.inner
-    s = s.reshape(heads, nr, 2, plan.inner).permute(2, 0, 1, 3).reshape(2, heads, plan.n)
-    s_store = torch.complex(s[0], s[1])
-    s_nat = torch.empty_like(s_store)
-    s_nat[:, spectrum_order(plan, s.device)] = s_store
-    return s_nat
+    """(n_c, 2, inner) summed spectra in storage order -> (H, N) complex, natural order
+    (one gather: reorder and interleave re/im)."""
+    flat = s.reshape(heads, 2 * plan.n)
+    nat = torch.index_select(flat, 1, _natural_gather(plan, s.device))
+    return torch.view_as_complex(nat.view(heads, plan.n, 2))
 
 
 def _fused_du_dk(
@@ -1650,18 +1694,20 @@ def conv_backward(
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
     """Gradients (du, dk, dD, dpregate, dpostgate) by the Triton kernels; ``needs`` says which
     (entries for inputs that are None are None). dk is accumulated in fp32."""
-    if plan.bwd_rows and plan.bwd_rows != plan.rows:  # same spectrum order, other row tiles
-        plan = _with_rows(plan, plan.bwd_rows)
+    # the filter-gradient kernel may use other row tiles (same spectrum order); du does not
+    xplan = plan
+    if plan.bwd_rows and plan.bwd_rows != plan.rows:
+        xplan = _with_rows(plan, plan.bwd_rows)
     need_u, need_k, need_d, need_g1, need_g2 = needs
     need_g1 = need_g1 and g1 is not None
     need_d = need_d and D is not None
     dy = dy.contiguous()
     du = dk = dD = dg1 = dg2 = None
-    fused = plan.fused_bwd and plan.rows == 1 and not plan.outer and need_k
+    fused = plan.fused_bwd and xplan.rows == 1 and not plan.outer and need_k
     s_nat = dd = None
     if fused:
         # one pass: du / dpregate and the filter-gradient spectrum share FFT(postgate * dy)
-        du, dg1, s_nat, dd = _fused_du_dk(plan, dy, u, g1, g2, spec, D, need_g1, need_d)
+        du, dg1, s_nat, dd = _fused_du_dk(xplan, dy, u, g1, g2, spec, D, need_g1, need_d)
         if not need_u:
             du = None
     elif need_u or need_g1:
@@ -1686,14 +1732,16 @@ def conv_backward(
     if need_k or need_d:
         if need_k:
             if not fused:
-                s_nat, dd = _xcorr(plan, u, g1, dy, g2, want_dd=need_d)
+                s_nat, dd = _xcorr(xplan, u, g1, dy, g2, want_dd=need_d)
             if plan.freq_cut:  # frequency-sparse: the filter only has the kept frequencies
                 s_nat = s_nat * freq_mask(plan.n, plan.freq_cut, s_nat.device)
             full = torch.fft.ifft(s_nat, dim=-1).real
-            dk = torch.zeros(k.shape, dtype=torch.float32, device=k.device)
             taps = min(plan.taps, k.shape[1])
-            dk[:, :taps] = full[:, :taps]
-            dk = dk.to(k.dtype)
+            if taps == k.shape[1]:
+                dk = full[:, :taps].to(k.dtype, copy=True, memory_format=torch.contiguous_format)
+            else:  # taps beyond the plan's (causal, Lk > L) get no gradient
+                dk = torch.zeros(k.shape, dtype=k.dtype, device=k.device)
+                dk[:, :taps] = full[:, :taps]
         else:
             x = u.float() if g1 is None else u.float() * g1.float()
             z = dy.float() if g2 is None else dy.float() * g2.float()

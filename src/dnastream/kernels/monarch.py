@@ -123,14 +123,14 @@ class FFTPlan:
         freq_cut: frequency-sparse convolution: only frequencies ``f`` with
             ``min(f, N - f) < freq_cut`` of the filter are kept (0: all). The fused one-row
             kernel then skips the spectrum columns that are all zero (:attr:`n2_kept`).
-        bwd_rows: complex rows per tile of the backward's kernels (0: ``rows``); the spectrum
-            order does not depend on it, so a forward's cached spectrum serves both.
+        bwd_rows: complex rows per tile of the filter-gradient kernel (0: ``rows``; du runs
+            on the forward's tiles); the spectrum order does not depend on it.
         outer_bf16: bf16/fp16 plans with outer levels keep their intermediate spectra in
             bfloat16 (half the HBM traffic of the passes, one more rounding per pass; a
             measurement option until timed).
         static_scale: one-row fused bf16/fp16 kernel: scale the fp16 operands of each spectrum
-            chunk by bounds known per tile (max |x|, max |K| per channel) instead of their row
-            and column maxima (no cross-thread reductions per chunk; a measurement option).
+            chunk by bounds known per tile (the tile's L1 norm, max |K| per spectrum block)
+            instead of their row and column maxima (no cross-thread reductions per chunk).
         outer_tw_split: outer kernels compute a tile's twiddles as a per-tile vector times a
             per-program block (P cosines and sines per tile instead of BS * P).
     """
@@ -395,8 +395,13 @@ def plan_for(
             rows = 2  # (H100, benchmarks/results/explore_plans_small_h100.log)
         if batch is not None:
             rows = min(rows, _next_pow2(max(1, (batch + 1) // 2)))
-    # the backward keeps the one-row tiles measured there (2-row backward not yet timed)
+    # the filter-gradient kernel keeps the one-row tiles it was tuned with at 2048 points;
+    # du runs on the forward's 2-row tiles (0.50 against 0.79 ms one-row, H100)
     bwd_rows = 1 if fp16 and inner == 2048 and rows == 2 else 0
+    # fused one-row fp16 plans scale their fp16 operands by per-tile bounds instead of row and
+    # column maxima: 1.11-1.16x at 4096-8192 on an H100, same error; under outer levels it
+    # gained nothing (0.99-1.00x at 64K-1M; benchmarks/results/explore_plans_h100_stop9.log)
+    static_scale = fp16 and rows == 1 and not outer and inner >= 4096
     maxnreg = None
     ctas_per_sm = 2
     if rows > 1:
@@ -436,6 +441,7 @@ def plan_for(
         chunk=min(16 if inner > MAX_FUSED_SIZE else 32, n1),
         outer_tw_split=True,
         bwd_rows=bwd_rows,
+        static_scale=static_scale,
         freq_cut=0 if freq_keep is None else _sparse_cut(n, freq_keep),
     )
 
@@ -550,9 +556,12 @@ def filter_spectrum(k: Tensor, plan: FFTPlan) -> Tensor:
         work = torch.float64 if (k.dtype == torch.float64 or k.device.type == "cpu") else None
         work = work or torch.float32
         kk = k[:, : plan.taps].to(work)
-        spec = torch.fft.fft(kk, n=n, dim=-1) / n
+        spec = torch.fft.fft(kk, n=n, dim=-1, norm="forward")  # scaled by 1 / N
         if plan.freq_cut:
             spec = spec * freq_mask(n, plan.freq_cut, k.device)
-        spec = spec[:, spectrum_order(plan, k.device)]
-        out = torch.stack([spec.real, spec.imag]).to(torch.float32).contiguous()
+        # one gather: natural -> storage order, (H, N, re/im) -> planes (2, H, N)
+        planes = torch.view_as_real(spec).permute(2, 0, 1)
+        out = torch.index_select(planes, 2, spectrum_order(plan, k.device))
+        if out.dtype != torch.float32:
+            out = out.to(torch.float32)
     return out
