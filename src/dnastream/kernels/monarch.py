@@ -399,8 +399,9 @@ def plan_for(
     # du runs on the forward's 2-row tiles (0.50 against 0.79 ms one-row, H100)
     bwd_rows = 1 if fp16 and inner == 2048 and rows == 2 else 0
     # fused one-row fp16 plans scale their fp16 operands by per-tile bounds instead of row and
-    # column maxima: 1.11-1.16x at 4096-8192 on an H100, same error; under outer levels it
-    # gained nothing (0.99-1.00x at 64K-1M; benchmarks/results/explore_plans_h100_stop9.log)
+    # column maxima: 1.08-1.18x at 4096-32768 on an H100, same error (benchmarks/results/
+    # explore_plans_h100_stop9.log); under outer levels it gained nothing (0.99-1.00x at
+    # 64K-1M, explore_plans run 1 of stop 9)
     static_scale = fp16 and rows == 1 and not outer and inner >= 4096
     maxnreg = None
     ctas_per_sm = 2
