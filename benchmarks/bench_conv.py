@@ -22,6 +22,7 @@ Run from the repository root (dnastream need not be installed; ``src`` is put on
     python benchmarks/bench_conv.py --quick                  # a few sizes, fewer repetitions
     python benchmarks/bench_conv.py --sizes 4096,32768 --modes padded,padded_bwd
     python benchmarks/bench_conv.py --sweep --sizes 1024,4096  # also time plan variants
+    python benchmarks/bench_conv.py --graphs --modes padded_bwd # + CUDA-graph replays
     python benchmarks/bench_conv.py --device cpu             # tiny smoke run (Triton interpreter)
 """
 
@@ -163,6 +164,26 @@ def rel_err(torch, y, y64) -> float:
 # ---------------------------------------------------------------------------------------------
 
 
+def graph_ms(torch, timer, fn) -> float | str:
+    """Median ms of replaying ``fn`` captured in a CUDA graph (no host work per call: what
+    the GPU itself takes). Warmed up on a side stream first, as capture requires."""
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+        ms = timer(graph.replay)
+        del graph
+        return ms
+    except Exception as e:  # noqa: BLE001 - reported in the table
+        return f"capture fails ({type(e).__name__}: {str(e)[:80]})"
+
+
 class Timer:
     def __init__(self, torch, device: str, quick: bool) -> None:
         self.torch = torch
@@ -273,6 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--anchors", default=str(ANCHORS))
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
     ap.add_argument(
+        "--graphs",
+        action="store_true",
+        help="also time ours and PyTorch replayed from CUDA graphs (the GPU's time alone)",
+    )
+    ap.add_argument(
         "--untuned",
         action="store_true",
         help="use plan_for's defaults even where benchmarks/tune_conv.py --write-cache stored "
@@ -342,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
         "torch_peak_MB",
         "plan",
     ]
+    if args.graphs:  # CUDA-graph replays: the GPU's time without Python/launch overhead
+        cols += ["ours_graph_ms", "torch_graph_ms", "graph_speedup_vs_torch"]
     print(" | ".join(cols))
     rows_out: list[dict] = []
     gen = torch.Generator(device=dev).manual_seed(0)
@@ -468,6 +496,15 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"#   sweep N={n} {mode} {kw or 'default'}: {timer(fn):.4f} ms")
                     except Exception as e:  # noqa: BLE001
                         print(f"#   sweep N={n} {mode} {kw}: fails ({type(e).__name__}: {e})")
+        if args.graphs and dev == "cuda":
+            fo, ft = (ours_fb, theirs_fb) if bwd else (ours, theirs)
+            row["ours_graph_ms"] = graph_ms(torch, timer, fo)
+            if not args.no_torch:
+                row["torch_graph_ms"] = graph_ms(torch, timer, ft)
+                if isinstance(row["ours_graph_ms"], float) and isinstance(
+                    row["torch_graph_ms"], float
+                ):
+                    row["graph_speedup_vs_torch"] = row["torch_graph_ms"] / row["ours_graph_ms"]
         row["ours/floor"] = row["ours_ms"] / row["floor_ms"]
         if row.get("torch_ms"):
             row["speedup_vs_torch"] = row["torch_ms"] / row["ours_ms"]
