@@ -177,11 +177,14 @@ def graph_ms(torch, timer, fn) -> float | str:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph):
             fn()
-        ms = timer(graph.replay)
-        del graph
-        return ms
+        return timer(graph.replay)
     except Exception as e:  # noqa: BLE001 - reported in the table
         return f"capture fails ({type(e).__name__}: {str(e)[:80]})"
+    finally:
+        graph = None
+        gc.collect()
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
 
 
 class Timer:
@@ -297,6 +300,13 @@ def main(argv: list[str] | None = None) -> int:
         "--graphs",
         action="store_true",
         help="also time ours and PyTorch replayed from CUDA graphs (the GPU's time alone)",
+    )
+    ap.add_argument(
+        "--graphs-max",
+        type=int,
+        default=32768,
+        help="largest FFT size timed with --graphs (host overhead only matters below; a "
+        "graph's private memory pool at the long sizes crowds out the next cases)",
     )
     ap.add_argument(
         "--untuned",
@@ -496,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"#   sweep N={n} {mode} {kw or 'default'}: {timer(fn):.4f} ms")
                     except Exception as e:  # noqa: BLE001
                         print(f"#   sweep N={n} {mode} {kw}: fails ({type(e).__name__}: {e})")
-        if args.graphs and dev == "cuda":
+        if args.graphs and dev == "cuda" and n <= args.graphs_max:
             fo, ft = (ours_fb, theirs_fb) if bwd else (ours, theirs)
             row["ours_graph_ms"] = graph_ms(torch, timer, fo)
             if not args.no_torch:

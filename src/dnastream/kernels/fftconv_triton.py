@@ -1634,11 +1634,13 @@ def _fused_du_dk(
     part, ddp, slots, per = out
     npairs = (batch + 1) // 2
     n_c = heads * (plan.n // plan.inner)
+    # program p's slot j holds channel first_p + j; slots past the last channel hold zeros
+    # (never written), so they are added to the last channel: no boolean indexing, which would
+    # wait for the GPU (and break CUDA-graph capture)
     first = torch.arange(part.shape[0], device=dev) * per // npairs
-    idx = first[:, None] + torch.arange(slots, device=dev)[None, :]
-    valid = idx < n_c
+    idx = (first[:, None] + torch.arange(slots, device=dev)[None, :]).clamp_(max=n_c - 1)
     s = torch.zeros((n_c, 2, plan.inner), dtype=torch.float32, device=dev)
-    s.index_add_(0, idx[valid], part[valid])
+    s.index_add_(0, idx.reshape(-1), part.reshape(-1, 2, plan.inner))
     return du, dg1, _natural_spectrum(plan, s, heads), (ddp if need_d else None)
 
 
