@@ -106,7 +106,7 @@ def main() -> None:
                  "--pool", "bin:128", "--chunk", str(args.chunk), "--device", "cuda",
                  "--quiet"]  # fmt: skip
         # warm the Triton/inductor caches (not timed): a short region, one process
-        run([sys.executable, *embed, "--region", "chrI:1-600000"], Path(tmp) / "warm")
+        run([sys.executable, *embed, "--region", "chrI:1-230218"], Path(tmp) / "warm")
         one = run([sys.executable, *embed], Path(tmp) / "one")
         torchrun = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1",
                     "--nproc-per-node", str(args.gpus), "--master-addr", "127.0.0.1",
