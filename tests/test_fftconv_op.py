@@ -299,3 +299,39 @@ def test_compile_through_fftconv_dispatch_triton_branch(triton_on_cpu, monkeypat
     y64 = fftconv_ref(u.double(), k.double(), D.double(), pregate=g1.double(),
                       postgate=g2.double())  # fmt: skip
     assert rel_err(f(u, k, D, g1, g2), 2.0 * y64) <= 3e-3
+
+
+_NO_DYNAMO_SCRIPT = """
+import os, sys
+os.environ["TRITON_INTERPRET"] = "1"
+os.environ["DNASTREAM_FFTCONV"] = "triton"
+import torch
+from dnastream.kernels import fftconv_op
+import dnastream.kernels.fftconv
+module = sys.modules["dnastream.kernels.fftconv"]  # (the package exports a function of that name)
+fftconv_op.INTERPRET_ON_CPU = True
+module._select_backend = lambda u, context: module._triton_backend
+g = torch.Generator().manual_seed(0)
+u = torch.randn(2, 3, 300, generator=g).to(torch.bfloat16)
+k = torch.randn(3, 300, generator=g) / 20
+with torch.no_grad():
+    y = module.fftconv(u, k)
+assert "torch._dynamo" not in sys.modules, "inference went through the operator wrapper"
+y_op = module.fftconv(u.clone().requires_grad_(True), k)  # with a gradient: the operator
+assert "torch._dynamo" in sys.modules  # (so the check above can fail)
+assert torch.equal(y, y_op.detach()), "the direct call and the operator differ"
+print("ok")
+"""
+
+
+def test_inference_runs_the_kernels_without_the_operator_wrapper() -> None:
+    """Without gradients and outside torch.compile, fftconv() calls the op's body directly:
+    same output bit for bit, and no ``torch._dynamo`` import (the custom-op wrapper imports it
+    on its first call: seconds of a fresh ``dnastream embed`` process). Fresh interpreter."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _NO_DYNAMO_SCRIPT], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]

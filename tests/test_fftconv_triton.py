@@ -623,3 +623,19 @@ def test_natural_spectrum_gather_equals_the_scatter(L, max_fused) -> None:
     want = torch.empty(heads, plan.n, dtype=torch.complex64)
     want[:, spectrum_order(plan)] = torch.complex(planes[0], planes[1])
     assert torch.equal(_natural_spectrum(plan, s, heads), want)
+
+
+def test_the_constant_mark_is_what_torch_dynamo_sets() -> None:
+    """monarch marks the fused-size limit constant for torch.compile without importing
+    torch._dynamo; the mark must be exactly what dynamo's own decorator sets."""
+    import torch._dynamo
+
+    from dnastream.kernels import monarch
+
+    def probe() -> int:
+        return 0
+
+    marked = torch._dynamo.assume_constant_result(probe)
+    mine = monarch._assume_constant_result(lambda: 0)
+    assert vars(marked) == vars(mine) == {"_dynamo_marked_constant": True}
+    assert monarch._fused_causal_limit._dynamo_marked_constant is True

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from dnastream.kernels import fftconv_op  # noqa: F401 - registers torch.ops.dnastream.fftconv
+from dnastream.kernels import fftconv_op  # also registers torch.ops.dnastream.fftconv
 from dnastream.kernels.backend import kernel_mode
 from dnastream.kernels.fftconv_ref import fftconv_ref
 from dnastream.kernels.spectrum import FFTConv
@@ -132,7 +132,12 @@ def _triton_backend(
         spectrum = k.cached(
             ("triton", plan), 2 * heads * plan.n * 4, lambda: filter_spectrum(k_tensor, plan)
         )
-    # The op derives the same plan (plan_for with batch=B) from the shapes.
+    # The op derives the same plan (plan_for with batch=B) from the shapes. Without gradients
+    # and outside torch.compile, its body runs directly (no operator wrapper: see forward_impl).
+    if not needs_grad and not torch.compiler.is_compiling():
+        return fftconv_op.forward_impl(
+            u, k_tensor, D, pregate, postgate, spectrum, causal, freq_keep
+        )
     return torch.ops.dnastream.fftconv(
         u, k_tensor, D, pregate, postgate, spectrum, causal, freq_keep
     )

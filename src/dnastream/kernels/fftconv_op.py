@@ -28,7 +28,7 @@ from torch import Tensor
 
 from dnastream.kernels.fftconv_ref import fftconv_backward_ref, fftconv_ref
 
-__all__ = ["triton_plan"]
+__all__ = ["forward_impl", "triton_plan"]
 
 _TRITON_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
@@ -118,6 +118,34 @@ def _warn_out_of_resources(plan, exc: BaseException) -> None:
         )
 
 
+def forward_impl(
+    u: Tensor,
+    k: Tensor,
+    D: Tensor | None,
+    pregate: Tensor | None,
+    postgate: Tensor | None,
+    k_spectrum: Tensor | None,
+    causal: bool,
+    freq_keep: float | None = None,
+) -> Tensor:
+    """What ``torch.ops.dnastream.fftconv`` computes, without the operator around it: y (B, H,
+    L), contiguous, in u's dtype. Not differentiable. Callers that need no gradient and are
+    not being traced (inference) call it directly: the operator's wrapper imports
+    ``torch._dynamo`` on its first call (1.5 s on a CPU here, more on a cold GPU host) and
+    adds dispatch overhead to every call."""
+    plan = triton_plan(u, k, causal, pregate, postgate, tuned=True, freq_keep=freq_keep)
+    if plan is not None:
+        from dnastream.kernels.fftconv_triton import conv_forward
+
+        spec = _spectrum(plan, k, k_spectrum)
+        args = (plan, u.contiguous(), spec, _opt(D), _opt(pregate), _opt(postgate))
+        y = _unless_out_of_resources(plan, conv_forward, *args)
+        if y is not None:
+            return y
+    y = fftconv_ref(u, k, D, pregate=pregate, postgate=postgate, causal=causal, freq_keep=freq_keep)
+    return y.contiguous()
+
+
 @torch.library.custom_op("dnastream::fftconv", mutates_args=())
 def _fftconv_op(
     u: Tensor,
@@ -130,17 +158,7 @@ def _fftconv_op(
     freq_keep: float | None = None,
 ) -> Tensor:
     """y (B, H, L), contiguous, in u's dtype."""
-    plan = triton_plan(u, k, causal, pregate, postgate, tuned=True, freq_keep=freq_keep)
-    if plan is not None:
-        from dnastream.kernels.fftconv_triton import conv_forward
-
-        spec = _spectrum(plan, k, k_spectrum)
-        args = (plan, u.contiguous(), spec, _opt(D), _opt(pregate), _opt(postgate))
-        y = _unless_out_of_resources(plan, conv_forward, *args)
-        if y is not None:
-            return y
-    y = fftconv_ref(u, k, D, pregate=pregate, postgate=postgate, causal=causal, freq_keep=freq_keep)
-    return y.contiguous()
+    return forward_impl(u, k, D, pregate, postgate, k_spectrum, causal, freq_keep)
 
 
 @_fftconv_op.register_fake

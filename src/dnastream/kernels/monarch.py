@@ -282,10 +282,16 @@ def _fused_causal_limit_uncached() -> int:
     return limit
 
 
+def _assume_constant_result(fn):
+    """``torch._dynamo.assume_constant_result`` without importing ``torch._dynamo`` (1.5 s,
+    which inference never needs): that decorator only sets this mark, which dynamo reads when
+    it traces (``tests/test_fftconv_triton.py`` checks the installed torch still does so)."""
+    fn._dynamo_marked_constant = True
+    return fn
+
+
 # a constant for torch.compile (the dispatch in ``fftconv`` calls plan_for while tracing)
-_fused_causal_limit = getattr(torch._dynamo, "assume_constant_result", lambda f: f)(
-    _fused_causal_limit_uncached
-)
+_fused_causal_limit = _assume_constant_result(_fused_causal_limit_uncached)
 
 
 def _mma_for(dtype: torch.dtype) -> MmaKind:

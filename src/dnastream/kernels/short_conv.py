@@ -97,6 +97,15 @@ def _use_triton(x: Tensor, weight: Tensor) -> bool:
 def _dispatch(x: Tensor, weight: Tensor, bias: Tensor | None, state: Tensor | None) -> Tensor:
     """Triton custom op on CUDA (bf16/fp16/fp32); the PyTorch reference otherwise."""
     if _use_triton(x, weight):
+        needs_grad = torch.is_grad_enabled() and any(
+            t is not None and t.requires_grad for t in (x, weight, bias, state)
+        )
+        if not needs_grad and not torch.compiler.is_compiling():
+            # inference: the op's body without its wrapper (which imports torch._dynamo on its
+            # first call, seconds in a fresh process, and adds dispatch work to every call)
+            from dnastream.kernels.short_conv_triton import short_conv_fwd_triton
+
+            return short_conv_fwd_triton(x, weight, bias, state)
         return torch.ops.dnastream.short_conv(x, weight, bias, state)
     return short_conv_ref(x, weight, bias, state=state)
 
