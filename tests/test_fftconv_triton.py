@@ -294,6 +294,9 @@ def test_large_fused_plans_follow_the_gpu_shared_memory(monkeypatch, cap, fused1
     p32 = plan_for(16000, 16000, True, torch.bfloat16)
     assert (not p16.outer) == fused16k and (not p32.outer) == fused32k
     assert p16.n == 16384 and p32.n == 32768
+    # the backward settings tuned on an H100 follow only where its shared memory is
+    assert (p16.fused_bwd, p16.hoist_f2) == ((True, True) if fused32k else (False, False))
+    assert p32.bwd_chunk == (64 if fused32k else 0)
 
 
 def test_backward_large_fused_causal_plan() -> None:

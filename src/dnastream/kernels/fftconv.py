@@ -110,11 +110,12 @@ def _triton_backend(
     needs_grad = torch.is_grad_enabled() and any(
         t is not None and t.requires_grad for t in (u, k_tensor, D, pregate, postgate)
     )
-    # Measured on an H100 (benchmarks/bench_conv.py, results/bench_conv_h100.log): the fused
-    # kernels (N <= 8192, and causal bf16/fp16 up to 32768) beat torch.fft 1.8-5.1x forward
-    # and 1.4-3.4x forward+backward from N = 512; the multi-pass plans are 0.86-1.8x forward
-    # and 0.56-0.95x with the backward, and the model at 1 Mbp was slower and heavier through
-    # them, so those (and N = 256 or fused N > 8192 with gradients) stay on torch.fft unless
+    # Measured on an H100 (benchmarks/bench_conv.py, results/bench_conv_h100_stop9.log): the
+    # fused kernels (N <= 8192, and causal bf16/fp16 up to 32768) beat torch.fft 1.6-5.4x
+    # forward and 1.1-3.9x forward+backward from N = 512 to 8192 (0.8x at 256: host bound);
+    # the multi-pass plans, 1.3-2.1x forward at B = 8, lost inside the model at B = 1 (1 Mbp
+    # slower and heavier: half of each row pair is zeros) and are 0.8-1.1x with the backward,
+    # so those (and N = 256 or fused N > 8192 with gradients) stay on torch.fft unless
     # DNASTREAM_FFTCONV=triton.
     if (
         plan is None

@@ -405,10 +405,21 @@ def plan_for(
     # du runs on the forward's 2-row tiles (0.50 against 0.79 ms one-row, H100)
     bwd_rows = 1 if fp16 and inner == 2048 and rows == 2 else 0
     # fused one-row fp16 plans scale their fp16 operands by per-tile bounds instead of row and
-    # column maxima: 1.08-1.18x at 4096-32768 on an H100, same error (benchmarks/results/
+    # column maxima: 1.07-1.18x at 4096-32768 on an H100, same error (benchmarks/results/
     # explore_plans_h100_stop9.log); under outer levels it gained nothing (0.99-1.00x at
     # 64K-1M, explore_plans run 1 of stop 9)
     static_scale = fp16 and rows == 1 and not outer and inner >= 4096
+    # backward of the fused 16K / 32K plans, as tuned on an H100 (forward+backward 1.21x and
+    # 1.32x over 16-row filter-gradient chunks; benchmarks/results/tune_backward_h100_stop9.log):
+    # 16K shares FFT(postgate * dy) between du and the filter gradient with the step-2 tables
+    # hoisted, 32K takes 64-row chunks. Kept to GPUs with an H100's shared memory (227 KB).
+    fused_bwd = hoist_f2 = False
+    bwd_chunk = 0
+    if fp16 and not outer and inner > MAX_FUSED_SIZE and _fused_causal_limit() >= MAX_FUSED_CAUSAL:
+        if inner == 2 * MAX_FUSED_SIZE:
+            fused_bwd = hoist_f2 = True
+        else:
+            bwd_chunk = 64
     maxnreg = None
     ctas_per_sm = 2
     if rows > 1:
@@ -449,6 +460,9 @@ def plan_for(
         outer_tw_split=True,
         bwd_rows=bwd_rows,
         static_scale=static_scale,
+        fused_bwd=fused_bwd,
+        hoist_f2=hoist_f2,
+        bwd_chunk=bwd_chunk,
         freq_cut=0 if freq_keep is None else _sparse_cut(n, freq_keep),
     )
 
