@@ -9,10 +9,11 @@
 #   bash benchmarks/gpu_session.sh bench        # bench_conv (with the tuned cache), sparse rows
 #   bash benchmarks/gpu_session.sh pipelines    # bench_pipeline tiny (raw chunks vs always
 #                                               # compressed) and the large shape
+#   bash benchmarks/gpu_session.sh multi        # bench_multi_gpu: torchrun N GPUs vs one
 #   bash benchmarks/gpu_session.sh all
 #
 # Time on an H100 (2026-11-27): tests > 10 min (run the steps in separate calls), tune ~4 min,
-# explore ~1-2 min (parallel pre-compilation), bench ~4 min.
+# explore ~1-2 min (parallel pre-compilation), bench ~5 min, multi ~2 min (2 GPUs).
 set -u
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
@@ -58,9 +59,15 @@ if [[ $what == explore || $what == all ]]; then
     step explore_plans 400 python benchmarks/explore_plans.py --warm-jobs 14
 fi
 if [[ $what == bench || $what == all ]]; then
-    step bench_conv 420 python benchmarks/bench_conv.py --csv "$OUT/bench_conv.csv"
+    step bench_conv 430 python benchmarks/bench_conv.py --graphs --csv "$OUT/bench_conv.csv"
+    # forward+backward: GPU kernel time against host time per step
+    step profile_backward 120 python benchmarks/profile_backward.py --sizes 256,512,1024,4096
     step bench_conv_sparse 200 python benchmarks/bench_conv.py --freq-keep 0.25 \
         --sizes 2048,4096,8192 --modes padded,gated_padded,padded_bwd
+fi
+if [[ $what == multi || $what == all ]]; then
+    # torchrun on every GPU of the host against one GPU (needs >= 2 GPUs)
+    step bench_multi_gpu 300 python benchmarks/bench_multi_gpu.py
 fi
 if [[ $what == pipelines || $what == all ]]; then
     step bench_pipeline_tiny 240 python benchmarks/bench_pipeline.py --device cuda --threads 8
