@@ -147,7 +147,7 @@ def forward_impl(
 
 
 # the operator runs forward_impl (which stays callable as a plain function)
-_fftconv_op = torch.library.custom_op("dnastream::fftconv", forward_impl, mutates_args=())
+_fftconv_op = torch.library.custom_op("dnastream::fftconv", mutates_args=())(forward_impl)
 
 
 @_fftconv_op.register_fake
