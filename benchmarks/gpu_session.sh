@@ -70,6 +70,17 @@ if [[ $what == multi || $what == all ]]; then
     step bench_multi_gpu 300 python benchmarks/bench_multi_gpu.py
 fi
 if [[ $what == pipelines || $what == all ]]; then
+    # a fresh process's fixed cost (imports, first chunk), three times: the first pays the
+    # compile and autotune caches, the later ones show what every run pays
+    for i in 1 2 3; do
+        step "fixed_cost_$i" 120 python -m dnastream score \
+            ../shared/data/genomes/hg38_chr2_1-2333275.fa.gz --region chr2:1-300000 \
+            -o "$OUT/fixed_$i.h5" --model tests/data/hyenadna_tiny_random_hf --device cuda \
+            --quiet --force --stats-json "$OUT/fixed_cost_$i.json"
+        python -c "import json,sys; d=json.load(open(sys.argv[1])); m=d['marks']; \
+print('   imports', round(d['process_start_to_entry'], 2), 's, first chunk', \
+round(m['first_chunk'] - m['loop_start'], 2), 's')" "$OUT/fixed_cost_$i.json"
+    done
     step bench_pipeline_tiny 240 python benchmarks/bench_pipeline.py --device cuda --threads 8
     step bench_pipeline_tiny_compress_always 240 env DNASTREAM_COMPRESS_ALWAYS=1 \
         python benchmarks/bench_pipeline.py --device cuda --threads 8 --jobs embed
