@@ -111,13 +111,16 @@ class FFTPlan:
         outer_ctas_per_sm: persistent programs per SM of the outer kernels (0: ctas_per_sm).
         hoist_f2: one-row ("natural") kernel: load the step-2 DFT tables once per program
             instead of once per spectrum chunk (loop invariants the compiler can keep in
-            shared memory). A tuning option until measured.
+            shared memory). Default with ``fused_bwd`` for the fused 16K plan on GPUs with
+            H100-class shared memory (tuned there), else a tuning option.
         fused_bwd: one-row fused plans: compute du (and dpregate) and the filter-gradient
-            spectrum in one pass that shares FFT(postgate * dy) (a tuning option until
-            measured; the separate passes are the default).
+            spectrum in one pass that shares FFT(postgate * dy). Default for the fused 16K
+            plan on GPUs with H100-class shared memory (1.21x forward+backward on an H100);
+            slower at 2048 (3.58 vs 2.09 ms), so the separate passes stay the default there.
         bwd_chunk, bwd_warps, bwd_maxnreg: launch settings of the filter-gradient kernels
             (cross-correlation spectra summed over the batch): spectrum rows per program
-            (0: 64 for fused bf16/fp16 plans up to 8192 points, else ``max(16, chunk // 2)``),
+            (0: 64 for fused bf16/fp16 plans up to 8192 points, else ``max(16, chunk // 2)``;
+            the fused 32K plan sets 64 on GPUs with H100-class shared memory),
             warps (0: ``num_warps``), register cap (None:
             ``maxnreg``). Tuned for forward+backward by ``benchmarks/tune_conv.py --backward``.
         freq_cut: frequency-sparse convolution: only frequencies ``f`` with
