@@ -394,10 +394,11 @@ def plan_for(
     # the transpose-free "natural" kernel, `chunk` = 32 spectrum rows at a time, 4 warps (one
     # warpgroup: 1.5-1.7x over 8 warps at 4096-8192 points). Outer kernels: registers capped
     # at 168 and 4 programs per SM (1.3-1.7x end to end with the inner changes).
-    # The 256-point FFT keeps 16 rows of 8 uncapped warps: capped, its gated and circular
-    # variants spill (0.46 vs 0.14 ms gated on an H100, benchmarks/results/bench_conv_h100.log).
+    # The 256-point FFT too, with 8 rows: 1.45-1.62x over its former 16 rows of 8 uncapped
+    # warps on an H100 (benchmarks/results/tune_forward_256_h100.log; 16 capped rows spilled:
+    # 0.46 vs 0.14 ms gated, benchmarks/results/bench_conv_h100.log).
     fp16 = mma == "fp16"
-    capped = fp16 and 256 < inner <= 1024
+    capped = fp16 and 256 <= inner <= 1024
     if rows is None:
         rows = (2048 if capped else 4096) // inner if inner <= 1024 else 1
         if fp16 and inner == 2048:  # 2 rows of 4 uncapped warps: 1.44-1.51x over one row
