@@ -1254,8 +1254,9 @@ def _spectrum_bound(spec: Tensor, D: Tensor | None, n: int, inner: int) -> Tenso
     forward and its backward's du pass, or inference with a cached spectrum, compute it once.
     """
     sver, dver = _version(spec), _version(D)
+    memoisable = sver is not None and (D is None or dver is not None)
     memo = _BOUND_MEMO[0]
-    if memo is not None and sver is not None and (D is None or dver is not None):
+    if memo is not None and memoisable:
         sref, s_v, dref, d_v, key, bound = memo
         same_d = dref() is D if dref is not None else D is None
         if sref() is spec and s_v == sver and same_d and d_v == dver and key == (n, inner):
@@ -1265,7 +1266,7 @@ def _spectrum_bound(spec: Tensor, D: Tensor | None, n: int, inner: int) -> Tenso
     bound = spec.abs().sum(dim=0).view(heads * nr, inner).amax(dim=-1)
     if D is not None:
         bound = (bound.view(heads, nr) + D.float().abs()[:, None] / n).reshape(-1)
-    if sver is not None and (D is None or dver is not None):
+    if memoisable:
         dref = weakref.ref(D) if D is not None else None
         _BOUND_MEMO[0] = (weakref.ref(spec), sver, dref, dver, (n, inner), bound)
     return bound
