@@ -96,7 +96,7 @@ def main() -> None:
                 step()
             pr.disable()
             torch.cuda.synchronize()
-            pstats.Stats(pr).sort_stats("tottime").print_stats(14)
+            pstats.Stats(pr).sort_stats("tottime").print_stats(30)
         top = sorted(kern.items(), key=lambda kv: -sum(kv[1]))[: args.top]
         for name, times in top:
             print(f"#   {sum(times) / iters:8.4f} ms  x{len(times) / iters:4.1f}  {name[:110]}")

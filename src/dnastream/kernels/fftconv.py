@@ -99,17 +99,27 @@ def _triton_backend(
     freq_keep: float | None = None,
 ) -> Tensor:
     """Triton path through the ``dnastream::fftconv`` custom op (forward and backward kernels);
-    the filter spectrum for the chosen plan is cached on an :class:`FFTConv`."""
+    the filter spectrum for the chosen plan is cached on an :class:`FFTConv`. Inference of a
+    short filter (and streaming with ``context``) runs blocked overlap-save plans where they
+    are cheaper (:func:`_blocked_inference`)."""
     from dnastream.kernels.monarch import MAX_FUSED_SIZE, MIN_FFT_SIZE, filter_spectrum, plan_for
 
-    assert context is None
     k_tensor = k.k if isinstance(k, FFTConv) else k
     batch, heads, seq_len = u.shape
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (u, k_tensor, D, pregate, postgate, context)
+    )
+    inference = not needs_grad and not torch.compiler.is_compiling()
+    if inference and causal and freq_keep is None and _blocks_enabled():
+        y = _blocked_inference(u, k, D, pregate, postgate, context)
+        if y is not None:
+            return y
+    if context is not None:
+        return fftconv_ref(
+            u, k, D, pregate=pregate, postgate=postgate, causal=causal, context=context
+        )
     plan = plan_for(seq_len, k_tensor.shape[1], causal, u.dtype, batch=batch, freq_keep=freq_keep)
     forced = os.environ.get("DNASTREAM_FFTCONV", "auto") == "triton"
-    needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (u, k_tensor, D, pregate, postgate)
-    )
     # Measured on an H100 (benchmarks/bench_conv.py, results/bench_conv_h100_stop9.log): the
     # fused kernels (N <= 8192, and causal bf16/fp16 up to 32768) beat torch.fft 1.6-5.4x
     # forward and 1.1-3.9x forward+backward from N = 512 to 8192 (0.8x at 256: host bound);
@@ -135,7 +145,7 @@ def _triton_backend(
         )
     # The op derives the same plan (plan_for with batch=B) from the shapes. Without gradients
     # and outside torch.compile, its body runs directly (no operator wrapper: see forward_impl).
-    if not needs_grad and not torch.compiler.is_compiling():
+    if inference:
         return fftconv_op.forward_impl(
             u, k_tensor, D, pregate, postgate, spectrum, causal, freq_keep
         )
@@ -144,8 +154,56 @@ def _triton_backend(
     )
 
 
+def _blocks_enabled() -> bool:
+    """Blocked (overlap-save) inference plans, unless ``DNASTREAM_FFTCONV_BLOCKS=off``."""
+    return os.environ.get("DNASTREAM_FFTCONV_BLOCKS", "on").strip().lower() not in {"off", "0"}
+
+
+def _blocked_inference(
+    u: Tensor,
+    k: Tensor | FFTConv,
+    D: Tensor | None,
+    pregate: Tensor | None,
+    postgate: Tensor | None,
+    context: Tensor | None,
+) -> Tensor | None:
+    """The convolution by a blocked overlap-save plan (no gradients), or None when
+    :func:`~dnastream.kernels.monarch.block_plan_for` finds none cheaper than the full FFT.
+
+    With ``context`` (B, H, C) (streaming), the windows run over ``cat(context, pregate * u)``
+    and the first C outputs are dropped: C <= taps - 1, so it costs one copy of the chunk.
+    """
+    from dnastream.kernels.monarch import block_plan_for, filter_spectrum
+
+    k_tensor = k.k if isinstance(k, FFTConv) else k
+    x, g1, g2 = u, pregate, postgate
+    if context is not None:
+        g = u if pregate is None else u * pregate
+        x = torch.cat([context.to(g.dtype), g], dim=-1)
+        g1 = g2 = None
+    if x.dtype not in _TRITON_DTYPES:
+        return None
+    batch, heads, ext_len = x.shape
+    plan = block_plan_for(ext_len, k_tensor.shape[1], x.dtype, batch=batch)
+    if plan is None:
+        return None
+    spectrum = None
+    if isinstance(k, FFTConv):
+        # the spectrum depends on the window, not on L: one per filter for a whole stream
+        key = ("triton-window", plan.n, plan.taps, plan.n1, plan.n2, plan.outer)
+        spectrum = k.cached(key, 2 * heads * plan.n * 4, lambda: filter_spectrum(k_tensor, plan))
+    y = fftconv_op.forward_with_plan(plan, x, k_tensor, D, g1, g2, spectrum, True)
+    if context is None:
+        return y
+    y = y[..., context.shape[-1] :]
+    if postgate is not None:
+        y = y * postgate
+    return y.to(u.dtype).contiguous()
+
+
 def _select_backend(u: Tensor, context: Tensor | None) -> _Backend:
-    """Triton for CUDA tensors of a supported dtype (no streaming context), else the reference.
+    """Triton for CUDA tensors of a supported dtype, else the reference (with a streaming
+    ``context``, the Triton backend runs blocked plans or hands over to the reference).
 
     ``DNASTREAM_FFTCONV=reference`` forces the PyTorch reference, ``=triton`` forces the Triton
     kernels at every size (for comparisons); by default sizes where Triton is measured slower
@@ -153,12 +211,7 @@ def _select_backend(u: Tensor, context: Tensor | None) -> _Backend:
     """
     if os.environ.get("DNASTREAM_FFTCONV", "auto") == "reference":
         return fftconv_ref
-    if (
-        u.is_cuda
-        and u.dtype in _TRITON_DTYPES
-        and context is None
-        and kernel_mode(u.device) == "compiled"
-    ):
+    if u.is_cuda and u.dtype in _TRITON_DTYPES and kernel_mode(u.device) == "compiled":
         return _triton_backend
     return fftconv_ref
 

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from dnastream.kernels.fftconv_ref import fftconv_backward_ref, fftconv_ref
 
-__all__ = ["forward_impl", "triton_plan"]
+__all__ = ["forward_impl", "forward_with_plan", "triton_plan"]
 
 _TRITON_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
@@ -134,6 +134,23 @@ def forward_impl(
     ``torch._dynamo`` on its first call (1.5 s on a CPU here, more on a cold GPU host) and
     adds dispatch overhead to every call."""
     plan = triton_plan(u, k, causal, pregate, postgate, tuned=True, freq_keep=freq_keep)
+    return forward_with_plan(plan, u, k, D, pregate, postgate, k_spectrum, causal, freq_keep)
+
+
+def forward_with_plan(
+    plan,
+    u: Tensor,
+    k: Tensor,
+    D: Tensor | None,
+    pregate: Tensor | None,
+    postgate: Tensor | None,
+    k_spectrum: Tensor | None,
+    causal: bool,
+    freq_keep: float | None = None,
+) -> Tensor:
+    """:func:`forward_impl` with the Triton plan given (None: the reference), e.g. a blocked
+    (overlap-save) plan from :func:`~dnastream.kernels.monarch.block_plan_for`, which only
+    inference uses. ``k_spectrum`` must be the plan's (or None)."""
     if plan is not None:
         from dnastream.kernels.fftconv_triton import conv_forward
 

@@ -418,6 +418,19 @@ def _store(ptr, offs, val, mask, EMU_RNE: tl.constexpr):
 
 
 @triton.jit
+def _blk_row(r, h, B, H, L, NB, SOUT, T0):
+    """Overlap-save window of virtual row ``r = b * NB + j`` (blocked plans): the element offset
+    of its first sample ``j * SOUT - T0`` in a (B / NB, H, L) tensor (negative for the first
+    block), and the valid window samples ``[lo, hi)`` (none when ``r >= B``, the virtual rows)."""
+    b = r // NB
+    w0 = tl.cast(r - b * NB, tl.int64) * SOUT - T0
+    base = (tl.cast(b, tl.int64) * H + h) * L + w0
+    lo = tl.maximum(-w0, 0)
+    hi = tl.where(r < B, L - w0, 0)
+    return base, lo, hi
+
+
+@triton.jit
 def _row_offsets(
     p,
     h,
@@ -432,12 +445,19 @@ def _row_offsets(
     COLS: tl.constexpr,
     N2: tl.constexpr,
     COMPLEX_IO: tl.constexpr,
+    BLOCKED: tl.constexpr = False,
+    NB=1,
+    SOUT=0,
+    T0=0,
 ):
-    """Offsets and masks of a (rows, COLS) tile whose row i holds column b_idx[i] of the view.
+    """Offsets, load masks and store masks of a (rows, COLS) tile whose row i holds column
+    b_idx[i] of the view.
 
     Element [i, a] is sample ``a * N2 + b_idx[i]`` of pair p[i] of channel h[i] (inner row kp).
     Real I/O: offs0/offs1 index batch rows 2p and 2p+1 of a (B, H, L) tensor.
     Complex I/O: offs0/offs1 index the re/im planes of a (pairs, H, 2, NTOT) fp32 buffer.
+    ``BLOCKED`` (overlap-save): rows 2p and 2p+1 are virtual rows (see :func:`_blk_row`) of B
+    in all; samples before ``T0`` of a window are loaded but not stored.
     """
     a = tl.arange(0, COLS)
     n = a[None, :] * N2 + b_idx[:, None]
@@ -447,6 +467,16 @@ def _row_offsets(
         offs1 = offs0 + NTOT
         m0 = valid[:, None] & (n >= 0)
         m1 = m0
+        s0, s1 = m0, m1
+    elif BLOCKED:
+        base0, lo0, hi0 = _blk_row(2 * p, h, B, H, L, NB, SOUT, T0)
+        base1, lo1, hi1 = _blk_row(2 * p + 1, h, B, H, L, NB, SOUT, T0)
+        offs0 = base0[:, None] + n
+        offs1 = base1[:, None] + n
+        m0 = valid[:, None] & (n >= lo0[:, None]) & (n < hi0[:, None])
+        m1 = valid[:, None] & (n >= lo1[:, None]) & (n < hi1[:, None])
+        s0 = m0 & (n >= T0)
+        s1 = m1 & (n >= T0)
     else:
         base = (tl.cast(2 * p, tl.int64) * H + h) * L
         offs0 = base[:, None] + n
@@ -454,7 +484,8 @@ def _row_offsets(
         inb = n < L
         m0 = valid[:, None] & inb
         m1 = (valid & (2 * p + 1 < B))[:, None] & inb
-    return offs0, offs1, m0, m1
+        s0, s1 = m0, m1
+    return offs0, offs1, m0, m1, s0, s1
 
 
 # ============================================================================================
@@ -498,6 +529,10 @@ def _conv_kernel(
     HOIST: tl.constexpr = True,
     RNE_Y: tl.constexpr = False,
     RNE_Y2: tl.constexpr = False,
+    BLOCKED: tl.constexpr = False,
+    NB=1,
+    SOUT=0,
+    T0=0,
 ):
     """Fused FFT -> spectrum product -> inverse FFT over tiles of R complex rows.
 
@@ -507,6 +542,9 @@ def _conv_kernel(
     Real I/O (NR == 1): y = g2 * (conv(g1 * src) + D * g1 * src), y2 = aux * (same before g2).
     Complex I/O: row kp (length N1 * N2) of the (pairs, H, 2, NTOT) buffer, updated in place.
     HOIST: DFT matrices and twiddles are loaded once per program instead of once per tile.
+    BLOCKED (overlap-save, real I/O): the rows are B virtual rows, windows of N samples of
+    the (B / NB, H, L) tensors (see :func:`_blk_row`), circularly convolved; a window's
+    samples from T0 on are stored.
     """
     M: tl.constexpr = N1 * N2
     pid = tl.program_id(0)
@@ -531,9 +569,10 @@ def _conv_kernel(
         valid = p < NPAIRS
         p = tl.where(valid, p, 0)
         hv = h + 0 * p
-        offs0, offs1, m0, m1 = _row_offsets(
-            p, hv, kp + 0 * p, valid, b_idx, B, H, L, NTOT, M, N1_IO, N2, COMPLEX_IO
-        )
+        offs0, offs1, m0, m1, s0, s1 = _row_offsets(
+            p, hv, kp + 0 * p, valid, b_idx, B, H, L, NTOT, M, N1_IO, N2, COMPLEX_IO,
+            BLOCKED, NB, SOUT, T0,
+        )  # fmt: skip
         xr = _gload(src_ptr, g1_ptr, offs0, m0, HAS_G1)
         xi = _gload(src_ptr, g1_ptr, offs1, m1, HAS_G1)
 
@@ -592,15 +631,15 @@ def _conv_kernel(
             _store(y_ptr, offs1, outi, m1, RNE_Y)
         else:
             if HAS_Y2:
-                a0 = tl.load(aux_ptr + offs0, mask=m0, other=0.0).to(tl.float32)
-                a1 = tl.load(aux_ptr + offs1, mask=m1, other=0.0).to(tl.float32)
-                _store(y2_ptr, offs0, a0 * outr, m0, RNE_Y2)
-                _store(y2_ptr, offs1, a1 * outi, m1, RNE_Y2)
+                a0 = tl.load(aux_ptr + offs0, mask=s0, other=0.0).to(tl.float32)
+                a1 = tl.load(aux_ptr + offs1, mask=s1, other=0.0).to(tl.float32)
+                _store(y2_ptr, offs0, a0 * outr, s0, RNE_Y2)
+                _store(y2_ptr, offs1, a1 * outi, s1, RNE_Y2)
             if HAS_G2:
-                outr = outr * tl.load(g2_ptr + offs0, mask=m0, other=0.0).to(tl.float32)
-                outi = outi * tl.load(g2_ptr + offs1, mask=m1, other=0.0).to(tl.float32)
-            _store(y_ptr, offs0, outr, m0, RNE_Y)
-            _store(y_ptr, offs1, outi, m1, RNE_Y)
+                outr = outr * tl.load(g2_ptr + offs0, mask=s0, other=0.0).to(tl.float32)
+                outi = outi * tl.load(g2_ptr + offs1, mask=s1, other=0.0).to(tl.float32)
+            _store(y_ptr, offs0, outr, s0, RNE_Y)
+            _store(y_ptr, offs1, outi, s1, RNE_Y)
 
 
 @triton.jit
@@ -666,7 +705,7 @@ def _xcorr_kernel(
         p = tl.where(valid, p, 0)
         hv = h + 0 * p
         kv = kp + 0 * p
-        offs0, offs1, m0, m1 = _row_offsets(
+        offs0, offs1, m0, m1, _, _ = _row_offsets(
             p, hv, kv, valid, b_idx, B, H, L, NTOT, M, N1_IO, N2, COMPLEX_IO
         )
         xr = _gload(a_ptr, ga_ptr, offs0, m0, HAS_GA)
@@ -726,20 +765,48 @@ def _xcorr_kernel(
 
 
 @triton.jit
-def _nat_bases(p, h, kp, B, H, L, NTOT, M: tl.constexpr, COMPLEX_IO: tl.constexpr):
+def _nat_bases(
+    p,
+    h,
+    kp,
+    B,
+    H,
+    L,
+    NTOT,
+    M: tl.constexpr,
+    COMPLEX_IO: tl.constexpr,
+    BLOCKED: tl.constexpr = False,
+    NB=1,
+    SOUT=0,
+    T0=0,
+):
     """Scalar element offsets of the two real rows (or re/im planes) of pair p, and the
-    number of valid samples in each (masks are ``n < lim``)."""
+    valid samples ``[lo, hi)`` of each (see :func:`_in_rows`; ``BLOCKED``: :func:`_blk_row`)."""
+    lo0 = 0
+    lo1 = 0
     if COMPLEX_IO:
         base0 = ((tl.cast(p, tl.int64) * H + h) * 2) * NTOT + tl.cast(kp, tl.int64) * M
         base1 = base0 + NTOT
-        lim0 = M
-        lim1 = M
+        hi0 = M
+        hi1 = M
+    elif BLOCKED:
+        base0, lo0, hi0 = _blk_row(2 * p, h, B, H, L, NB, SOUT, T0)
+        base1, lo1, hi1 = _blk_row(2 * p + 1, h, B, H, L, NB, SOUT, T0)
     else:
         base0 = (tl.cast(2 * p, tl.int64) * H + h) * L
         base1 = base0 + tl.cast(H, tl.int64) * L
-        lim0 = L
-        lim1 = tl.where(2 * p + 1 < B, L, 0)  # odd B: the last pair's second row is zero
-    return base0, base1, lim0, lim1
+        hi0 = L
+        hi1 = tl.where(2 * p + 1 < B, L, 0)  # odd B: the last pair's second row is zero
+    return base0, base1, lo0, hi0, lo1, hi1
+
+
+@triton.jit
+def _in_rows(n, lo, hi, BLOCKED: tl.constexpr):
+    """Mask of the samples ``lo <= n < hi`` (``lo`` is 0 unless ``BLOCKED``)."""
+    if BLOCKED:
+        return (n >= lo) & (n < hi)
+    else:
+        return n < hi
 
 
 @triton.jit
@@ -790,6 +857,10 @@ def _conv_nat_kernel(
     RNE_Y: tl.constexpr = False,
     RNE_Y2: tl.constexpr = False,
     STATIC: tl.constexpr = False,
+    BLOCKED: tl.constexpr = False,
+    NB=1,
+    SOUT=0,
+    T0=0,
 ):
     """Fused convolution of one complex row per tile, transpose-free ("natural" orientation).
 
@@ -815,6 +886,10 @@ def _conv_nat_kernel(
     and adds ``FFT(src) * conj(FFT(x))`` chunk by chunk into its own slot of ``part``
     (program, channel - first channel of the program, 2, M), plus ``sum(src * x)`` into
     ``ddp`` (``X_DD``); the launcher sums the slots per channel.
+
+    ``BLOCKED`` (overlap-save, real I/O, not with ``XCORR``): the rows are B virtual rows,
+    windows of N samples of the (B / NB, H, L) tensors (see :func:`_blk_row`), circularly
+    convolved; a window's samples from T0 on are stored.
     """
     M: tl.constexpr = N1 * N2
     SPARSE: tl.constexpr = N2K < N2
@@ -840,12 +915,16 @@ def _conv_nat_kernel(
         p = t % NPAIRS
         h = c // NR
         kp = c % NR
-        base0, base1, lim0, lim1 = _nat_bases(p, h, kp, B, H, L, NTOT, M, COMPLEX_IO)
-        xr = _gload(src_ptr + base0, g1_ptr + base0, n, n < lim0, HAS_G1)
-        xi = _gload(src_ptr + base1, g1_ptr + base1, n, n < lim1, HAS_G1)
+        base0, base1, lo0, hi0, lo1, hi1 = _nat_bases(
+            p, h, kp, B, H, L, NTOT, M, COMPLEX_IO, BLOCKED, NB, SOUT, T0
+        )
+        m0 = _in_rows(n, lo0, hi0, BLOCKED)
+        m1 = _in_rows(n, lo1, hi1, BLOCKED)
+        xr = _gload(src_ptr + base0, g1_ptr + base0, n, m0, HAS_G1)
+        xi = _gload(src_ptr + base1, g1_ptr + base1, n, m1, HAS_G1)
         if XCORR:
-            vr = _gload(xa_ptr + base0, xg_ptr + base0, n, n < lim0, HAS_XG)
-            vi = _gload(xa_ptr + base1, xg_ptr + base1, n, n < lim1, HAS_XG)
+            vr = _gload(xa_ptr + base0, xg_ptr + base0, n, m0, HAS_XG)
+            vi = _gload(xa_ptr + base1, xg_ptr + base1, n, m1, HAS_XG)
             if X_DD:
                 tl.atomic_add(ddp_ptr + c, tl.sum(tl.sum(xr * vr + xi * vi, axis=1), axis=0))
             var, vai, vscale = _col_scaled(vr, vi, MMA_FP16)
@@ -919,8 +998,9 @@ def _conv_nat_kernel(
                     pi = pi * gs[None, :]
             accr += pr
             acci += pi
-        m0 = n < lim0
-        m1 = n < lim1
+        if BLOCKED:  # a window's first T0 samples only feed the later ones
+            m0 = m0 & (n >= T0)
+            m1 = m1 & (n >= T0)
         if HAS_D and SPARSE:  # D * x in the time domain (x reloaded from cache)
             dt = tl.load(d_ptr + h).to(tl.float32)
             accr += dt * _gload(src_ptr + base0, g1_ptr + base0, n, m0, HAS_G1)
@@ -986,7 +1066,7 @@ def _xcorr_nat_kernel(
     dd = tl.sum(tl.zeros((16,), dtype=tl.float32), axis=0)
     start = g * pairs_per_prog
     for p in range(start, tl.minimum(start + pairs_per_prog, NPAIRS)):
-        base0, base1, lim0, lim1 = _nat_bases(p, h, kp, B, H, L, NTOT, M, COMPLEX_IO)
+        base0, base1, _, lim0, _, lim1 = _nat_bases(p, h, kp, B, H, L, NTOT, M, COMPLEX_IO)
         m0 = n < lim0
         m1 = n < lim1
         xr = _gload(a_ptr + base0, ga_ptr + base0, n, m0, HAS_GA)
@@ -1349,6 +1429,13 @@ def _launch_inner_conv(
     plans only) also accumulates the filter-gradient spectra: returns (part, ddp, slots,
     tiles_per_program) for :func:`_xcorr_from_parts`."""
     dev = src.device
+    blocked = dict(BLOCKED=False)
+    if plan.block:  # overlap-save: the rows are the windows, `batch` of them in all
+        if complex_io or xcorr is not None:
+            raise ValueError("a blocked (overlap-save) plan runs the forward kernels only")
+        nb = plan.blocks()
+        batch = batch * nb
+        blocked = dict(BLOCKED=True, NB=nb, SOUT=plan.block_out, T0=plan.taps - 1)
     npairs = (batch + 1) // 2
     nr = plan.n // plan.inner
     rows = max(1, min(plan.rows, _pow2_at_least(npairs)))
@@ -1407,7 +1494,7 @@ def _launch_inner_conv(
             *ptrs, f2c, f2r, xa, xg, part, ddp, kmax, batch, heads, seq_len, npairs, plan.n,
             n_tiles, per, KC=plan.chunk, N2K=plan.n2_kept, HOIST_F2=plan.hoist_f2, STATIC=static,
             XCORR=xcorr is not None, HAS_XG=xcorr is not None and xcorr[1] is not None,
-            X_DD=xcorr is not None and xcorr[2], SLOTS=slots, **flags,
+            X_DD=xcorr is not None and xcorr[2], SLOTS=slots, **blocked, **flags,
         )  # fmt: skip
         return out
     if xcorr is not None:
@@ -1425,6 +1512,7 @@ def _launch_inner_conv(
             per,
             R=rows,
             HOIST=plan.hoist,
+            **blocked,
             **flags,
         )
 
@@ -1661,7 +1749,14 @@ class _FFTConvFn(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):  # type: ignore[override]
         u, k, D, g1, g2, spec = ctx.saved_tensors
-        grads = conv_backward(ctx.plan, dy, u, k, D, g1, g2, spec, ctx.needs_input_grad[:5])
+        plan = ctx.plan
+        if plan.block:  # forward-only overlap-save: the gradients take the full-length plan
+            batch, _, seq_len = u.shape
+            plan = plan_for(seq_len, k.shape[1], True, u.dtype, batch=batch)
+            if plan is None:
+                raise ValueError(f"fftconv_triton: no plan for the backward of L={seq_len}")
+            spec = filter_spectrum(k, plan)
+        grads = conv_backward(plan, dy, u, k, D, g1, g2, spec, ctx.needs_input_grad[:5])
         return (*grads, None, None)
 
 
@@ -1697,6 +1792,8 @@ def conv_backward(
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
     """Gradients (du, dk, dD, dpregate, dpostgate) by the Triton kernels; ``needs`` says which
     (entries for inputs that are None are None). dk is accumulated in fp32."""
+    if plan.block:
+        raise ValueError("conv_backward: a blocked (overlap-save) plan is forward-only")
     # the filter-gradient kernel may use other row tiles (same spectrum order); du does not
     xplan = plan
     if plan.bwd_rows and plan.bwd_rows != plan.rows:

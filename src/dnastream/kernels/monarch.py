@@ -31,6 +31,7 @@ spectra); the kernels live in :mod:`dnastream.kernels.fftconv_triton`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -44,6 +45,7 @@ __all__ = [
     "MAX_OUTER_RADIX",
     "MIN_FFT_SIZE",
     "FFTPlan",
+    "block_plan_for",
     "dft_table",
     "filter_spectrum",
     "freq_cutoff",
@@ -136,6 +138,11 @@ class FFTPlan:
             instead of their row and column maxima (no cross-thread reductions per chunk).
         outer_tw_split: outer kernels compute a tile's twiddles as a per-tile vector times a
             per-program block (P cosines and sines per tile instead of BS * P).
+        block: overlap-save ("partial convolution" of a short filter, forward only): the
+            causal convolution of the whole length-``seq_len`` sequence is cut into windows
+            of ``n`` samples starting every :attr:`block_out` samples, each circularly
+            convolved in one fused program; the first ``taps - 1`` outputs of a window are
+            dropped (they wrap around), the others are exact. Made by :func:`block_plan_for`.
     """
 
     n: int
@@ -170,6 +177,7 @@ class FFTPlan:
     bwd_rows: int = 0
     outer_bf16: bool = False
     static_scale: bool = False
+    block: bool = False
     _strides: tuple[int, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -184,7 +192,13 @@ class FFTPlan:
             raise ValueError("FFTPlan: n != n1 * n2 * prod(outer)")
         if not self.causal and self.n != self.seq_len:
             raise ValueError("FFTPlan: circular convolution needs n == seq_len")
-        if self.causal and self.n < self.seq_len + self.taps - 1:
+        if self.block:
+            if not self.causal or self.outer or self.freq_cut or 2 * (self.taps - 1) > self.n:
+                raise ValueError(
+                    "FFTPlan: a blocked (overlap-save) plan is causal, fused, dense and needs "
+                    "taps - 1 <= n / 2"
+                )
+        elif self.causal and self.n < self.seq_len + self.taps - 1:
             raise ValueError("FFTPlan: causal convolution needs n >= seq_len + taps - 1")
         strides = []
         s = self.n
@@ -198,7 +212,7 @@ class FFTPlan:
             object.__setattr__(self, "outer_io", _io_rows(self.seq_len, self.outer[0], strides[0]))
 
     def _default_io_rows(self) -> int:
-        if self.outer:
+        if self.outer or self.block:
             return self.n1
         return _io_rows(self.seq_len, self.n1, self.n2)
 
@@ -206,6 +220,15 @@ class FFTPlan:
     def inner(self) -> int:
         """Length of the inner (in-program) FFT, ``n1 * n2``."""
         return self.n1 * self.n2
+
+    @property
+    def block_out(self) -> int:
+        """Outputs per window of a blocked plan, ``n - taps + 1`` (its window stride)."""
+        return self.n - self.taps + 1
+
+    def blocks(self) -> int:
+        """Windows per sequence of a blocked plan (``ceil(seq_len / block_out)``)."""
+        return -(-self.seq_len // self.block_out)
 
     @property
     def strides(self) -> tuple[int, ...]:
@@ -234,7 +257,8 @@ class FFTPlan:
         head = f"N={self.n} " + ("fused" if not self.outer else f"outer[{levels}]")
         sparse = f" freq<{self.freq_cut} cols={self.n2_kept}" if self.freq_cut else ""
         tiles = f"inner {self.n1}x{self.n2} io={self.io_rows} R={self.rows} {self.mma}"
-        return f"{head} {tiles}{sparse}"
+        blocked = f" blocked x{self.blocks()} out={self.block_out}" if self.block else ""
+        return f"{head} {tiles}{sparse}{blocked}"
 
 
 def _io_rows(seq_len: int, radix: int, stride: int) -> int:
@@ -470,6 +494,77 @@ def plan_for(
         bwd_chunk=bwd_chunk,
         freq_cut=0 if freq_keep is None else _sparse_cut(n, freq_keep),
     )
+
+
+# Forward cost per sample on an H100 (bf16, ps; benchmarks/results/bench_conv_h100_stop9.log,
+# B=64 H=768): a fused circular FFT of n points (what one overlap-save window costs; 256 with
+# the stop-9 tiles, 1.5x over that run), and the padded causal plan of FFT size n per output.
+_WINDOW_PS = {256: 6.7, 512: 5.3, 1024: 5.3, 2048: 5.9, 4096: 5.9, 8192: 9.1}
+_PADDED_PS = {256: 12.9, 512: 9.1, 1024: 9.6, 2048: 10.1, 4096: 10.0, 8192: 10.3, 16384: 20.0}
+_PADDED_PS_LARGE = {32768: 28.8, 65536: 35.6}  # beyond: 44 (multi-pass, 128K-1M)
+
+
+def _padded_cost(n: int) -> float:
+    return _PADDED_PS.get(n) or _PADDED_PS_LARGE.get(n) or 44.0
+
+
+def block_plan_for(
+    seq_len: int,
+    filter_len: int,
+    dtype: torch.dtype,
+    *,
+    batch: int | None = None,
+    max_window: int = MAX_FUSED_SIZE,
+    window: int | None = None,
+) -> FFTPlan | None:
+    """An overlap-save plan (:attr:`FFTPlan.block`) for the causal convolution of ``seq_len``
+    samples with a short filter, when it is cheaper than :func:`plan_for`'s plan, else None.
+
+    The window size ``n`` (a power of two, ``256 <= n <= max_window``, fp32: <= 4096) must hold
+    ``taps - 1 <= n / 2``; among those, the one with the least estimated time per output
+    (``cost(n) * n * windows``, H100 measurements) is taken if it beats the full plan by 10% or
+    more. Forward only (inference): the backward kernels take :func:`plan_for`'s plans.
+    A window of ``n`` samples gives ``n - taps + 1`` outputs; windows of one sequence pair up in
+    the complex rows, so ``batch = 1`` wastes nothing. ``window`` forces ``n`` (tests,
+    benchmarks): the plan is then returned whatever the estimates say (ValueError if ``n`` is
+    not a power of two in ``[256, max_window]`` with ``taps - 1 <= n / 2``).
+    """
+    if seq_len < 1 or filter_len < 1:
+        raise ValueError(f"block_plan_for: need L >= 1 and Lk >= 1, got {seq_len}, {filter_len}")
+    taps = min(filter_len, seq_len)
+    mma = _mma_for(dtype)
+    if mma == "tf32x3":
+        max_window = min(max_window, MAX_FUSED_SIZE // 2)
+    if window is not None:
+        if not _is_pow2(window) or not MIN_FFT_SIZE <= window <= max_window:
+            raise ValueError(f"block_plan_for: window {window} not a power of two in [256, "
+                             f"{max_window}]")  # fmt: skip
+        if 2 * (taps - 1) > window:
+            raise ValueError(f"block_plan_for: {taps} taps need a window >= {2 * (taps - 1)}")
+        return _block_plan(seq_len, taps, dtype, window, batch)
+    full_n = max(MIN_FFT_SIZE, _next_pow2(seq_len + taps - 1))
+    full_cost = _padded_cost(full_n) * seq_len
+    best = None
+    n = MIN_FFT_SIZE
+    while n <= max_window:
+        if 2 * (taps - 1) <= n:
+            cost = _WINDOW_PS[n] * n * -(-seq_len // (n - taps + 1))
+            if best is None or cost < best[0]:
+                best = (cost, n)
+        n *= 2
+    if best is None or best[0] > 0.9 * full_cost:
+        return None
+    n = best[1]
+    if seq_len <= n - taps + 1:  # one window is the padded plan itself
+        return None
+    return _block_plan(seq_len, taps, dtype, n, batch)
+
+
+def _block_plan(seq_len: int, taps: int, dtype: torch.dtype, n: int, batch: int | None) -> FFTPlan:
+    windows = -(-seq_len // (n - taps + 1))
+    circ = plan_for(n, n, False, dtype, batch=batch * windows if batch else windows)
+    assert circ is not None and not circ.outer
+    return dataclasses.replace(circ, seq_len=seq_len, taps=taps, causal=True, block=True)
 
 
 def freq_cutoff(n: int, freq_keep: float) -> int:
