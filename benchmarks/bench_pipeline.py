@@ -22,6 +22,10 @@ model dominates. ``--max-bases N`` limits each job to its first N bases (CPU smo
     python benchmarks/bench_pipeline.py --device cpu --threads 2      # bar: >= 53.7 kbp/s, <= 2 GB
     python benchmarks/bench_pipeline.py --device cuda                 # bar: overhead <= 10%
     python benchmarks/bench_pipeline.py --device cuda --model-shape large
+
+A last table times both sides in fresh processes: the pipeline's command against the model
+alone in a fresh process (``--model-only-child``: imports, CUDA, model load and the kernels'
+caches paid the same way, tokens prepared beforehand), i.e. what the pipeline adds end to end.
 """
 
 from __future__ import annotations
@@ -103,6 +107,22 @@ def model_only(
     return t1 - t0, t1 - first, sum(int(p.numel()) for p in ids), int(ids[0].numel())
 
 
+def model_only_child(model_path: str, tokens: str, chunk: int, device: str, logprobs: bool) -> None:
+    """The model alone in a fresh process (``--model-only-child``): load the model and stream
+    the tokens saved by the parent (``.npy``), bringing back what the pipeline brings back.
+    The parent times the whole process, so it pays what the pipeline pays for python, torch,
+    CUDA and the kernels' caches, but no FASTA, tokenizer, HDF5 or compression."""
+    ids = torch.from_numpy(np.load(tokens))
+    model = load_model(Path(model_path), device=device).eval()
+    engine = StreamingHyenaDNA(model, filter_len=model.config.layer.l_max)
+    engine.reset(1)
+    for piece in ids.split(chunk):
+        out = engine.step(piece.to(device)[None], return_logprobs=logprobs)
+        (out.token_logprobs if logprobs else out.last_hidden_state).cpu()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
 def pipeline(cmd: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     """Wall seconds, peak RSS (GB) of a subprocess, and its stderr tail."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
@@ -138,7 +158,13 @@ def main() -> None:
     parser.add_argument("--model-shape", choices=("tiny", "large"), default="tiny")
     parser.add_argument("--max-bases", type=int, default=None, help="only the first N bases")
     parser.add_argument("--keep-stats", type=Path, default=None, help="copy the stats JSONs here")
+    parser.add_argument("--model-only-child", nargs=4, metavar=("MODEL", "TOKENS", "CHUNK", "LP"),
+                        help=argparse.SUPPRESS)  # fmt: skip
     args = parser.parse_args()
+    if args.model_only_child:
+        m, tokens, n, lp = args.model_only_child
+        model_only_child(m, tokens, int(n), args.device, lp == "1")
+        return
     chunk = args.chunk or (4096 if args.device == "cpu" else 262_144)
     torch.set_num_threads(args.threads)
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
@@ -169,6 +195,14 @@ def main() -> None:
             model_s, model_steady, bases, first = model_only(
                 model, path, record, chunk, args.device, logprobs, lim
             )
+            # the model alone in a fresh process, timed like the pipeline's subprocess
+            tokens = Path(tmp) / f"{job}_tokens.npy"
+            with FastaFile(path, build_index=False) as fa:
+                np.save(tokens, np.concatenate(
+                    [encode(seq) for _, seq in fa.iter_chunks(record, chunk, 0, lim)]))  # fmt: skip
+            child = [sys.executable, __file__, "--device", args.device, "--model-only-child",
+                     str(model), str(tokens), str(chunk), "1" if logprobs else "0"]  # fmt: skip
+            fresh_s, _, _ = pipeline(child, env)
             stats_path = Path(tmp) / f"{job}.json"
             spawn = time.time()
             pipe_s, rss_gb, _ = pipeline([*cmd, "--stats-json", str(stats_path)], env)
@@ -180,6 +214,7 @@ def main() -> None:
             disk_s = write_floor(out_file.stat().st_size, tmp)
             stats["write_floor_s"] = disk_s
             stats["output_bytes"] = out_file.stat().st_size
+            stats["model_only_fresh_s"] = fresh_s
             rows.append((name, bases, first, model_s, model_steady, pipe_s, rss_gb, spawn, stats))
             print(json.dumps(stats), flush=True)
     shape = "tiny" if args.model_shape == "tiny" else "HyenaDNA-large shape (random weights)"
@@ -245,6 +280,16 @@ def main() -> None:
         floor = max(model_s, st["write_floor_s"])
         print(f"| {name} | {st['output_bytes'] / 1e9:.2f} | {st['write_floor_s']:.2f} | "
               f"{model_s:.2f} | {pipe_s:.2f} | {pipe_s / floor - 1:+.0%} |")  # fmt: skip
+    print(
+        "\nBoth in fresh processes: the pipeline's command against the model alone in a fresh "
+        "process (python, torch, CUDA, model load, kernel caches; tokens prepared beforehand, "
+        "outputs copied back, nothing written): what the pipeline itself adds end to end.\n"
+    )
+    print("| job | model-only fresh s | pipeline s | end-to-end overhead |")
+    print("|---|---|---|---|")
+    for name, _, _, _, _, pipe_s, _, _, st in rows:
+        fresh = st["model_only_fresh_s"]
+        print(f"| {name} | {fresh:.2f} | {pipe_s:.2f} | {pipe_s / fresh - 1:+.0%} |")
     print("\nloop sums (s):")
     for name, *_, st in rows:
         loop = ", ".join(f"{k} {v:.2f}" for k, v in sorted(st["loop"].items()))
