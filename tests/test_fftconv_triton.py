@@ -580,8 +580,11 @@ def test_fused_backward_equals_the_separate_passes(B, L, dtype, freq_keep, gates
                               leaves, dy)  # fmt: skip
     want = torch.autograd.grad(fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=plan),
                                leaves, dy)  # fmt: skip
+    # the same maths; on a GPU the two kernels round their fp16 tensor-core operands per
+    # chunk of different sizes (H100: 1.2e-5 apart in bf16), in the interpreter identically
+    tol = 1e-4 if (u.is_cuda and dtype != torch.float32) else 1e-6
     for a, b in zip(got, want, strict=True):
-        assert rel_err(a, b.double()) < 1e-6
+        assert rel_err(a, b.double()) < tol
 
 
 def test_spectrum_bound_is_memoised_only_for_the_same_unchanged_tensors() -> None:

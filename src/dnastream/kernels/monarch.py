@@ -425,8 +425,12 @@ def plan_for(
     capped = fp16 and 256 <= inner <= 1024
     if rows is None:
         rows = (2048 if capped else 4096) // inner if inner <= 1024 else 1
-        if fp16 and inner == 2048:  # 2 rows of 4 uncapped warps: 1.44-1.51x over one row
-            rows = 2  # (H100, benchmarks/results/explore_plans_small_h100.log)
+        # 2 rows of 4 uncapped warps: 1.44-1.51x over one row (H100, benchmarks/results/
+        # explore_plans_small_h100.log); frequency-sparse plans keep the one-row kernel, the
+        # one that skips the zero spectrum blocks
+        sparse = freq_keep is not None and _sparse_cut(n, freq_keep) > 0
+        if fp16 and inner == 2048 and not sparse:
+            rows = 2
         if batch is not None:
             rows = min(rows, _next_pow2(max(1, (batch + 1) // 2)))
     # the filter-gradient kernel keeps the one-row tiles it was tuned with at 2048 points;
