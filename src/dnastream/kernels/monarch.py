@@ -426,10 +426,10 @@ def plan_for(
     if rows is None:
         rows = (2048 if capped else 4096) // inner if inner <= 1024 else 1
         # 2 rows of 4 uncapped warps: 1.44-1.51x over one row (H100, benchmarks/results/
-        # explore_plans_small_h100.log); frequency-sparse plans keep the one-row kernel, the
-        # one that skips the zero spectrum blocks
-        sparse = freq_keep is not None and _sparse_cut(n, freq_keep) > 0
-        if fp16 and inner == 2048 and not sparse:
+        # explore_plans_small_h100.log). Frequency-sparse plans too: the one-row kernel that
+        # skips the zero spectrum blocks lost to them at 2048 (keep 1/4, H100: 0.71 vs 0.51 ms
+        # forward, 1.92 vs 1.50 ms forward+backward; results/bench_conv_sparse_h100_stop10.log)
+        if fp16 and inner == 2048:
             rows = 2
         if batch is not None:
             rows = min(rows, _next_pow2(max(1, (batch + 1) // 2)))
