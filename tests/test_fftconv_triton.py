@@ -645,3 +645,48 @@ def test_the_constant_mark_is_what_torch_dynamo_sets() -> None:
     mine = monarch._assume_constant_result(lambda: 0)
     assert vars(marked) == vars(mine) == {"_dynamo_marked_constant": True}
     assert monarch._fused_causal_limit._dynamo_marked_constant is True
+
+
+@pytest.mark.parametrize(
+    ("L", "causal", "freq_keep"),
+    [
+        (128, True, None),
+        (256, False, None),
+        (500, True, 0.25),
+        (300, True, None),
+        (1000, True, None),
+    ],
+)
+def test_dft_table_products_equal_the_fft_path(monkeypatch, L, causal, freq_keep) -> None:
+    """Fused plans up to 1024 points take the filter spectrum and the filter gradient as one
+    product with a cached DFT table (fewer host operations per step); same values as the FFT
+    and gather they replace, frequency-sparse mask included."""
+    from dnastream.kernels import monarch
+    from dnastream.kernels.fftconv_triton import _filter_gradient
+
+    plan = plan_for(L, L, causal, torch.float32, freq_keep=freq_keep)
+    assert monarch.uses_gemm_spectrum(plan) == (plan.n <= monarch.GEMM_SPECTRUM_MAX)
+    g = torch.Generator().manual_seed(L)
+    k = torch.randn(5, L + 7, generator=g)  # taps beyond the plan's are ignored
+    s = torch.randn(5, 2, plan.n, generator=g)  # summed spectra, planes in storage order
+    got = filter_spectrum(k, plan), _filter_gradient(plan, s, k)
+    monkeypatch.setattr(monarch, "GEMM_SPECTRUM_MAX", 0)
+    want = filter_spectrum(k, plan), _filter_gradient(plan, s, k)
+    assert got[0].shape == want[0].shape == (2, 5, plan.n)
+    assert rel_err(got[0], want[0].double()) < 1e-6
+    assert got[1].shape == want[1].shape == k.shape
+    assert rel_err(got[1], want[1].double()) < 1e-5
+
+
+def test_dft_table_products_avoid_tf32(monkeypatch) -> None:
+    """A float32 product on CUDA runs in float64 unless float32 matmuls are exact ("highest"
+    precision): TF32 would cost the fp32 bar."""
+    from dnastream.kernels.monarch import gemm_dtype
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    monkeypatch.setattr(torch, "get_float32_matmul_precision", lambda: "highest")
+    assert gemm_dtype(torch.float32, cuda) == torch.float32
+    monkeypatch.setattr(torch, "get_float32_matmul_precision", lambda: "high")
+    assert gemm_dtype(torch.float32, cuda) == torch.float64
+    assert gemm_dtype(torch.float32, cpu) == torch.float32
+    assert gemm_dtype(torch.float64, cuda) == torch.float64

@@ -70,9 +70,12 @@ from dnastream.kernels.monarch import (
     dft_table,
     filter_spectrum,
     freq_mask,
+    gemm_dtype,
+    gradient_table,
     inner_twiddles,
     plan_for,
     spectrum_order,
+    uses_gemm_spectrum,
 )
 
 __all__ = ["FFTPlan", "fftconv_triton", "filter_spectrum", "plan_for", "uses_triton"]
@@ -1601,8 +1604,9 @@ def _xcorr(
 ) -> tuple[Tensor, Tensor | None]:
     """Cross-correlation spectrum summed over the batch and the dot products sum(x * dz).
 
-    Returns (S (H, N) complex64 in natural frequency order, dd (H,) fp32 or None), where
-    S = sum_b FFT(gb * b)_b * conj(FFT(ga * a)_b) and dd = sum_(b, t) (ga * a) (gb * b).
+    Returns (S (H * NR, 2, inner) fp32 planes in storage order, dd (H,) fp32 or None), where
+    S = sum_b FFT(gb * b)_b * conj(FFT(ga * a)_b) and dd = sum_(b, t) (ga * a) (gb * b)
+    (:func:`_filter_gradient` turns S into the filter gradient).
     """
     batch, heads, seq_len = a.shape
     npairs = (batch + 1) // 2
@@ -1625,7 +1629,8 @@ def _xcorr(
     xchunk = min(plan.n1, plan.bwd_chunk or default)
     nch = plan.n1 // xchunk if rows == 1 else 1
     part = torch.empty((n_c, groups, 2, plan.inner), dtype=torch.float32, device=dev)
-    dd_part = torch.zeros((n_c, groups, nch), dtype=torch.float32, device=dev)
+    # every program stores its partial sums (when HAS_DD): no fill needed
+    dd_part = torch.empty((n_c, groups, nch), dtype=torch.float32, device=dev)
     if not plan.outer:
         srcs = (a, ga if ga is not None else a, b, gb if gb is not None else b)
         complex_io, has_ga, has_gb, has_dd = False, ga is not None, gb is not None, want_dd
@@ -1659,7 +1664,6 @@ def _xcorr(
             *common, n_pblk, blk_per_prog, R=rows, HOIST=plan.hoist, **flags
         )
     summed = part[:, 0] if part.shape[1] == 1 else part.sum(dim=1)
-    s_nat = _natural_spectrum(plan, summed, heads)
     dd = None
     if want_dd:
         if has_dd:
@@ -1668,7 +1672,7 @@ def _xcorr(
             x = a.float() if ga is None else a.float() * ga.float()
             z = b.float() if gb is None else b.float() * gb.float()
             dd = (x * z).sum(dim=(0, 2))
-    return s_nat, dd
+    return summed, dd
 
 
 _NATURAL_GATHER: dict[tuple, Tensor] = {}
@@ -1710,7 +1714,7 @@ def _fused_du_dk(
     need_d: bool,
 ) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
     """One pass for du (and dpregate) and the filter-gradient spectrum (one-row plans):
-    returns (du, dg1, S (H, N) complex natural order, dD sums or None)."""
+    returns (du, dg1, S (H * NR, 2, inner) planes in storage order, dD sums or None)."""
     batch, heads, seq_len = dy.shape
     dev = dy.device
     du = torch.empty_like(dy)
@@ -1730,7 +1734,32 @@ def _fused_du_dk(
     idx = (first[:, None] + torch.arange(slots, device=dev)[None, :]).clamp_(max=n_c - 1)
     s = torch.zeros((n_c, 2, plan.inner), dtype=torch.float32, device=dev)
     s.index_add_(0, idx.reshape(-1), part.reshape(-1, 2, plan.inner))
-    return du, dg1, _natural_spectrum(plan, s, heads), (ddp if need_d else None)
+    return du, dg1, s, (ddp if need_d else None)
+
+
+def _filter_gradient(plan: FFTPlan, s: Tensor, k: Tensor) -> Tensor:
+    """dk (H, Lk) in k's dtype from the summed cross-correlation spectra ``s`` (storage
+    order, see :func:`_xcorr`): the first taps of its inverse FFT (one product with a DFT table
+    for small fused plans, :func:`~dnastream.kernels.monarch.gradient_table`; else a gather to
+    natural order and ``ifft``); taps beyond the plan's (causal, Lk > L) get no gradient."""
+    heads = k.shape[0]
+    taps = min(plan.taps, k.shape[1])
+    if uses_gemm_spectrum(plan):
+        dt = gemm_dtype(torch.float32, s.device)
+        w = gradient_table(plan, taps, dt, s.device)
+        full = torch.matmul(s.reshape(heads, 2 * plan.n).to(dt), w)  # (H, taps), fresh
+        part = full.to(k.dtype)
+    else:
+        s_nat = _natural_spectrum(plan, s, heads)
+        if plan.freq_cut:  # frequency-sparse: the filter only has the kept frequencies
+            s_nat = s_nat * freq_mask(plan.n, plan.freq_cut, s_nat.device)
+        full = torch.fft.ifft(s_nat, dim=-1).real
+        part = full[:, :taps].to(k.dtype, copy=True, memory_format=torch.contiguous_format)
+    if taps == k.shape[1]:
+        return part
+    dk = torch.zeros(k.shape, dtype=k.dtype, device=k.device)
+    dk[:, :taps] = part
+    return dk
 
 
 # ============================================================================================
@@ -1804,10 +1833,10 @@ def conv_backward(
     dy = dy.contiguous()
     du = dk = dD = dg1 = dg2 = None
     fused = plan.fused_bwd and xplan.rows == 1 and not plan.outer and need_k
-    s_nat = dd = None
+    s_sto = dd = None
     if fused:
         # one pass: du / dpregate and the filter-gradient spectrum share FFT(postgate * dy)
-        du, dg1, s_nat, dd = _fused_du_dk(xplan, dy, u, g1, g2, spec, D, need_g1, need_d)
+        du, dg1, s_sto, dd = _fused_du_dk(xplan, dy, u, g1, g2, spec, D, need_g1, need_d)
         if not need_u:
             du = None
     elif need_u or need_g1:
@@ -1832,16 +1861,8 @@ def conv_backward(
     if need_k or need_d:
         if need_k:
             if not fused:
-                s_nat, dd = _xcorr(xplan, u, g1, dy, g2, want_dd=need_d)
-            if plan.freq_cut:  # frequency-sparse: the filter only has the kept frequencies
-                s_nat = s_nat * freq_mask(plan.n, plan.freq_cut, s_nat.device)
-            full = torch.fft.ifft(s_nat, dim=-1).real
-            taps = min(plan.taps, k.shape[1])
-            if taps == k.shape[1]:
-                dk = full[:, :taps].to(k.dtype, copy=True, memory_format=torch.contiguous_format)
-            else:  # taps beyond the plan's (causal, Lk > L) get no gradient
-                dk = torch.zeros(k.shape, dtype=k.dtype, device=k.device)
-                dk[:, :taps] = full[:, :taps]
+                s_sto, dd = _xcorr(xplan, u, g1, dy, g2, want_dd=need_d)
+            dk = _filter_gradient(plan, s_sto, k)
         else:
             x = u.float() if g1 is None else u.float() * g1.float()
             z = dy.float() if g2 is None else dy.float() * g2.float()

@@ -50,10 +50,14 @@ __all__ = [
     "filter_spectrum",
     "freq_cutoff",
     "freq_mask",
+    "gemm_dtype",
+    "gradient_table",
     "inner_twiddles",
     "plan_for",
     "sparse_fft_size",
     "spectrum_order",
+    "spectrum_table",
+    "uses_gemm_spectrum",
 ]
 
 MIN_RADIX = 16  # smallest dot dimension Triton accepts
@@ -662,6 +666,62 @@ def spectrum_order(plan: FFTPlan, device: torch.device | str = "cpu") -> Tensor:
     return t
 
 
+#: FFT sizes (fused plans) whose filter spectrum, and whose filter gradient in the backward, is
+#: one matrix product with a cached DFT table instead of an FFT and a reordering gather: fewer
+#: host operations per training step at the sizes where the host, not the GPU, bounds the step
+#: (the tables are at most 2N x N fp32 = 8 MB).
+GEMM_SPECTRUM_MAX = 1024
+
+
+def uses_gemm_spectrum(plan: FFTPlan) -> bool:
+    """True when :func:`filter_spectrum` and the filter gradient use DFT-table products."""
+    return not plan.outer and plan.n <= GEMM_SPECTRUM_MAX
+
+
+def gemm_dtype(work: torch.dtype, device: torch.device) -> torch.dtype:
+    """``work``, or float64 where a float32 CUDA product may run in TF32
+    (``torch.get_float32_matmul_precision() != "highest"``): the spectrum stays exact fp32."""
+    if work == torch.float32 and device.type == "cuda":
+        if torch.get_float32_matmul_precision() != "highest":
+            return torch.float64
+    return work
+
+
+def _angles(plan: FFTPlan, taps: int) -> tuple[Tensor, Tensor]:
+    """(taps, N) float64 angles 2 pi f(p) t / N for storage position p, and the (N,) keep mask
+    of a frequency-sparse plan in storage order (all ones when dense)."""
+    order = spectrum_order(plan, "cpu")
+    t = torch.arange(taps, dtype=torch.int64)
+    phase = (t[:, None] * order[None, :]) % plan.n
+    keep = freq_mask(plan.n, plan.freq_cut)[order].to(torch.float64)
+    return phase.to(torch.float64) * (2 * math.pi / plan.n), keep
+
+
+def spectrum_table(plan: FFTPlan, taps: int, dtype: torch.dtype, device) -> Tensor:
+    """(2, taps, N): ``filter_spectrum(k, plan) == k[:, :taps] @ table`` (planes re, im, storage
+    order, scaled by 1 / N, frequency-sparse mask folded in). Cached."""
+    device = torch.device(device)
+    key = ("spec_gemm", plan.n1, plan.n2, plan.n, taps, plan.freq_cut, dtype, device)
+    if key not in _TABLES:
+        ang, keep = _angles(plan, taps)
+        w = torch.stack([torch.cos(ang), -torch.sin(ang)]) * (keep / plan.n)
+        _TABLES[key] = w.to(dtype=dtype, device=device).contiguous()
+    return _TABLES[key]
+
+
+def gradient_table(plan: FFTPlan, taps: int, dtype: torch.dtype, device) -> Tensor:
+    """(2N, taps): taps ``t < taps`` of ``ifft(S).real`` for a spectrum ``S`` given as (re, im)
+    planes in storage order, flattened (row ``c * N + p``): ``dk = S_planes @ table``, with the
+    frequency-sparse mask folded in. Cached."""
+    device = torch.device(device)
+    key = ("grad_gemm", plan.n1, plan.n2, plan.n, taps, plan.freq_cut, dtype, device)
+    if key not in _TABLES:
+        ang, keep = _angles(plan, taps)
+        w = torch.cat([torch.cos(ang).T, -torch.sin(ang).T]) * (keep.repeat(2)[:, None] / plan.n)
+        _TABLES[key] = w.to(dtype=dtype, device=device).contiguous()
+    return _TABLES[key]
+
+
 def filter_spectrum(k: Tensor, plan: FFTPlan) -> Tensor:
     """Spectrum of the filter in the kernel's storage order, scaled by ``1 / N``.
 
@@ -680,6 +740,11 @@ def filter_spectrum(k: Tensor, plan: FFTPlan) -> Tensor:
     with torch.no_grad():
         work = torch.float64 if (k.dtype == torch.float64 or k.device.type == "cpu") else None
         work = work or torch.float32
+        if uses_gemm_spectrum(plan):  # one product, already in storage order (no FFT, gather)
+            dt = gemm_dtype(work, k.device)
+            taps = min(plan.taps, k.shape[1])
+            out = torch.matmul(k[:, :taps].to(dt), spectrum_table(plan, taps, dt, k.device))
+            return out if out.dtype == torch.float32 else out.to(torch.float32)
         kk = k[:, : plan.taps].to(work)
         spec = torch.fft.fft(kk, n=n, dim=-1, norm="forward")  # scaled by 1 / N
         if plan.freq_cut:
