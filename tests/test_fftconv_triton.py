@@ -667,8 +667,8 @@ def test_dft_table_products_equal_the_fft_path(monkeypatch, L, causal, freq_keep
     plan = plan_for(L, L, causal, torch.float32, freq_keep=freq_keep)
     assert monarch.uses_gemm_spectrum(plan) == (plan.n <= monarch.GEMM_SPECTRUM_MAX)
     g = torch.Generator().manual_seed(L)
-    k = torch.randn(5, L + 7, generator=g)  # taps beyond the plan's are ignored
-    s = torch.randn(5, 2, plan.n, generator=g)  # summed spectra, planes in storage order
+    k = torch.randn(5, L + 7, generator=g).to(DEV)  # taps beyond the plan's are ignored
+    s = torch.randn(5, 2, plan.n, generator=g).to(DEV)  # summed spectra, storage order
     got = filter_spectrum(k, plan), _filter_gradient(plan, s, k)
     monkeypatch.setattr(monarch, "GEMM_SPECTRUM_MAX", 0)
     want = filter_spectrum(k, plan), _filter_gradient(plan, s, k)
