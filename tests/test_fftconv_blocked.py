@@ -243,3 +243,18 @@ def test_model_streaming_through_windows_equals_the_full_forward(hyenadna_fixtur
     hidden = torch.cat([o.last_hidden_state for o in outs], dim=1)
     err = (hidden - full.last_hidden_state).abs().max() / full.last_hidden_state.abs().max()
     assert err.item() <= 1e-5
+
+
+@pytest.mark.parametrize("ctx_len", [0, 1, 57, 640])
+def test_streaming_context_of_any_length(monkeypatch, ctx_len):
+    """An empty context (a stream's first chunk), a short one, and one longer than the filter
+    (only its last taps - 1 samples reach an output) all match the reference."""
+    _forced(monkeypatch, 256)
+    B, H, L, Lk = 2, 2, 900, 100
+    u, k, d, _, g2 = make_inputs(B, H, L, Lk, torch.float32, seed=ctx_len)
+    ctx = make_inputs(B, H, max(ctx_len, 1), Lk, torch.float32, seed=ctx_len + 1)[0]
+    ctx = ctx[..., :ctx_len]
+    y = _blocked_inference(u, k, d, None, g2, ctx)
+    assert y is not None
+    ref = fftconv_ref(u, k, d, postgate=g2, context=ctx)
+    assert rel_err(y, ref.double()) <= BARS[torch.float32]

@@ -178,6 +178,9 @@ def _blocked_inference(
     k_tensor = k.k if isinstance(k, FFTConv) else k
     x, g1, g2 = u, pregate, postgate
     if context is not None:
+        # only the last taps - 1 context samples reach an output
+        keep = min(k_tensor.shape[1], u.shape[-1] + context.shape[-1]) - 1
+        context = context[..., max(0, context.shape[-1] - keep) :]
         g = u if pregate is None else u * pregate
         x = torch.cat([context.to(g.dtype), g], dim=-1)
         g1 = g2 = None
