@@ -120,13 +120,13 @@ def _triton_backend(
         )
     plan = plan_for(seq_len, k_tensor.shape[1], causal, u.dtype, batch=batch, freq_keep=freq_keep)
     forced = os.environ.get("DNASTREAM_FFTCONV", "auto") == "triton"
-    # Measured on an H100 (benchmarks/bench_conv.py, results/bench_conv_h100_stop9.log): the
+    # Measured on an H100 (benchmarks/bench_conv.py, results/bench_conv_h100_stop10.log): the
     # fused kernels (N <= 8192, and causal bf16/fp16 up to 32768) beat torch.fft 1.6-5.4x
-    # forward and 1.1-3.9x forward+backward from N = 512 to 8192 (0.8x at 256: host bound);
-    # the multi-pass plans, 1.3-2.1x forward at B = 8, lost inside the model at B = 1 (1 Mbp
-    # slower and heavier: half of each row pair is zeros) and are 0.8-1.1x with the backward,
-    # so those (and N = 256 or fused N > 8192 with gradients) stay on torch.fft unless
-    # DNASTREAM_FFTCONV=triton.
+    # forward and 1.6-3.9x forward+backward from N = 512 to 8192 (256: 0.77-1.15x in two runs,
+    # bound by the host's Python); the multi-pass plans, 1.4-2.1x forward at B = 8, lost inside
+    # the model at B = 1 (1 Mbp slower and heavier: half of each row pair is zeros) and are
+    # 0.6-1.1x with the backward, so those (and N = 256 or fused N > 8192 with gradients) stay
+    # on torch.fft unless DNASTREAM_FFTCONV=triton.
     if (
         plan is None
         or not forced
