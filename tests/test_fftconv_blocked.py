@@ -141,8 +141,8 @@ def test_gradients_through_a_blocked_forward_take_the_full_plan():
 def _forced(monkeypatch, window):
     real = block_plan_for
 
-    def forced(seq_len, filter_len, dtype, *, batch=None, **_):
-        return real(seq_len, filter_len, dtype, batch=batch, window=window)
+    def forced(seq_len, filter_len, dtype, *, batch=None, context=0, **_):
+        return real(seq_len, filter_len, dtype, batch=batch, window=window, context=context)
 
     monkeypatch.setattr("dnastream.kernels.monarch.block_plan_for", forced)
 
@@ -150,7 +150,7 @@ def _forced(monkeypatch, window):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_streaming_with_context_matches_the_reference(monkeypatch, dtype):
     """``context`` (the gated inputs before the chunk, as the streaming engine keeps them):
-    the windows run over cat(context, pregate * u) and drop the context's outputs."""
+    the first windows read their start from it (not gated), the rest from pregate * u."""
     _forced(monkeypatch, 512)
     B, H, C, L, Lk = 1, 3, 199, 1400, 200
     u, k, d, g1, g2 = make_inputs(B, H, L, Lk, dtype, seed=11)
@@ -245,12 +245,17 @@ def test_model_streaming_through_windows_equals_the_full_forward(hyenadna_fixtur
     assert err.item() <= 1e-5
 
 
-@pytest.mark.parametrize("ctx_len", [0, 1, 57, 640])
-def test_streaming_context_of_any_length(monkeypatch, ctx_len):
-    """An empty context (a stream's first chunk), a short one, and one longer than the filter
-    (only its last taps - 1 samples reach an output) all match the reference."""
-    _forced(monkeypatch, 256)
-    B, H, L, Lk = 2, 2, 900, 100
+@pytest.mark.parametrize(
+    ("ctx_len", "L", "Lk", "window"),
+    [(0, 900, 100, 256), (1, 900, 100, 256), (57, 900, 100, 256), (640, 900, 100, 256),
+     (150, 60, 200, 512), (199, 7, 200, 512)],
+)  # fmt: skip
+def test_streaming_context_of_any_length(monkeypatch, ctx_len, L, Lk, window):
+    """An empty context (a stream's first chunk), a short one, one longer than the filter
+    (only its last taps - 1 samples reach an output), and chunks shorter than the filter (its
+    taps reach back into the context) all match the reference."""
+    _forced(monkeypatch, window)
+    B, H = 2, 2
     u, k, d, _, g2 = make_inputs(B, H, L, Lk, torch.float32, seed=ctx_len)
     ctx = make_inputs(B, H, max(ctx_len, 1), Lk, torch.float32, seed=ctx_len + 1)[0]
     ctx = ctx[..., :ctx_len]

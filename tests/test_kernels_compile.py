@@ -3,8 +3,9 @@
 CI has no GPU and runs the kernels under ``TRITON_INTERPRET=1``, which checks their numbers but
 not that Triton can compile them; a construct the interpreter accepts and the compiler does not
 would only show on a lent GPU. Here every kernel specialisation of a few plans (each kernel
-kind, the tuning options, frequency-sparse, fp32) is compiled by Triton and assembled by its
-ptxas, in a subprocess (the interpreter must be off there), and must fit an H100's shared memory;
+kind, the tuning options, frequency-sparse, fp32, blocked windows with a streaming context) is
+compiled by Triton and assembled by its ptxas, in a subprocess (the interpreter must be off
+there), and must fit an H100's shared memory;
 so is every autotuning config of the short depthwise conv (both layouts, bf16 and fp32).
 """
 
@@ -54,6 +55,19 @@ for label, n, dtype, keep, kw in cases:
         for r in compile_launches(run, 90, seen):
             out.append(dict(case=label, kernel=r.kernel, regs=r.registers,
                             spill=r.spill_store_bytes, shared=r.shared_bytes, error=r.error))
+from dnastream.kernels.monarch import block_plan_for
+for label, L, Lk, window, dtype, C, gates in (
+        ("blocked 256 gates", 2000, 100, 256, torch.bfloat16, 0, True),  # multi-row tiles
+        ("blocked 4096 fp32 context", 9000, 1026, 4096, torch.float32, 1025, False),
+        ("blocked 8192 context", 20000, 4097, 8192, torch.bfloat16, 4096, True)):
+    plan = block_plan_for(L, Lk, dtype, batch=1, window=window, context=C)
+    u = torch.zeros(1, 2, L, dtype=dtype); g = torch.zeros_like(u) if gates else None
+    k = torch.zeros(2, Lk); d = torch.zeros(2)
+    ctx = torch.zeros(1, 2, C) if C else None
+    run = functools.partial(ft.conv_forward, plan, u, ft.filter_spectrum(k, plan), d, g, g, ctx)
+    for r in compile_launches(run, 90, seen):
+        out.append(dict(case=label, kernel=r.kernel, regs=r.registers,
+                        spill=r.spill_store_bytes, shared=r.shared_bytes, error=r.error))
 from dnastream.kernels import short_conv_triton as sct
 from dnastream.kernels.compile_check import SHORT_CONV_KERNELS
 for layout, pool in (("contiguous", sct._CONTIG_CONFIGS), ("channels-last", sct._STRIDED_CONFIGS)):
@@ -90,6 +104,7 @@ def test_every_kernel_kind_compiles_for_sm90() -> None:
         assert 0 < r["regs"] <= 255, r
     cases = {r["case"] for r in rows}
     assert {"one-row 2048 fused_bwd", "one-row 2048 sparse", "one-row 2048 hoist_f2"} <= cases
+    assert {"blocked 256 gates", "blocked 4096 fp32 context", "blocked 8192 context"} <= cases
     short = [r for r in rows if r["case"].startswith("short conv")]
     assert {r["kernel"] for r in short} == {"_short_conv_fwd_kernel", "_short_conv_bwd_kernel"}
     assert len(short) >= 20  # every autotuning config of both layouts

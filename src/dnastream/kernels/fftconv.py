@@ -170,24 +170,21 @@ def _blocked_inference(
     """The convolution by a blocked overlap-save plan (no gradients), or None when
     :func:`~dnastream.kernels.monarch.block_plan_for` finds none cheaper than the full FFT.
 
-    With ``context`` (B, H, C) (streaming), the windows run over ``cat(context, pregate * u)``
-    and the first C outputs are dropped: C <= taps - 1, so it costs one copy of the chunk.
+    With ``context`` (B, H, C) (streaming), the kernels read the first windows' start from the
+    context itself (its last ``taps - 1`` samples, the only ones that reach an output): no copy.
     """
     from dnastream.kernels.monarch import block_plan_for, filter_spectrum
 
     k_tensor = k.k if isinstance(k, FFTConv) else k
-    x, g1, g2 = u, pregate, postgate
-    if context is not None:
-        # only the last taps - 1 context samples reach an output
-        keep = min(k_tensor.shape[1], u.shape[-1] + context.shape[-1]) - 1
-        context = context[..., max(0, context.shape[-1] - keep) :]
-        g = u if pregate is None else u * pregate
-        x = torch.cat([context.to(g.dtype), g], dim=-1)
-        g1 = g2 = None
-    if x.dtype not in _TRITON_DTYPES:
+    if u.dtype not in _TRITON_DTYPES:
         return None
-    batch, heads, ext_len = x.shape
-    plan = block_plan_for(ext_len, k_tensor.shape[1], x.dtype, batch=batch)
+    batch, heads, seq_len = u.shape
+    ctx_len = 0
+    if context is not None:
+        keep = min(k_tensor.shape[1], seq_len + context.shape[-1]) - 1
+        context = context[..., max(0, context.shape[-1] - keep) :]
+        ctx_len = context.shape[-1]
+    plan = block_plan_for(seq_len, k_tensor.shape[1], u.dtype, batch=batch, context=ctx_len)
     if plan is None:
         return None
     spectrum = None
@@ -195,13 +192,9 @@ def _blocked_inference(
         # the spectrum depends on the window, not on L: one per filter for a whole stream
         key = ("triton-window", plan.n, plan.taps, plan.n1, plan.n2, plan.outer)
         spectrum = k.cached(key, 2 * heads * plan.n * 4, lambda: filter_spectrum(k_tensor, plan))
-    y = fftconv_op.forward_with_plan(plan, x, k_tensor, D, g1, g2, spectrum, True)
-    if context is None:
-        return y
-    y = y[..., context.shape[-1] :]
-    if postgate is not None:
-        y = y * postgate
-    return y.to(u.dtype).contiguous()
+    return fftconv_op.forward_with_plan(
+        plan, u, k_tensor, D, pregate, postgate, spectrum, True, context=context
+    )
 
 
 def _select_backend(u: Tensor, context: Tensor | None) -> _Backend:

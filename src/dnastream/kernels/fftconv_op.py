@@ -147,19 +147,24 @@ def forward_with_plan(
     k_spectrum: Tensor | None,
     causal: bool,
     freq_keep: float | None = None,
+    context: Tensor | None = None,
 ) -> Tensor:
     """:func:`forward_impl` with the Triton plan given (None: the reference), e.g. a blocked
     (overlap-save) plan from :func:`~dnastream.kernels.monarch.block_plan_for`, which only
-    inference uses. ``k_spectrum`` must be the plan's (or None)."""
+    inference uses. ``k_spectrum`` must be the plan's (or None). ``context`` (B, H, C):
+    streaming, blocked plans only (the gated samples before u, as in ``fftconv_ref``)."""
     if plan is not None:
         from dnastream.kernels.fftconv_triton import conv_forward
 
         spec = _spectrum(plan, k, k_spectrum)
-        args = (plan, u.contiguous(), spec, _opt(D), _opt(pregate), _opt(postgate))
+        args = (plan, u.contiguous(), spec, _opt(D), _opt(pregate), _opt(postgate), _opt(context))
         y = _unless_out_of_resources(plan, conv_forward, *args)
         if y is not None:
             return y
-    y = fftconv_ref(u, k, D, pregate=pregate, postgate=postgate, causal=causal, freq_keep=freq_keep)
+    y = fftconv_ref(
+        u, k, D, pregate=pregate, postgate=postgate, causal=causal, context=context,
+        freq_keep=freq_keep,
+    )  # fmt: skip
     return y.contiguous()
 
 

@@ -434,6 +434,20 @@ def _blk_row(r, h, B, H, L, NB, SOUT, T0):
 
 
 @triton.jit
+def _blk_ctx(r, h, B, H, NB, SOUT, T0, C):
+    """Streaming context of virtual row ``r`` (blocked plans): window samples before the
+    sequence's start come from ``context`` (B / NB, H, C), the C samples that precede it.
+    Returns the element offset of window sample 0 in ``context`` and the window samples
+    ``[clo, chi)`` that lie in it (none once the window starts inside the sequence)."""
+    b = r // NB
+    w0 = tl.cast(r - b * NB, tl.int64) * SOUT - T0
+    cbase = (tl.cast(b, tl.int64) * H + h) * C + C + w0
+    clo = tl.maximum(-C - w0, 0)
+    chi = tl.where(r < B, -w0, 0)
+    return cbase, clo, chi
+
+
+@triton.jit
 def _row_offsets(
     p,
     h,
@@ -536,6 +550,9 @@ def _conv_kernel(
     NB=1,
     SOUT=0,
     T0=0,
+    ctx_ptr=None,
+    C=0,
+    HAS_CTX: tl.constexpr = False,
 ):
     """Fused FFT -> spectrum product -> inverse FFT over tiles of R complex rows.
 
@@ -547,7 +564,8 @@ def _conv_kernel(
     HOIST: DFT matrices and twiddles are loaded once per program instead of once per tile.
     BLOCKED (overlap-save, real I/O): the rows are B virtual rows, windows of N samples of
     the (B / NB, H, L) tensors (see :func:`_blk_row`), circularly convolved; a window's
-    samples from T0 on are stored.
+    samples from T0 on are stored. ``HAS_CTX`` (streaming): window samples before the start
+    come from ``ctx`` (B / NB, H, C) (see :func:`_blk_ctx`), not gated.
     """
     M: tl.constexpr = N1 * N2
     pid = tl.program_id(0)
@@ -578,6 +596,14 @@ def _conv_kernel(
         )  # fmt: skip
         xr = _gload(src_ptr, g1_ptr, offs0, m0, HAS_G1)
         xi = _gload(src_ptr, g1_ptr, offs1, m1, HAS_G1)
+        if HAS_CTX:
+            nn = tl.arange(0, N1_IO)[None, :] * N2 + b_idx[:, None]
+            cb0, clo0, chi0 = _blk_ctx(2 * p, hv, B, H, NB, SOUT, T0, C)
+            cb1, clo1, chi1 = _blk_ctx(2 * p + 1, hv, B, H, NB, SOUT, T0, C)
+            cm0 = valid[:, None] & (nn >= clo0[:, None]) & (nn < chi0[:, None])
+            cm1 = valid[:, None] & (nn >= clo1[:, None]) & (nn < chi1[:, None])
+            xr += tl.load(ctx_ptr + cb0[:, None] + nn, mask=cm0, other=0.0).to(tl.float32)
+            xi += tl.load(ctx_ptr + cb1[:, None] + nn, mask=cm1, other=0.0).to(tl.float32)
 
         dr, di = _inner_fwd(
             xr,
@@ -864,6 +890,9 @@ def _conv_nat_kernel(
     NB=1,
     SOUT=0,
     T0=0,
+    ctx_ptr=None,
+    C=0,
+    HAS_CTX: tl.constexpr = False,
 ):
     """Fused convolution of one complex row per tile, transpose-free ("natural" orientation).
 
@@ -892,7 +921,8 @@ def _conv_nat_kernel(
 
     ``BLOCKED`` (overlap-save, real I/O, not with ``XCORR``): the rows are B virtual rows,
     windows of N samples of the (B / NB, H, L) tensors (see :func:`_blk_row`), circularly
-    convolved; a window's samples from T0 on are stored.
+    convolved; a window's samples from T0 on are stored. ``HAS_CTX`` (streaming): window samples
+    before the start come from ``ctx`` (B / NB, H, C) (see :func:`_blk_ctx`), not gated.
     """
     M: tl.constexpr = N1 * N2
     SPARSE: tl.constexpr = N2K < N2
@@ -925,6 +955,13 @@ def _conv_nat_kernel(
         m1 = _in_rows(n, lo1, hi1, BLOCKED)
         xr = _gload(src_ptr + base0, g1_ptr + base0, n, m0, HAS_G1)
         xi = _gload(src_ptr + base1, g1_ptr + base1, n, m1, HAS_G1)
+        if HAS_CTX:
+            cb0, clo0, chi0 = _blk_ctx(2 * p, h, B, H, NB, SOUT, T0, C)
+            cb1, clo1, chi1 = _blk_ctx(2 * p + 1, h, B, H, NB, SOUT, T0, C)
+            cm0 = (n >= clo0) & (n < chi0)
+            cm1 = (n >= clo1) & (n < chi1)
+            xr += tl.load(ctx_ptr + cb0 + n, mask=cm0, other=0.0).to(tl.float32)
+            xi += tl.load(ctx_ptr + cb1 + n, mask=cm1, other=0.0).to(tl.float32)
         if XCORR:
             vr = _gload(xa_ptr + base0, xg_ptr + base0, n, m0, HAS_XG)
             vi = _gload(xa_ptr + base1, xg_ptr + base1, n, m1, HAS_XG)
@@ -1427,18 +1464,23 @@ def _launch_inner_conv(
     seq_len: int,
     complex_io: bool,
     xcorr: tuple[Tensor, Tensor | None, bool] | None = None,
+    ctx: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, int, int] | None:
     """Launch the inner (fused) convolution kernel. ``xcorr = (x, x_gate, want_dd)`` (one-row
     plans only) also accumulates the filter-gradient spectra: returns (part, ddp, slots,
     tiles_per_program) for :func:`_xcorr_from_parts`."""
     dev = src.device
-    blocked = dict(BLOCKED=False)
+    blocked = dict(BLOCKED=False, ctx_ptr=src)  # (a pointer is always passed: ctx or a dummy)
     if plan.block:  # overlap-save: the rows are the windows, `batch` of them in all
         if complex_io or xcorr is not None:
             raise ValueError("a blocked (overlap-save) plan runs the forward kernels only")
         nb = plan.blocks()
         batch = batch * nb
-        blocked = dict(BLOCKED=True, NB=nb, SOUT=plan.block_out, T0=plan.taps - 1)
+        blocked.update(BLOCKED=True, NB=nb, SOUT=plan.block_out, T0=plan.taps - 1)
+        if ctx is not None:  # streaming: the samples before the sequence (not gated)
+            blocked.update(ctx_ptr=ctx, C=ctx.shape[-1], HAS_CTX=True)
+    elif ctx is not None:
+        raise ValueError("a streaming context needs a blocked (overlap-save) plan")
     npairs = (batch + 1) // 2
     nr = plan.n // plan.inner
     rows = max(1, min(plan.rows, _pow2_at_least(npairs)))
@@ -1530,11 +1572,13 @@ def _conv(
     g2: Tensor | None,
     aux: Tensor | None,
     y2_dtype: torch.dtype | None = None,
+    ctx: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """y = g2 * (conv(g1 * src) + D * g1 * src); y2 = aux * (conv(g1 * src) + D * g1 * src).
 
     ``conv`` uses the spectrum ``spec`` (conjugated when ``conj``: a correlation).
-    All tensors (B, H, L) contiguous except D (H,) and spec (2, H, N).
+    All tensors (B, H, L) contiguous except D (H,) and spec (2, H, N); ``ctx`` (B, H, C)
+    (blocked plans): the C samples before ``src``, already gated.
     """
     batch, heads, seq_len = src.shape
     npairs = (batch + 1) // 2
@@ -1545,7 +1589,7 @@ def _conv(
         y2 = torch.empty(src.shape, dtype=y2_dtype or src.dtype, device=dev)
     if not plan.outer:
         _launch_inner_conv(
-            plan, src, g1, g2, aux, D, y, y2, spec, conj, batch, heads, seq_len, False
+            plan, src, g1, g2, aux, D, y, y2, spec, conj, batch, heads, seq_len, False, ctx=ctx
         )
         return y, y2
 
@@ -1796,9 +1840,12 @@ def conv_forward(
     D: Tensor | None,
     pregate: Tensor | None,
     postgate: Tensor | None,
+    context: Tensor | None = None,
 ) -> Tensor:
-    """The forward kernels for contiguous inputs (no autograd): y (B, H, L) in u's dtype."""
-    y, _ = _conv(plan, u, pregate, k_spectrum, False, D, postgate, None)
+    """The forward kernels for contiguous inputs (no autograd): y (B, H, L) in u's dtype.
+    ``context`` (B, H, C), blocked plans only: the C gated samples that precede u (streaming;
+    ``plan`` from ``block_plan_for(L, Lk, dtype, context=C)``)."""
+    y, _ = _conv(plan, u, pregate, k_spectrum, False, D, postgate, None, ctx=context)
     return y
 
 

@@ -524,6 +524,7 @@ def block_plan_for(
     batch: int | None = None,
     max_window: int = MAX_FUSED_SIZE,
     window: int | None = None,
+    context: int = 0,
 ) -> FFTPlan | None:
     """An overlap-save plan (:attr:`FFTPlan.block`) for the causal convolution of ``seq_len``
     samples with a short filter, when it is cheaper than :func:`plan_for`'s plan, else None.
@@ -535,11 +536,13 @@ def block_plan_for(
     A window of ``n`` samples gives ``n - taps + 1`` outputs; windows of one sequence pair up in
     the complex rows, so ``batch = 1`` wastes nothing. ``window`` forces ``n`` (tests,
     benchmarks): the plan is then returned whatever the estimates say (ValueError if ``n`` is
-    not a power of two in ``[256, max_window]`` with ``taps - 1 <= n / 2``).
+    not a power of two in ``[256, max_window]`` with ``taps - 1 <= n / 2``). ``context``:
+    streaming, C samples precede the sequence (taps ``min(Lk, L + C)``; the kernels read the
+    windows' start from the context, and the full FFT it is weighed against spans C + L).
     """
     if seq_len < 1 or filter_len < 1:
         raise ValueError(f"block_plan_for: need L >= 1 and Lk >= 1, got {seq_len}, {filter_len}")
-    taps = min(filter_len, seq_len)
+    taps = min(filter_len, seq_len + context)
     mma = _mma_for(dtype)
     if mma == "tf32x3":
         max_window = min(max_window, MAX_FUSED_SIZE // 2)
@@ -550,8 +553,8 @@ def block_plan_for(
         if 2 * (taps - 1) > window:
             raise ValueError(f"block_plan_for: {taps} taps need a window >= {2 * (taps - 1)}")
         return _block_plan(seq_len, taps, dtype, window, batch)
-    full_n = max(MIN_FFT_SIZE, _next_pow2(seq_len + taps - 1))
-    full_cost = _padded_cost(full_n) * seq_len
+    full_n = max(MIN_FFT_SIZE, _next_pow2(seq_len + context + taps - 1))
+    full_cost = _padded_cost(full_n) * (seq_len + context)
     best = None
     n = MIN_FFT_SIZE
     while n <= max_window:
@@ -563,7 +566,7 @@ def block_plan_for(
     if best is None or best[0] > 0.9 * full_cost:
         return None
     n = best[1]
-    if seq_len <= n - taps + 1:  # one window is the padded plan itself
+    if not context and seq_len <= n - taps + 1:  # one window is the padded plan itself
         return None
     return _block_plan(seq_len, taps, dtype, n, batch)
 
