@@ -231,6 +231,9 @@ def fftconv(
     fraction of its frequencies on the power-of-two FFT size of the Triton plans (see
     :func:`dnastream.kernels.monarch.freq_cutoff`; 1/2, 1/4, ... let the fused kernels skip the
     zero blocks); the ``D`` term is not filtered.
+    On CUDA without gradients, a short filter (``Lk - 1 <= 4096``, a partial convolution) on a
+    longer sequence runs overlap-save windows of one fused FFT each where that is cheaper
+    (:func:`~dnastream.kernels.monarch.block_plan_for`), with or without ``context``.
     Returns y (B, H, L) in the dtype of ``u``. See :func:`fftconv_ref` for the exact maths.
     """
     k_tensor = k.k if isinstance(k, FFTConv) else k
