@@ -256,10 +256,10 @@ def test_streaming_context_of_any_length(monkeypatch, ctx_len, L, Lk, window):
     taps reach back into the context) all match the reference."""
     _forced(monkeypatch, window)
     B, H = 2, 2
-    u, k, d, _, g2 = make_inputs(B, H, L, Lk, torch.float32, seed=ctx_len)
+    u, k, d, g1, g2 = make_inputs(B, H, L, Lk, torch.float32, seed=ctx_len)
     ctx = make_inputs(B, H, max(ctx_len, 1), Lk, torch.float32, seed=ctx_len + 1)[0]
     ctx = ctx[..., :ctx_len]
-    y = _blocked_inference(u, k, d, None, g2, ctx)
+    y = _blocked_inference(u, k, d, g1, g2, ctx)
     assert y is not None
-    ref = fftconv_ref(u, k, d, postgate=g2, context=ctx)
+    ref = fftconv_ref(u, k, d, pregate=g1, postgate=g2, context=ctx)
     assert rel_err(y, ref.double()) <= BARS[torch.float32]
