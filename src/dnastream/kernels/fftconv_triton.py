@@ -448,6 +448,15 @@ def _blk_ctx(r, h, B, H, NB, SOUT, T0, C):
 
 
 @triton.jit
+def _ctx_load(ctx_ptr, r, h, n, valid, B, H, NB, SOUT, T0, C):
+    """fp32 context samples of window positions ``n`` of virtual row(s) ``r`` (0 elsewhere);
+    ``r``, ``h`` and ``valid`` broadcast against ``n`` (scalars, or (rows, 1) columns)."""
+    cbase, clo, chi = _blk_ctx(r, h, B, H, NB, SOUT, T0, C)
+    mask = valid & (n >= clo) & (n < chi)
+    return tl.load(ctx_ptr + cbase + n, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
 def _row_offsets(
     p,
     h,
@@ -598,12 +607,9 @@ def _conv_kernel(
         xi = _gload(src_ptr, g1_ptr, offs1, m1, HAS_G1)
         if HAS_CTX:
             nn = tl.arange(0, N1_IO)[None, :] * N2 + b_idx[:, None]
-            cb0, clo0, chi0 = _blk_ctx(2 * p, hv, B, H, NB, SOUT, T0, C)
-            cb1, clo1, chi1 = _blk_ctx(2 * p + 1, hv, B, H, NB, SOUT, T0, C)
-            cm0 = valid[:, None] & (nn >= clo0[:, None]) & (nn < chi0[:, None])
-            cm1 = valid[:, None] & (nn >= clo1[:, None]) & (nn < chi1[:, None])
-            xr += tl.load(ctx_ptr + cb0[:, None] + nn, mask=cm0, other=0.0).to(tl.float32)
-            xi += tl.load(ctx_ptr + cb1[:, None] + nn, mask=cm1, other=0.0).to(tl.float32)
+            r0, hc, vc = (2 * p)[:, None], hv[:, None], valid[:, None]
+            xr += _ctx_load(ctx_ptr, r0, hc, nn, vc, B, H, NB, SOUT, T0, C)
+            xi += _ctx_load(ctx_ptr, r0 + 1, hc, nn, vc, B, H, NB, SOUT, T0, C)
 
         dr, di = _inner_fwd(
             xr,
@@ -956,12 +962,8 @@ def _conv_nat_kernel(
         xr = _gload(src_ptr + base0, g1_ptr + base0, n, m0, HAS_G1)
         xi = _gload(src_ptr + base1, g1_ptr + base1, n, m1, HAS_G1)
         if HAS_CTX:
-            cb0, clo0, chi0 = _blk_ctx(2 * p, h, B, H, NB, SOUT, T0, C)
-            cb1, clo1, chi1 = _blk_ctx(2 * p + 1, h, B, H, NB, SOUT, T0, C)
-            cm0 = (n >= clo0) & (n < chi0)
-            cm1 = (n >= clo1) & (n < chi1)
-            xr += tl.load(ctx_ptr + cb0 + n, mask=cm0, other=0.0).to(tl.float32)
-            xi += tl.load(ctx_ptr + cb1 + n, mask=cm1, other=0.0).to(tl.float32)
+            xr += _ctx_load(ctx_ptr, 2 * p, h, n, True, B, H, NB, SOUT, T0, C)
+            xi += _ctx_load(ctx_ptr, 2 * p + 1, h, n, True, B, H, NB, SOUT, T0, C)
         if XCORR:
             vr = _gload(xa_ptr + base0, xg_ptr + base0, n, m0, HAS_XG)
             vi = _gload(xa_ptr + base1, xg_ptr + base1, n, m1, HAS_XG)
