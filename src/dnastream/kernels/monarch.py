@@ -32,6 +32,7 @@ spectra); the kernels live in :mod:`dnastream.kernels.fftconv_triton`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Literal
@@ -516,6 +517,7 @@ def _padded_cost(n: int) -> float:
     return _PADDED_PS.get(n) or _PADDED_PS_LARGE.get(n) or 44.0
 
 
+@functools.lru_cache(maxsize=1024)
 def block_plan_for(
     seq_len: int,
     filter_len: int,
@@ -536,9 +538,10 @@ def block_plan_for(
     A window of ``n`` samples gives ``n - taps + 1`` outputs; windows of one sequence pair up in
     the complex rows, so ``batch = 1`` wastes nothing. ``window`` forces ``n`` (tests,
     benchmarks): the plan is then returned whatever the estimates say (ValueError if ``n`` is
-    not a power of two in ``[256, max_window]`` with ``taps - 1 <= n / 2``). ``context``:
-    streaming, C samples precede the sequence (taps ``min(Lk, L + C)``; the kernels read the
-    windows' start from the context, and the full FFT it is weighed against spans C + L).
+    not a power of two in ``[256, max_window]`` with ``taps - 1 <= n / 2``).
+    ``context``: streaming, C samples precede the sequence (taps ``min(Lk, L + C)``; the
+    kernels read the windows' start from the context, and the full FFT it is weighed against
+    spans C + L). Cached per arguments: every inference call on CUDA asks.
     """
     if seq_len < 1 or filter_len < 1:
         raise ValueError(f"block_plan_for: need L >= 1 and Lk >= 1, got {seq_len}, {filter_len}")
