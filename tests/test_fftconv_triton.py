@@ -587,6 +587,43 @@ def test_fused_backward_equals_the_separate_passes(B, L, dtype, freq_keep, gates
         assert rel_err(a, b.double()) < tol
 
 
+@pytest.mark.parametrize(
+    ("B", "L", "Lk", "dtype", "causal", "gates", "radix"),
+    [(3, 2000, 1000, torch.float32, True, True, None),
+     (4, 2000, 2000, torch.bfloat16, True, True, None),
+     (2, 4096, 4096, torch.float16, False, False, None),
+     (5, 30000, 3000, torch.bfloat16, True, True, 16)],
+)  # fmt: skip
+def test_fused_backward_under_outer_levels(B, L, Lk, dtype, causal, gates, radix) -> None:
+    """fused_bwd under outer levels: both signals through the outer forward levels, one inner
+    pass for du's inner convolution and the filter-gradient spectrum, dD from the transformed
+    buffers (Parseval, divided by the outer radices); equal to the separate passes and within
+    the bars of float64 autograd."""
+    extra = {"max_radix": radix} if radix else {}
+    plan = plan_for(L, Lk, causal, dtype, batch=B, max_fused=256, **extra)
+    assert plan.outer
+    plan = dataclasses.replace(plan, rows=1, bwd_rows=0, fused_bwd=False, bwd_warps=0)
+    fused = dataclasses.replace(plan, fused_bwd=True)
+    inputs = make_inputs(B, 2, L, Lk, dtype, gates=gates)
+    g = torch.Generator().manual_seed(7)
+    dy = torch.randn(B, 2, L, generator=g).to(dtype).to(inputs[0].device)
+    grads = []
+    for pl in (fused, plan):
+        leaves = [t.clone().requires_grad_(True) for t in inputs if t is not None]
+        u, k, d, *gs = leaves
+        g1, g2 = gs if gates else (None, None)
+        y = fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, causal=causal, plan=pl)
+        grads.append(torch.autograd.grad(y, leaves, dy))
+    l64 = [t.detach().double().requires_grad_(True) for t in inputs if t is not None]
+    y64 = ref64(*(l64 + [None, None])[:5], causal=causal)
+    want = torch.autograd.grad(y64, l64, dy.double())
+    tol = 1e-4 if dtype != torch.float32 else 1e-6
+    for got, sep, ref in zip(grads[0], grads[1], want, strict=True):
+        assert got.dtype == sep.dtype
+        assert rel_err(got, sep.double()) < tol
+        assert rel_err(got, ref) < BARS[dtype]
+
+
 def test_spectrum_bound_is_memoised_only_for_the_same_unchanged_tensors() -> None:
     """The static-scale bound is reused for the same spectrum and D at the same versions, and
     recomputed after an in-place change, for another D, or for an inference tensor."""

@@ -42,6 +42,7 @@ add("one-row 2048 hoist_f2", 2048, hoist_f2=True, **one)
 add("one-row 2048 fused_bwd", 2048, fused_bwd=True, **one)
 add("one-row 2048 sparse", 2048, freq_keep=0.25, **one)
 add("outer 65536", 65536)
+add("outer 65536 separate backward", 65536, fused_bwd=False, bwd_warps=0)
 add("fp32 2048", 2048, torch.float32)
 out, seen = [], set()
 for label, n, dtype, keep, kw in cases:

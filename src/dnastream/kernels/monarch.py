@@ -120,12 +120,14 @@ class FFTPlan:
             instead of once per spectrum chunk (loop invariants the compiler can keep in
             shared memory). Default with ``fused_bwd`` for the fused 16K plan on GPUs with
             H100-class shared memory (tuned there), else a tuning option.
-        fused_bwd: one-row fused plans: compute du (and dpregate) and the filter-gradient
+        fused_bwd: one-row plans: compute du (and dpregate) and the filter-gradient
             spectrum in one pass that shares FFT(postgate * dy). Default for the fused 16K
-            plan on GPUs with H100-class shared memory (1.21x forward+backward on an H100);
+            plan on GPUs with H100-class shared memory (1.21x forward+backward on an H100)
+            and for bf16/fp16 plans with outer levels (1.16-1.17x with 8 warps, ``bwd_warps``);
             slower at 2048 (3.58 vs 2.09 ms), so the separate passes stay the default there.
         bwd_chunk, bwd_warps, bwd_maxnreg: launch settings of the filter-gradient kernels
-            (cross-correlation spectra summed over the batch): spectrum rows per program
+            (cross-correlation spectra summed over the batch; warps and registers also of the
+            fused backward pass, ``fused_bwd``): spectrum rows per program
             (0: 64 for fused bf16/fp16 plans up to 8192 points, else ``max(16, chunk // 2)``;
             the fused 32K plan sets 64 on GPUs with H100-class shared memory),
             warps (0: ``num_warps``), register cap (None:
@@ -452,12 +454,18 @@ def plan_for(
     # 16K shares FFT(postgate * dy) between du and the filter gradient with the step-2 tables
     # hoisted, 32K takes 64-row chunks. Kept to GPUs with an H100's shared memory (227 KB).
     fused_bwd = hoist_f2 = False
-    bwd_chunk = 0
+    bwd_chunk = bwd_warps = 0
     if fp16 and not outer and inner > MAX_FUSED_SIZE and _fused_causal_limit() >= MAX_FUSED_CAUSAL:
         if inner == 2 * MAX_FUSED_SIZE:
             fused_bwd = hoist_f2 = True
         else:
             bwd_chunk = 64
+    # under outer levels too: du's inner pass also accumulates the filter-gradient spectrum
+    # (no separate cross-correlation pass, one outer forward pass less), 8 warps for that
+    # kernel (4: 1,676 B of spills for sm_90). H100, forward+backward at 128K / 1M / 2M:
+    # 1.16-1.17x over the separate passes (results/ab_backward_plans_h100_stop11.log)
+    if fp16 and outer and rows == 1:
+        fused_bwd, bwd_warps = True, 8
     maxnreg = None
     ctas_per_sm = 2
     if rows > 1:
@@ -501,6 +509,7 @@ def plan_for(
         fused_bwd=fused_bwd,
         hoist_f2=hoist_f2,
         bwd_chunk=bwd_chunk,
+        bwd_warps=bwd_warps,
         freq_cut=0 if freq_keep is None else _sparse_cut(n, freq_keep),
     )
 

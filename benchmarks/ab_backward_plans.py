@@ -1,0 +1,132 @@
+"""A/B in one process: forward+backward of one FFT size under backward-plan variants.
+
+Times ``fftconv_triton(u, k).backward(dy)`` on ``bench_conv``'s ``padded_bwd`` workload (bf16,
+L = N/2, B and H capped as FlashFFTConv's benchmark) for the default plan and for variants of
+its backward settings (``fused_bwd``: du and the filter-gradient spectrum in one inner pass,
+under outer levels too; ``num_warps``; ``bwd_chunk``), beside PyTorch's rfft convolution,
+alternating ``--rounds`` times, and prints medians and each variant's gradients' distance
+from the default's. ``--gated`` adds pre/post gates and D (the Hyena operator's case).
+
+    python benchmarks/ab_backward_plans.py --sizes 131072,1048576 --variants fused,fused_w8
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import statistics
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import torch  # noqa: E402
+
+from bench_conv import torch_rfft_conv, workload  # noqa: E402
+from dnastream.kernels.fftconv_triton import fftconv_triton, plan_for  # noqa: E402
+
+VARIANTS = {
+    "default": {},
+    "separate": dict(fused_bwd=False, bwd_warps=0),
+    "fused": dict(fused_bwd=True, bwd_warps=0),
+    "fused_bw8": dict(fused_bwd=True, bwd_warps=8),
+    "fused_w8": dict(fused_bwd=True, num_warps=8),
+    "fused_hoist": dict(fused_bwd=True, hoist_f2=True),
+    "xc64": dict(bwd_chunk=64),
+    "xc32": dict(bwd_chunk=32),
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", default="131072,1048576")
+    ap.add_argument("--variants", default="fused,fused_w8", help=",".join(VARIANTS))
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--gated", action="store_true", help="pre/post gates and D")
+    ap.add_argument("--max-fused", type=int, default=0, help="cap the fused size (smoke runs)")
+    args = ap.parse_args()
+    dev = "cuda" if torch.cuda.is_available() else "cpu"  # cpu: TRITON_INTERPRET=1 smoke run
+
+    def bench(fn) -> float:
+        if dev == "cpu":
+            import time
+
+            t0 = time.perf_counter()
+            fn()
+            return (time.perf_counter() - t0) * 1e3
+        import triton.testing
+
+        return triton.testing.do_bench(fn, warmup=5, rep=100, return_mode="median")
+
+    names = ["default"] + [v for v in args.variants.split(",") if v and v != "default"]
+    name = torch.cuda.get_device_name() if dev == "cuda" else "cpu (interpreter)"
+    print(f"# device: {name} | torch {torch.__version__}")
+    print(f"# gates and D: {args.gated}")
+    print("N | B | H | variant | ms | torch ms | speed-up vs torch | vs default | grad dist")
+    for n in (int(s) for s in args.sizes.split(",")):
+        b, h, seq = workload("padded_bwd", n, {})
+        if dev == "cpu":
+            b, h = 3, 2
+        gen = torch.Generator(device=dev).manual_seed(0)
+        u = torch.randn(b, h, seq, device=dev, generator=gen).to(torch.bfloat16)
+        k = torch.randn(h, seq, device=dev, generator=gen) / math.sqrt(seq)
+        dy = torch.randn(b, h, seq, device=dev, generator=gen).to(torch.bfloat16)
+        g1 = g2 = d = None
+        if args.gated:
+            g1 = torch.randn(b, h, seq, device=dev, generator=gen).to(torch.bfloat16)
+            g2 = torch.randn(b, h, seq, device=dev, generator=gen).to(torch.bfloat16)
+            d = torch.randn(h, device=dev, generator=gen).requires_grad_(True)
+        leaves = [t.requires_grad_(True) for t in (u, k) if t is not None]
+        if args.gated:
+            leaves += [g1.requires_grad_(True), g2.requires_grad_(True), d]
+        extra = {"max_fused": args.max_fused} if args.max_fused else {}
+        base = plan_for(seq, seq, True, u.dtype, batch=b, **extra)
+        plans = {v: dataclasses.replace(base, **VARIANTS[v]) for v in names}
+
+        def step(plan) -> None:
+            for t in leaves:
+                t.grad = None
+            fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=plan).backward(dy)
+
+        def theirs() -> None:
+            for t in leaves:
+                t.grad = None
+            y = torch_rfft_conv(torch, u, k, g1, g2, True)
+            if d is not None:
+                x = u.float() if g1 is None else u.float() * g1.float()
+                y = y + d[:, None] * x * (1.0 if g2 is None else g2.float())
+            y.backward(dy)
+
+        grads = {}
+        for v in names:
+            step(plans[v])
+            grads[v] = [t.grad.double() for t in leaves]
+        dist = {}
+        for v in names:
+            dist[v] = max(
+                float((a - b0).norm() / b0.norm().clamp_min(1e-30))
+                for a, b0 in zip(grads[v], grads["default"], strict=True)
+            )
+        del grads
+        times: dict[str, list[float]] = {v: [] for v in [*names, "torch"]}
+        for _ in range(args.rounds):
+            for v in names:
+                times[v].append(bench(lambda v=v: step(plans[v])))
+            times["torch"].append(bench(theirs))
+        med = {v: statistics.median(t) for v, t in times.items()}
+        for v in names:
+            print(
+                f"{n} | {b} | {h} | {v} | {med[v]:.3f} | {med['torch']:.3f} | "
+                f"{med['torch'] / med[v]:.2f} | {med['default'] / med[v]:.2f} | {dist[v]:.1e}",
+                flush=True,
+            )
+        del u, k, dy, g1, g2, d, leaves
+        if dev == "cuda":
+            torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
