@@ -67,65 +67,69 @@ def main() -> None:
     print(f"# gates and D: {args.gated}")
     print("N | B | H | variant | ms | torch ms | speed-up vs torch | vs default | grad dist")
     for n in (int(s) for s in args.sizes.split(",")):
-        b, h, seq = workload("padded_bwd", n, {})
-        if dev == "cpu":
-            b, h = 3, 2
-        gen = torch.Generator(device=dev).manual_seed(0)
-        u = torch.randn(b, h, seq, device=dev, generator=gen).to(torch.bfloat16)
-        k = torch.randn(h, seq, device=dev, generator=gen) / math.sqrt(seq)
-        dy = torch.randn(b, h, seq, device=dev, generator=gen).to(torch.bfloat16)
-        g1 = g2 = d = None
-        if args.gated:
-            g1 = torch.randn(b, h, seq, device=dev, generator=gen).to(torch.bfloat16)
-            g2 = torch.randn(b, h, seq, device=dev, generator=gen).to(torch.bfloat16)
-            d = torch.randn(h, device=dev, generator=gen).requires_grad_(True)
-        leaves = [t.requires_grad_(True) for t in (u, k) if t is not None]
-        if args.gated:
-            leaves += [g1.requires_grad_(True), g2.requires_grad_(True), d]
-        extra = {"max_fused": args.max_fused} if args.max_fused else {}
-        base = plan_for(seq, seq, True, u.dtype, batch=b, **extra)
-        plans = {v: dataclasses.replace(base, **VARIANTS[v]) for v in names}
-
-        def step(plan) -> None:
-            for t in leaves:
-                t.grad = None
-            fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=plan).backward(dy)
-
-        def theirs() -> None:
-            for t in leaves:
-                t.grad = None
-            y = torch_rfft_conv(torch, u, k, g1, g2, True)
-            if d is not None:
-                x = u.float() if g1 is None else u.float() * g1.float()
-                y = y + d[:, None] * x * (1.0 if g2 is None else g2.float())
-            y.backward(dy)
-
-        grads = {}
-        for v in names:
-            step(plans[v])
-            grads[v] = [t.grad.double() for t in leaves]
-        dist = {}
-        for v in names:
-            dist[v] = max(
-                float((a - b0).norm() / b0.norm().clamp_min(1e-30))
-                for a, b0 in zip(grads[v], grads["default"], strict=True)
-            )
-        del grads
-        times: dict[str, list[float]] = {v: [] for v in [*names, "torch"]}
-        for _ in range(args.rounds):
-            for v in names:
-                times[v].append(bench(lambda v=v: step(plans[v])))
-            times["torch"].append(bench(theirs))
-        med = {v: statistics.median(t) for v, t in times.items()}
-        for v in names:
-            print(
-                f"{n} | {b} | {h} | {v} | {med[v]:.3f} | {med['torch']:.3f} | "
-                f"{med['torch'] / med[v]:.2f} | {med['default'] / med[v]:.2f} | {dist[v]:.1e}",
-                flush=True,
-            )
-        del u, k, dy, g1, g2, d, leaves
+        run_size(n, args, names, bench, dev)
         if dev == "cuda":
             torch.cuda.empty_cache()
+
+
+def run_size(n: int, args: argparse.Namespace, names: list[str], bench, dev: str) -> None:
+    """Time the default plan and the variants at FFT size ``n``; print one row each."""
+    b, h, seq = workload("padded_bwd", n, {})
+    if dev == "cpu":
+        b, h = 3, 2
+    gen = torch.Generator(device=dev).manual_seed(0)
+    u = torch.randn(b, h, seq, device=dev, generator=gen).to(torch.bfloat16)
+    k = torch.randn(h, seq, device=dev, generator=gen) / math.sqrt(seq)
+    dy = torch.randn(b, h, seq, device=dev, generator=gen).to(torch.bfloat16)
+    g1 = g2 = d = None
+    if args.gated:
+        g1 = torch.randn(b, h, seq, device=dev, generator=gen).to(torch.bfloat16)
+        g2 = torch.randn(b, h, seq, device=dev, generator=gen).to(torch.bfloat16)
+        d = torch.randn(h, device=dev, generator=gen).requires_grad_(True)
+    leaves = [t.requires_grad_(True) for t in (u, k) if t is not None]
+    if args.gated:
+        leaves += [g1.requires_grad_(True), g2.requires_grad_(True), d]
+    extra = {"max_fused": args.max_fused} if args.max_fused else {}
+    base = plan_for(seq, seq, True, u.dtype, batch=b, **extra)
+    plans = {v: dataclasses.replace(base, **VARIANTS[v]) for v in names}
+
+    def step(plan) -> None:
+        for t in leaves:
+            t.grad = None
+        fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=plan).backward(dy)
+
+    def theirs() -> None:
+        for t in leaves:
+            t.grad = None
+        y = torch_rfft_conv(torch, u, k, g1, g2, True)
+        if d is not None:
+            x = u.float() if g1 is None else u.float() * g1.float()
+            y = y + d[:, None] * x * (1.0 if g2 is None else g2.float())
+        y.backward(dy)
+
+    grads = {}
+    for v in names:
+        step(plans[v])
+        grads[v] = [t.grad.double() for t in leaves]
+    dist = {}
+    for v in names:
+        dist[v] = max(
+            float((a - b0).norm() / b0.norm().clamp_min(1e-30))
+            for a, b0 in zip(grads[v], grads["default"], strict=True)
+        )
+    del grads
+    times: dict[str, list[float]] = {v: [] for v in [*names, "torch"]}
+    for _ in range(args.rounds):
+        for v in names:
+            times[v].append(bench(lambda v=v: step(plans[v])))
+        times["torch"].append(bench(theirs))
+    med = {v: statistics.median(t) for v, t in times.items()}
+    for v in names:
+        print(
+            f"{n} | {b} | {h} | {v} | {med[v]:.3f} | {med['torch']:.3f} | "
+            f"{med['torch'] / med[v]:.2f} | {med['default'] / med[v]:.2f} | {dist[v]:.1e}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
