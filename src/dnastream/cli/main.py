@@ -430,3 +430,15 @@ def embed_cmd(
             highlight=False,
             soft_wrap=True,
         )
+
+
+def run() -> None:
+    """Console entry point (``dnastream``, ``python -m dnastream``): the typer app, then a quick
+    exit after a successful command (see :mod:`dnastream.cli.exit`)."""
+    from dnastream.cli.exit import exit_now
+
+    try:
+        app()
+    except SystemExit as exc:
+        exit_now(exc.code)
+    exit_now(0)
