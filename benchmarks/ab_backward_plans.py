@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 
 import torch  # noqa: E402
 
-from bench_conv import torch_rfft_conv, workload  # noqa: E402
+from bench_conv import ref64, torch_rfft_conv, workload  # noqa: E402
 from dnastream.kernels.fftconv_triton import fftconv_triton, plan_for  # noqa: E402
 
 VARIANTS = {
@@ -36,6 +36,7 @@ VARIANTS = {
     "fused_w8": dict(fused_bwd=True, num_warps=8),
     "fused_hoist": dict(fused_bwd=True, hoist_f2=True),
     "xc64": dict(bwd_chunk=64),
+    "bf16buf": dict(outer_bf16=True),
     "xc32": dict(bwd_chunk=32),
 }
 
@@ -65,7 +66,10 @@ def main() -> None:
     name = torch.cuda.get_device_name() if dev == "cuda" else "cpu (interpreter)"
     print(f"# device: {name} | torch {torch.__version__}")
     print(f"# gates and D: {args.gated}")
-    print("N | B | H | variant | ms | torch ms | speed-up vs torch | vs default | grad dist")
+    print(
+        "N | B | H | variant | ms | torch ms | speed-up vs torch | vs default | grad dist"
+        " | fwd err64 | du err64"
+    )
     for n in (int(s) for s in args.sizes.split(",")):
         run_size(n, args, names, bench, dev)
         if dev == "cuda":
@@ -111,6 +115,25 @@ def run_size(n: int, args: argparse.Namespace, names: list[str], bench, dev: str
     for v in names:
         step(plans[v])
         grads[v] = [t.grad.double() for t in leaves]
+    # errors against float64 on a slice (2 rows, 8 channels): the forward and du
+    sl = (slice(0, 2), slice(0, 8))
+    g1s = None if g1 is None else g1[sl].detach().double()
+    g2s = None if g2 is None else g2[sl].detach().double()
+    u64 = u[sl].detach().double().requires_grad_(True)
+    y64 = ref64(torch, u64, k[:8].detach(), g1s, g2s)
+    if d is not None:
+        x64 = u64 * (1.0 if g1s is None else g1s)
+        y64 = y64 + d[:8, None].detach().double() * x64 * (1.0 if g2s is None else g2s)
+    y64.backward(dy[sl].double())
+    err = {}
+    with torch.no_grad():
+        for v in names:
+            y = fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=plans[v])
+            du = grads[v][0][sl]
+            err[v] = (
+                float((y[sl].double() - y64).norm() / y64.norm()),
+                float((du - u64.grad).norm() / u64.grad.norm()),
+            )
     dist = {}
     for v in names:
         dist[v] = max(
@@ -127,7 +150,8 @@ def run_size(n: int, args: argparse.Namespace, names: list[str], bench, dev: str
     for v in names:
         print(
             f"{n} | {b} | {h} | {v} | {med[v]:.3f} | {med['torch']:.3f} | "
-            f"{med['torch'] / med[v]:.2f} | {med['default'] / med[v]:.2f} | {dist[v]:.1e}",
+            f"{med['torch'] / med[v]:.2f} | {med['default'] / med[v]:.2f} | {dist[v]:.1e} | "
+            f"{err[v][0]:.2e} | {err[v][1]:.2e}",
             flush=True,
         )
 
