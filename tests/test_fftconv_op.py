@@ -335,3 +335,34 @@ def test_inference_runs_the_kernels_without_the_operator_wrapper() -> None:
         [sys.executable, "-c", _NO_DYNAMO_SCRIPT], capture_output=True, text=True, timeout=300
     )
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("L", "batch", "dtype", "grad", "want"),
+    [
+        (100, 4, torch.bfloat16, False, True),  # N = 256, inference: fused, always
+        (100, 4, torch.bfloat16, True, False),  # N = 256 with gradients: host bound, torch
+        (300, 1, torch.float32, True, True),  # fused 512..8192 with gradients, any dtype
+        (4000, 1, torch.bfloat16, True, True),
+        (4000, 1, torch.float32, True, False),  # fp32 at 8192 points is multi-pass: torch
+        (8000, 4, torch.bfloat16, True, True),  # fused 16K with gradients: half, B >= 2
+        (8000, 1, torch.bfloat16, True, False),
+        (16000, 4, torch.bfloat16, False, True),
+        (16000, 4, torch.float32, False, False),
+        (100_000, 2, torch.bfloat16, True, True),  # multi-pass with gradients: 64K..1M, B >= 2
+        (100_000, 2, torch.bfloat16, False, True),
+        (100_000, 1, torch.bfloat16, False, False),  # B = 1: half of each row pair is zeros
+        (100_000, 4, torch.float32, False, False),  # fp32 multi-pass: tf32x3, torch
+        (500_000, 8, torch.float16, True, True),  # N = 1M
+        (600_000, 8, torch.bfloat16, True, False),  # N = 2M: 0.97x, torch
+    ],
+)
+def test_dispatch_policy_follows_the_measurements(L, batch, dtype, grad, want) -> None:
+    """Where the default dispatch takes the Triton kernels (``triton_is_faster``): by FFT size,
+    batch, dtype and whether gradients are needed, as measured on an H100 (fp32 plans are
+    multi-pass above 4096 points and then stay on torch.fft)."""
+    from dnastream.kernels.fftconv import triton_is_faster
+    from dnastream.kernels.monarch import plan_for
+
+    plan = plan_for(L, L, True, dtype, batch=batch)
+    assert triton_is_faster(plan, batch, dtype, grad) is want, plan.describe()

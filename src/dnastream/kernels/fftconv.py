@@ -17,6 +17,7 @@ from torch import Tensor
 from dnastream.kernels import fftconv_op  # also registers torch.ops.dnastream.fftconv
 from dnastream.kernels.backend import kernel_mode
 from dnastream.kernels.fftconv_ref import fftconv_ref
+from dnastream.kernels.monarch import MAX_FUSED_SIZE, MIN_FFT_SIZE, FFTPlan
 from dnastream.kernels.spectrum import FFTConv
 
 __all__ = ["fftconv"]
@@ -87,6 +88,34 @@ def _validate(
 _TRITON_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
+def triton_is_faster(plan: FFTPlan, batch: int, dtype: torch.dtype, needs_grad: bool) -> bool:
+    """Whether the Triton kernels beat torch.fft for this plan (the default dispatch).
+
+    Measured on an H100 (``benchmarks/bench_conv.py``, FlashFFTConv's workload, bf16):
+    * fused plans (N <= 8192; causal bf16/fp16 to 32768) forward: 1.6-5.4x
+      (``results/bench_conv_h100_stop10.log``);
+    * forward+backward (``results/bench_conv_bwd_h100_stop11.log``): 1.13-3.9x from 256 to 8192
+      (256 eager: 0.77-1.15x over three runs, bound by the host's Python, so it stays on
+      torch.fft), 1.69x at 16K, 1.17x at 32K, and with the fused backward under outer levels
+      1.19-1.33x from 64K to 1M; 0.97x at 2M and 0.85x at 4M;
+    * the multi-pass plans forward at B = 8: 1.4-2.1x from 64K to 1M, 0.98-1.4x at 2M-4M. At
+      B = 1 half of each packed row pair is zeros: inside the model they lost (1 Mbp slower and
+      heavier), so they need B >= 2.
+    fp32 (tf32x3) is only taken on fused plans; above 8192, and for the multi-pass plans, only
+    bf16/fp16 with B >= 2, FFT sizes to 1M.
+    """
+    half = dtype in (torch.bfloat16, torch.float16)
+    if plan.outer:
+        return half and batch >= 2 and plan.n <= 1 << 20
+    if not needs_grad:
+        return True
+    if plan.n < 2 * MIN_FFT_SIZE:
+        return False
+    if plan.n <= MAX_FUSED_SIZE:
+        return True
+    return half and batch >= 2
+
+
 def _triton_backend(
     u: Tensor,
     k: Tensor | FFTConv,
@@ -102,7 +131,7 @@ def _triton_backend(
     the filter spectrum for the chosen plan is cached on an :class:`FFTConv`. Inference of a
     short filter (and streaming with ``context``) runs blocked overlap-save plans where they
     are cheaper (:func:`_blocked_inference`)."""
-    from dnastream.kernels.monarch import MAX_FUSED_SIZE, MIN_FFT_SIZE, filter_spectrum, plan_for
+    from dnastream.kernels.monarch import filter_spectrum, plan_for
 
     k_tensor = k.k if isinstance(k, FFTConv) else k
     batch, heads, seq_len = u.shape
@@ -120,21 +149,7 @@ def _triton_backend(
         )
     plan = plan_for(seq_len, k_tensor.shape[1], causal, u.dtype, batch=batch, freq_keep=freq_keep)
     forced = os.environ.get("DNASTREAM_FFTCONV", "auto") == "triton"
-    # Measured on an H100 (benchmarks/bench_conv.py, results/bench_conv_h100_stop10.log): the
-    # fused kernels (N <= 8192, and causal bf16/fp16 up to 32768) beat torch.fft 1.6-5.4x
-    # forward and 1.6-3.9x forward+backward from N = 512 to 8192 (256: 0.77-1.15x in two runs,
-    # bound by the host's Python); the multi-pass plans, 1.4-2.1x forward at B = 8, lost inside
-    # the model at B = 1 (1 Mbp slower and heavier: half of each row pair is zeros) and are
-    # 0.6-1.1x with the backward, so those (and N = 256 or fused N > 8192 with gradients) stay
-    # on torch.fft unless DNASTREAM_FFTCONV=triton.
-    if (
-        plan is None
-        or not forced
-        and (
-            bool(plan.outer)
-            or (needs_grad and (plan.n < 2 * MIN_FFT_SIZE or plan.n > MAX_FUSED_SIZE))
-        )
-    ):
+    if plan is None or not (forced or triton_is_faster(plan, batch, u.dtype, needs_grad)):
         return fftconv_ref(
             u, k, D, pregate=pregate, postgate=postgate, causal=causal, freq_keep=freq_keep
         )
