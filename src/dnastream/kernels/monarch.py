@@ -138,8 +138,9 @@ class FFTPlan:
         bwd_rows: complex rows per tile of the filter-gradient kernel (0: ``rows``; du runs
             on the forward's tiles); the spectrum order does not depend on it.
         outer_bf16: bf16/fp16 plans with outer levels keep their intermediate spectra in
-            bfloat16 (half the HBM traffic of the passes, one more rounding per pass; a
-            measurement option until timed).
+            bfloat16 (half the HBM traffic of the passes, one more rounding per pass). Off: on
+            an H100 forward+backward ran 1.07-1.14x faster at 1M-4M but at 2.9-3.8e-3 relative
+            error against the 3e-3 bar (results/ab_outer_bf16_h100_stop11.log).
         static_scale: one-row fused bf16/fp16 kernel: scale the fp16 operands of each spectrum
             chunk by bounds known per tile (the tile's L1 norm, max |K| per spectrum block)
             instead of their row and column maxima (no cross-thread reductions per chunk).
