@@ -108,8 +108,11 @@ def test_random_shapes_and_configs(
     dy = torch.randn(batch, channels, seq_len, generator=torch.Generator().manual_seed(7))
     y, ours, theirs = grads_and_ref(x, w, b, s, dy.to(DEV), config=config)
     assert rel_err(y, ref64(x, w, b, s)) <= 1e-6
+    # gradients: dw and db are fp32 sums over batch x length (up to 180 terms, with
+    # cancellation): CI drew dw (1 channel, width 2, 2 x 66 terms) 1.23e-6 from float64, so
+    # they get the fp32 bar of the issue (1e-5); an indexing bug is off by O(1)
     for a, r in zip(ours, theirs, strict=True):
-        assert rel_err(a, r) <= 1e-6
+        assert rel_err(a, r) <= 1e-5
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
