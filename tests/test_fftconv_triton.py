@@ -626,6 +626,31 @@ def test_fused_backward_under_outer_levels(B, L, Lk, dtype, causal, gates) -> No
         assert rel_err(got, ref) < BARS[dtype]
 
 
+def test_filter_gradient_alone_skips_the_fused_pass(monkeypatch) -> None:
+    """Only k needs a gradient: a fused_bwd plan takes the separate filter-gradient pass (the
+    fused one would also compute du), and dk is within the bar."""
+    import dnastream.kernels.fftconv_triton as ft
+
+    calls = []
+    real = ft._fused_du_dk
+    monkeypatch.setattr(ft, "_fused_du_dk", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    plan = plan_for(2000, 700, True, torch.bfloat16, batch=2, max_fused=256)
+    plan = dataclasses.replace(plan, rows=1, bwd_rows=0, fused_bwd=True)
+    u, k, d, g1, g2 = make_inputs(2, 2, 2000, 700, torch.bfloat16)
+    dy = torch.randn(2, 2, 2000, generator=torch.Generator().manual_seed(3)).to(u)
+    kk = k.clone().requires_grad_(True)
+    (gk,) = torch.autograd.grad(fftconv_triton(u, kk, D=d, pregate=g1, postgate=g2, plan=plan),
+                                kk, dy)  # fmt: skip
+    assert not calls
+    k64 = k.double().requires_grad_(True)
+    (gk64,) = torch.autograd.grad(ref64(u, k64, d, g1, g2), k64, dy.double())
+    assert rel_err(gk, gk64) < BARS[torch.bfloat16]
+    uu = u.clone().requires_grad_(True)  # with du wanted too, the fused pass runs
+    torch.autograd.grad(fftconv_triton(uu, kk, D=d, pregate=g1, postgate=g2, plan=plan),
+                        (uu, kk), dy)  # fmt: skip
+    assert calls
+
+
 def test_spectrum_bound_is_memoised_only_for_the_same_unchanged_tensors() -> None:
     """The static-scale bound is reused for the same spectrum and D at the same versions, and
     recomputed after an in-place change, for another D, or for an inference tensor."""

@@ -1934,7 +1934,8 @@ def conv_backward(
     need_d = need_d and D is not None
     dy = dy.contiguous()
     du = dk = dD = dg1 = dg2 = None
-    fused = plan.fused_bwd and xplan.rows == 1 and need_k
+    # (the fused pass computes du; for the filter gradient alone the separate pass is less work)
+    fused = plan.fused_bwd and xplan.rows == 1 and need_k and (need_u or need_g1)
     s_sto = dd = None
     if fused:
         # one pass: du / dpregate and the filter-gradient spectrum share FFT(postgate * dy)
