@@ -6,7 +6,8 @@
 #   bash benchmarks/gpu_session.sh tests        # GPU suites of the kernels, model and pipelines
 #   bash benchmarks/gpu_session.sh tune         # tune_conv forward + backward into the cache
 #   bash benchmarks/gpu_session.sh explore      # explore_plans: plan structures side by side
-#   bash benchmarks/gpu_session.sh bench        # bench_conv (with the tuned cache), sparse rows
+#   bash benchmarks/gpu_session.sh bench        # bench_conv (with the tuned cache), sparse rows,
+#                                               # backward-plan A/B, training step, windows
 #   bash benchmarks/gpu_session.sh pipelines    # bench_pipeline tiny (raw chunks vs always
 #                                               # compressed) and the large shape
 #   bash benchmarks/gpu_session.sh multi        # bench_multi_gpu: torchrun N GPUs vs one
@@ -64,6 +65,13 @@ if [[ $what == bench || $what == all ]]; then
     step profile_backward 120 python benchmarks/profile_backward.py --sizes 256,512,1024,4096
     step bench_conv_sparse 200 python benchmarks/bench_conv.py --freq-keep 0.25 \
         --sizes 2048,4096,8192 --modes padded,gated_padded,padded_bwd
+    # backward plans of the multi-pass sizes side by side (with errors against float64), and
+    # a HyenaDNA-large training step with the default dispatch against torch.fft
+    step ab_backward_plans 200 python benchmarks/ab_backward_plans.py \
+        --sizes 131072,1048576,2097152 --variants separate,bf16buf --rounds 2
+    step bench_train_step 170 python benchmarks/bench_train_step.py \
+        --cases 4x16384,2x65536,2x131072 --rounds 2
+    step bench_blocked 150 python benchmarks/bench_blocked.py
 fi
 if [[ $what == multi || $what == all ]]; then
     # torchrun on every GPU of the host against one GPU (needs >= 2 GPUs)
@@ -81,9 +89,10 @@ if [[ $what == pipelines || $what == all ]]; then
 print('   imports', round(d['process_start_to_entry'], 2), 's, first chunk', \
 round(m['first_chunk'] - m['loop_start'], 2), 's')" "$OUT/fixed_cost_$i.json"
     done
-    step bench_pipeline_tiny 240 python benchmarks/bench_pipeline.py --device cuda --threads 8
+    step bench_pipeline_tiny 300 python benchmarks/bench_pipeline.py --device cuda --threads 8 \
+        --fresh-repeats 3
     step bench_pipeline_tiny_compress_always 240 env DNASTREAM_COMPRESS_ALWAYS=1 \
         python benchmarks/bench_pipeline.py --device cuda --threads 8 --jobs embed
     step bench_pipeline_large 300 python benchmarks/bench_pipeline.py --device cuda --threads 8 \
-        --model-shape large --max-bases 4000000
+        --model-shape large --max-bases 2000000 --fresh-repeats 2
 fi
