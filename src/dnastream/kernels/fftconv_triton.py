@@ -1789,7 +1789,10 @@ def _fused_du_dk(
     need_d: bool,
 ) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
     """One pass for du (and dpregate) and the filter-gradient spectrum (one-row plans):
-    returns (du, dg1, S (H * NR, 2, inner) planes in storage order, dD sums or None)."""
+    returns (du, dg1, S (H * NR, 2, inner) planes in storage order, dD sums or None).
+    Under outer levels the pass is the inner one: postgate * dy and pregate * u go through the
+    outer forward levels first, du's inner convolution is written back in place and the outer
+    inverse levels finish it."""
     batch, heads, seq_len = dy.shape
     dev = dy.device
     du = torch.empty_like(dy)
