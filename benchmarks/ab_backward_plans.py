@@ -37,6 +37,7 @@ VARIANTS = {
     "fused_hoist": dict(fused_bwd=True, hoist_f2=True),
     "xc64": dict(bwd_chunk=64),
     "bf16buf": dict(outer_bf16=True),
+    "fp16buf": dict(outer_fp16=True),
     "xc32": dict(bwd_chunk=32),
 }
 

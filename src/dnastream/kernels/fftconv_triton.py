@@ -899,6 +899,8 @@ def _conv_nat_kernel(
     ctx_ptr=None,
     C=0,
     HAS_CTX: tl.constexpr = False,
+    xw_ptr=None,
+    HAS_XW: tl.constexpr = False,
 ):
     """Fused convolution of one complex row per tile, transpose-free ("natural" orientation).
 
@@ -923,7 +925,8 @@ def _conv_nat_kernel(
     transforms the second signal ``xg * xa`` of the same pair (the forward's gated input),
     and adds ``FFT(src) * conj(FFT(x))`` chunk by chunk into its own slot of ``part``
     (program, channel - first channel of the program, 2, M), plus ``sum(src * x)`` into
-    ``ddp`` (``X_DD``); the launcher sums the slots per channel.
+    ``ddp`` (``X_DD``); the launcher sums the slots per channel. ``HAS_XW`` (``outer_fp16``
+    buffers): each pair's product is multiplied by ``xw[p, h]``, undoing both signals' scales.
 
     ``BLOCKED`` (overlap-save, real I/O, not with ``XCORR``): the rows are B virtual rows,
     windows of N samples of the (B / NB, H, L) tensors (see :func:`_blk_row`), circularly
@@ -971,6 +974,9 @@ def _conv_nat_kernel(
                 tl.atomic_add(ddp_ptr + c, tl.sum(tl.sum(xr * vr + xi * vi, axis=1), axis=0))
             var, vai, vscale = _col_scaled(vr, vi, MMA_FP16)
             pbase = part_ptr + (tl.cast(pid, tl.int64) * SLOTS + (c - c_first)) * (2 * M)
+            xw = 1.0
+            if HAS_XW:
+                xw = tl.load(xw_ptr + p * H + h)
         ar, ai, scale = _col_scaled(xr, xi, MMA_FP16)
         s1, s2, s3 = 1.0, 1.0, 1.0  # bounds of |.| at step 2, its inverse, the last step
         if STATIC:  # |any DFT sum of x| <= ||x||_1, so every bound follows from it
@@ -998,8 +1004,8 @@ def _conv_nat_kernel(
                     N1, N2, N1_IO, MMA_FP16, N2K, HOIST_F2,
                 )  # fmt: skip
                 poffs = ch * KC * N2 + soffs0
-                sr = tl.load(pbase + poffs) + (dr * qr + di * qi)
-                si = tl.load(pbase + M + poffs) + (di * qr - dr * qi)
+                sr = tl.load(pbase + poffs) + xw * (dr * qr + di * qi)
+                si = tl.load(pbase + M + poffs) + xw * (di * qr - dr * qi)
                 tl.store(pbase + poffs, sr)
                 tl.store(pbase + M + poffs, si)
             kr = tl.load(sbase + ch * KC * N2 + soffs0)
@@ -1161,6 +1167,9 @@ def _outer_fwd_kernel(
     MMA_FP16: tl.constexpr,
     TW_SPLIT: tl.constexpr = False,
     RNE_BUF: tl.constexpr = False,
+    sig_ptr=None,
+    HAS_SIG: tl.constexpr = False,
+    SCALED: tl.constexpr = False,
 ):
     """One outer level, forward: T[kp, s] = W_(P*S)^(s*kp) * sum_p W_P^(p*kp) x[p*S + s].
 
@@ -1170,6 +1179,9 @@ def _outer_fwd_kernel(
     Otherwise x is row-group gi of the (pairs, H, 2, NTOT) buffer, updated in place.
     TW_SPLIT: the twiddles of a tile are W^(s0*kp) (P values) times the (BS, P) block
     W^(sl*kp) computed once per program, instead of BS * P cosines and sines per tile.
+    SCALED (``outer_fp16``): the outputs are divided by P; HAS_SIG (FIRST): the inputs of
+    pair p, channel h are multiplied by ``sig[p, h]`` (1 / their maximum), so that no stored
+    value exceeds 1 in magnitude.
     """
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
@@ -1199,10 +1211,17 @@ def _outer_fwd_kernel(
         else:
             xr = tl.load(src_ptr + dbase + n).to(tl.float32)
             xi = tl.load(src_ptr + dbase + NTOT + n).to(tl.float32)
+        if HAS_SIG:
+            sg = tl.load(sig_ptr + p * H + h)
+            xr = xr * sg
+            xi = xi * sg
         tr, ti = _cmatmul(xr, xi, fr, fi, False, MMA_FP16)  # [s, kp]
         wr, wi = _tile_twiddles(s, kk, sb * BS, hwr, hwi, P * S, TW_SPLIT)
         outr = tr * wr - ti * wi
         outi = tr * wi + ti * wr
+        if SCALED:
+            outr = outr * (1.0 / P)
+            outi = outi * (1.0 / P)
         o = dbase + kk[None, :] * S + s[:, None]
         _store(dst_ptr, o, outr, None, RNE_BUF)
         _store(dst_ptr + NTOT, o, outi, None, RNE_BUF)
@@ -1235,13 +1254,16 @@ def _outer_inv_kernel(
     RNE_Y2: tl.constexpr = False,
     TW_SPLIT: tl.constexpr = False,
     RNE_BUF: tl.constexpr = False,
+    sig_ptr=None,
+    HAS_SIG: tl.constexpr = False,
 ):
     """One outer level, inverse: y[p*S + s] = sum_kp W_P^(-p*kp) W_(P*S)^(-s*kp) U[kp, s].
 
     LAST: writes the real outputs (rows 2p, 2p+1 of (B, H, L)) with the epilogue
     ``g2 * z`` (and ``y2 = aux * z``), z = conv + D * x (D is in the inner spectrum), only
     rows p < P_IO and samples < L. Otherwise writes back into the buffer (in place).
-    TW_SPLIT: twiddles as in ``_outer_fwd_kernel``.
+    TW_SPLIT: twiddles as in ``_outer_fwd_kernel``. HAS_SIG (LAST, ``outer_fp16``): the
+    results of pair p, channel h are multiplied by ``sig[p, h]`` (undoing the forward scaling).
     """
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
@@ -1275,6 +1297,10 @@ def _outer_inv_kernel(
             offs1 = offs0 + H * L
             m0 = n < L
             m1 = n < tl.where(2 * p + 1 < B, L, 0)
+            if HAS_SIG:
+                sg = tl.load(sig_ptr + p * H + h)
+                outr = outr * sg
+                outi = outi * sg
             if HAS_Y2:
                 a0 = tl.load(aux_ptr + offs0, mask=m0, other=0.0).to(tl.float32)
                 a1 = tl.load(aux_ptr + offs1, mask=m1, other=0.0).to(tl.float32)
@@ -1400,8 +1426,26 @@ def _spectrum_bound(spec: Tensor, D: Tensor | None, n: int, inner: int) -> Tenso
 
 
 def _buf_dtype(plan: FFTPlan) -> torch.dtype:
-    """dtype of the outer levels' intermediate buffer (``outer_bf16``: half the bytes)."""
+    """dtype of the outer levels' intermediate buffer (``outer_fp16`` / ``outer_bf16``: half
+    the bytes)."""
+    if plan.mma == "fp16" and plan.outer_fp16:
+        return torch.float16
     return torch.bfloat16 if plan.outer_bf16 and plan.mma == "fp16" else torch.float32
+
+
+def _scaled(plan: FFTPlan) -> bool:
+    """Whether the outer buffers are scaled float16 (``outer_fp16``)."""
+    return bool(plan.outer) and _buf_dtype(plan) == torch.float16
+
+
+def _pair_max(src: Tensor, gate: Tensor | None) -> Tensor:
+    """(pairs, H) float32: max |gate * src| over both rows of each row pair and all samples
+    (at least the smallest normal float32, so its inverse is finite)."""
+    x = src if gate is None else src * gate
+    m = x.abs().amax(dim=-1).float()  # (B, H)
+    if m.shape[0] % 2:
+        m = torch.cat([m, torch.zeros_like(m[:1])])
+    return m.view(-1, 2, m.shape[1]).amax(dim=1).clamp_min_(torch.finfo(torch.float32).tiny)
 
 
 def _outer_launch_args(plan: FFTPlan, level: int, npairs: int, heads: int) -> dict:
@@ -1415,11 +1459,16 @@ def _outer_launch_args(plan: FFTPlan, level: int, npairs: int, heads: int) -> di
     return dict(S=s, GIN=gin, n_sblk=n_sblk, n_tiles=n_tiles, P=p, P_IO=p_io, BS=bs)
 
 
-def _outer_forward(plan: FFTPlan, src: Tensor, gate: Tensor | None, buf: Tensor) -> None:
-    """Run all outer forward levels: real (B, H, L) input -> buffer (pairs, H, 2, N)."""
+def _outer_forward(
+    plan: FFTPlan, src: Tensor, gate: Tensor | None, buf: Tensor, sig: Tensor | None = None
+) -> None:
+    """Run all outer forward levels: real (B, H, L) input -> buffer (pairs, H, 2, N).
+    ``sig`` (pairs, H) fp32 (scaled float16 buffers): 1 / the max of each pair's input; every
+    level then also divides by its radix."""
     batch, heads, seq_len = src.shape
     npairs = buf.shape[0]
     dt = _mma_dtype(plan)
+    scale = dict(SCALED=sig is not None)
     for level in range(len(plan.outer)):
         a = _outer_launch_args(plan, level, npairs, heads)
         first = level == 0
@@ -1445,6 +1494,9 @@ def _outer_forward(plan: FFTPlan, src: Tensor, gate: Tensor | None, buf: Tensor)
             MMA_FP16=plan.mma == "fp16",
             TW_SPLIT=plan.outer_tw_split,
             RNE_BUF=_emu_rne(buf),
+            sig_ptr=sig if sig is not None else buf,
+            HAS_SIG=first and sig is not None,
+            **scale,
             num_warps=plan.outer_warps,
             num_stages=plan.outer_stages,
             **_regcap(plan.outer_maxnreg),
@@ -1458,10 +1510,11 @@ def _outer_inverse(
     g2: Tensor | None,
     aux: Tensor | None,
     y2: Tensor | None,
+    sig: Tensor | None = None,
 ) -> None:
     """Run all outer inverse levels: buffer (pairs, H, 2, N) -> y = g2 * z (B, H, L) and
     y2 = aux * z, z the real rows of the inverse transform (in place in ``buf`` until the
-    last level)."""
+    last level), times ``sig`` (pairs, H) when given (undoing a scaled forward)."""
     dt = _mma_dtype(plan)
     dev = buf.device
     batch, heads, seq_len = y.shape
@@ -1498,6 +1551,8 @@ def _outer_inverse(
             RNE_BUF=_emu_rne(buf),
             RNE_Y=last and _emu_rne(y),
             RNE_Y2=last and y2 is not None and _emu_rne(y2),
+            sig_ptr=sig if sig is not None else buf,
+            HAS_SIG=last and sig is not None,
             num_warps=plan.outer_warps,
             num_stages=plan.outer_stages,
             **_regcap(plan.outer_maxnreg),
@@ -1525,11 +1580,12 @@ def _launch_inner_conv(
     complex_io: bool,
     xcorr: tuple[Tensor, Tensor | None, bool] | None = None,
     ctx: Tensor | None = None,
+    xw: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, int, int] | None:
     """Launch the inner (fused) convolution kernel. ``xcorr = (x, x_gate, want_dd)`` (one-row
     plans only) also accumulates the filter-gradient spectra: returns (part, ddp, slots,
     tiles_per_program) for :func:`_fused_du_dk` (with ``complex_io``, ``x`` is the outer
-    levels' buffer of the second signal)."""
+    levels' buffer of the second signal; ``xw`` (pairs, H): weights of each pair's product)."""
     dev = src.device
     blocked = dict(BLOCKED=False, ctx_ptr=src)  # (a pointer is always passed: ctx or a dummy)
     if plan.block:  # overlap-save: the rows are the windows, `batch` of them in all
@@ -1605,6 +1661,7 @@ def _launch_inner_conv(
             n_tiles, per, KC=plan.chunk, N2K=plan.n2_kept, HOIST_F2=plan.hoist_f2, STATIC=static,
             XCORR=xcorr is not None, HAS_XG=xcorr is not None and xcorr[1] is not None,
             X_DD=xcorr is not None and xcorr[2], SLOTS=slots, **blocked, **flags,
+            xw_ptr=xw if xw is not None else spec, HAS_XW=xw is not None,
         )  # fmt: skip
         return out
     if xcorr is not None:
@@ -1659,11 +1716,13 @@ def _conv(
         return y, y2
 
     buf = torch.empty((npairs, heads, 2, plan.n), dtype=_buf_dtype(plan), device=dev)
-    _outer_forward(plan, src, g1, buf)
+    sig = _pair_max(src, g1) if _scaled(plan) else None
+    _outer_forward(plan, src, g1, buf, None if sig is None else 1.0 / sig)
     _launch_inner_conv(
         plan, buf, None, None, None, D, buf, None, spec, conj, batch, heads, seq_len, True
     )
-    _outer_inverse(plan, buf, y, g2, aux, y2)
+    nr = plan.n // plan.inner
+    _outer_inverse(plan, buf, y, g2, aux, y2, None if sig is None else sig * nr)
     return y, y2
 
 
@@ -1684,6 +1743,8 @@ def _xcorr(
     batch, heads, seq_len = a.shape
     npairs = (batch + 1) // 2
     dev = a.device
+    if _scaled(plan):  # this pass keeps unscaled fp32 buffers (its sums mix the pairs)
+        plan = _with_fp32_buffers(plan)
     f1, f2, tw = _consts(plan, dev)
     rows = max(1, min(plan.rows, _pow2_at_least(npairs)))
     n_pblk = triton.cdiv(npairs, rows)
@@ -1804,14 +1865,21 @@ def _fused_du_dk(
         # convolution (in place) and the cross-correlation, then the outer inverse -> du
         bufz = torch.empty((npairs, heads, 2, plan.n), dtype=_buf_dtype(plan), device=dev)
         bufx = torch.empty_like(bufz)
-        _outer_forward(plan, dy, g2, bufz)
-        _outer_forward(plan, u, g1, bufx)
+        sz = sx = xw = None
+        if _scaled(plan):  # scaled float16 buffers: undo both scales in each pair's product
+            sz, sx = _pair_max(dy, g2), _pair_max(u, g1)
+            xw = sz * sx * float(nr * nr)
+        _outer_forward(plan, dy, g2, bufz, None if sz is None else 1.0 / sz)
+        _outer_forward(plan, u, g1, bufx, None if sx is None else 1.0 / sx)
         out = _launch_inner_conv(
             plan, bufz, None, None, None, D, bufz, None, spec, True,
-            batch, heads, seq_len, True, (bufx, None, False),
+            batch, heads, seq_len, True, (bufx, None, False), xw=xw,
         )  # fmt: skip
         del bufx
-        _outer_inverse(plan, bufz, du, g1, u if dg1 is not None else None, dg1)
+        _outer_inverse(
+            plan, bufz, du, g1, u if dg1 is not None else None, dg1,
+            None if sz is None else sz * nr,
+        )  # fmt: skip
         # dD in the time domain: by Parseval the buffers would give it too, but through their
         # fp16 tensor-core rounding (H=2 interpreter test: 1.7e-4 - 4.3e-4 against 1e-7)
         dd = None
@@ -1905,6 +1973,12 @@ def conv_forward(
     ``plan`` from ``block_plan_for(L, Lk, dtype, context=C)``)."""
     y, _ = _conv(plan, u, pregate, k_spectrum, False, D, postgate, None, ctx=context)
     return y
+
+
+@functools.lru_cache(maxsize=64)
+def _with_fp32_buffers(plan: FFTPlan) -> FFTPlan:
+    """``plan`` with unscaled fp32 outer buffers (built once per plan)."""
+    return dataclasses.replace(plan, outer_fp16=False, outer_bf16=False)
 
 
 @functools.lru_cache(maxsize=256)

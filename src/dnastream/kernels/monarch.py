@@ -141,6 +141,13 @@ class FFTPlan:
             bfloat16 (half the HBM traffic of the passes, one more rounding per pass). Off: on
             an H100 forward+backward ran 1.07-1.14x faster at 1M-4M but at 2.9-3.8e-3 relative
             error against the 3e-3 bar (results/ab_outer_bf16_h100_stop11.log).
+        outer_fp16: bf16/fp16 plans with outer levels keep their intermediate spectra in
+            float16, scaled so they cannot overflow: the input of each (row pair, channel) by
+            1 / max|gate * x| over both rows, every outer forward level by 1 / radix (so every
+            stored value is at most 1), undone at the last inverse level (and, in the fused
+            backward, in each pair's filter-gradient product). Half the bytes of fp32 with
+            8x bf16's precision. The separate filter-gradient pass keeps fp32 buffers. Off
+            until timed on a GPU (``benchmarks/ab_backward_plans.py --variants fp16buf``).
         static_scale: one-row fused bf16/fp16 kernel: scale the fp16 operands of each spectrum
             chunk by bounds known per tile (the tile's L1 norm, max |K| per spectrum block)
             instead of their row and column maxima (no cross-thread reductions per chunk).
@@ -185,6 +192,7 @@ class FFTPlan:
     bwd_rows: int = 0
     outer_bf16: bool = False
     static_scale: bool = False
+    outer_fp16: bool = False
     block: bool = False
     _strides: tuple[int, ...] = field(default=(), repr=False, compare=False)
 
