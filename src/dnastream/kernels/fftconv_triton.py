@@ -562,6 +562,7 @@ def _conv_kernel(
     ctx_ptr=None,
     C=0,
     HAS_CTX: tl.constexpr = False,
+    SCALE_NR: tl.constexpr = False,
 ):
     """Fused FFT -> spectrum product -> inverse FFT over tiles of R complex rows.
 
@@ -661,7 +662,10 @@ def _conv_kernel(
             MMA_FP16,
         )
 
-        if COMPLEX_IO:  # the outer levels' buffer (fp32 or bf16)
+        if COMPLEX_IO:  # the outer levels' buffer (fp32, bf16 or scaled fp16)
+            if SCALE_NR:  # scaled fp16 buffers: the inverse levels' inputs at the output's scale
+                outr = outr * NR
+                outi = outi * NR
             _store(y_ptr, offs0, outr, m0, RNE_Y)
             _store(y_ptr, offs1, outi, m1, RNE_Y)
         else:
@@ -901,6 +905,7 @@ def _conv_nat_kernel(
     HAS_CTX: tl.constexpr = False,
     xw_ptr=None,
     HAS_XW: tl.constexpr = False,
+    SCALE_NR: tl.constexpr = False,
 ):
     """Fused convolution of one complex row per tile, transpose-free ("natural" orientation).
 
@@ -1053,7 +1058,10 @@ def _conv_nat_kernel(
             dt = tl.load(d_ptr + h).to(tl.float32)
             accr += dt * _gload(src_ptr + base0, g1_ptr + base0, n, m0, HAS_G1)
             acci += dt * _gload(src_ptr + base1, g1_ptr + base1, n, m1, HAS_G1)
-        if COMPLEX_IO:  # the outer levels' buffer (fp32 or bf16)
+        if COMPLEX_IO:  # the outer levels' buffer (fp32, bf16 or scaled fp16)
+            if SCALE_NR:  # scaled fp16 buffers: the inverse levels' inputs at the output's scale
+                accr = accr * NR
+                acci = acci * NR
             _store(y_ptr + base0, n, accr, m0, RNE_Y)
             _store(y_ptr + base1, n, acci, m1, RNE_Y)
         else:
@@ -1627,6 +1635,7 @@ def _launch_inner_conv(
         N1_IO=plan.n1 if complex_io else plan.io_rows,
         NR=nr,
         COMPLEX_IO=complex_io,
+        SCALE_NR=complex_io and _scaled(plan),
         CONJ_SPEC=conj,
         HAS_G1=g1 is not None,
         HAS_G2=g2 is not None,
@@ -1721,8 +1730,7 @@ def _conv(
     _launch_inner_conv(
         plan, buf, None, None, None, D, buf, None, spec, conj, batch, heads, seq_len, True
     )
-    nr = plan.n // plan.inner
-    _outer_inverse(plan, buf, y, g2, aux, y2, None if sig is None else sig * nr)
+    _outer_inverse(plan, buf, y, g2, aux, y2, sig)
     return y, y2
 
 
@@ -1876,10 +1884,7 @@ def _fused_du_dk(
             batch, heads, seq_len, True, (bufx, None, False), xw=xw,
         )  # fmt: skip
         del bufx
-        _outer_inverse(
-            plan, bufz, du, g1, u if dg1 is not None else None, dg1,
-            None if sz is None else sz * nr,
-        )  # fmt: skip
+        _outer_inverse(plan, bufz, du, g1, u if dg1 is not None else None, dg1, sz)
         # dD in the time domain: by Parseval the buffers would give it too, but through their
         # fp16 tensor-core rounding (H=2 interpreter test: 1.7e-4 - 4.3e-4 against 1e-7)
         dd = None

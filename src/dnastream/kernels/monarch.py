@@ -142,12 +142,16 @@ class FFTPlan:
             an H100 forward+backward ran 1.07-1.14x faster at 1M-4M but at 2.9-3.8e-3 relative
             error against the 3e-3 bar (results/ab_outer_bf16_h100_stop11.log).
         outer_fp16: bf16/fp16 plans with outer levels keep their intermediate spectra in
-            float16, scaled so they cannot overflow: the input of each (row pair, channel) by
-            1 / max|gate * x| over both rows, every outer forward level by 1 / radix (so every
-            stored value is at most 1), undone at the last inverse level (and, in the fused
-            backward, in each pair's filter-gradient product). Half the bytes of fp32 with
-            8x bf16's precision. The separate filter-gradient pass keeps fp32 buffers. Off
-            until timed on a GPU (``benchmarks/ab_backward_plans.py --variants fp16buf``).
+            float16, scaled: the input of each (row pair, channel) by 1 / max|gate * x| over
+            both rows and every outer forward level by 1 / radix (every stored value is at
+            most 1); the inner pass stores its output times NR, i.e. the outer forward
+            transform of the output z divided by max|gate * x| and by NR (at most
+            ``sum|k| + |D|`` in magnitude: float16 overflows only for filters with an L1 norm
+            above ~65,000, not yet guarded); the last inverse level multiplies by the max (and
+            the fused backward undoes both signals' scales in each pair's filter-gradient
+            product). Half the bytes of fp32 at about its error. The separate filter-gradient
+            pass keeps fp32 buffers. Off until timed on a GPU
+            (``benchmarks/ab_backward_plans.py --variants fp16buf``).
         static_scale: one-row fused bf16/fp16 kernel: scale the fp16 operands of each spectrum
             chunk by bounds known per tile (the tile's L1 norm, max |K| per spectrum block)
             instead of their row and column maxima (no cross-thread reductions per chunk).
