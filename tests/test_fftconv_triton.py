@@ -523,6 +523,17 @@ class TestGPUAllSizes:
     def test_circular_backward(self, n) -> None:
         check_backward(4, 4, n, n, torch.float16, causal=False)
 
+    @pytest.mark.parametrize("n", [65536, 1 << 20, 1 << 22])
+    @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+    def test_scaled_fp16_outer_buffers(self, n, dtype) -> None:
+        """outer_fp16 (off by default until timed) on real tiles: forward and the fused
+        backward within the bars, one and two outer levels."""
+        B, H = self._bh(n)
+        plan = plan_for(n // 2, n // 2, True, dtype, batch=B)
+        plan = dataclasses.replace(plan, outer_fp16=True)
+        check_forward(B, H, n // 2, n // 2, dtype, plan=plan, decay=True)
+        check_backward(B, H, n // 2, n // 2, dtype, plan=plan)
+
 
 def test_backward_row_tiles_follow_bwd_rows() -> None:
     """2048-point plans run the forward and du on 2-row tiles and the filter gradient on
