@@ -1456,15 +1456,32 @@ def _pair_max(src: Tensor, gate: Tensor | None) -> Tensor:
     return m.view(-1, 2, m.shape[1]).amax(dim=1).clamp_min_(torch.finfo(torch.float32).tiny)
 
 
-def _outer_launch_args(plan: FFTPlan, level: int, npairs: int, heads: int) -> dict:
+def _outer_level(
+    plan: FFTPlan, level: int, shape: tuple[int, int, int], npairs: int, dev: torch.device
+) -> tuple[tuple[int], tuple, dict]:
+    """Launch of outer level ``level`` shared by the forward and inverse kernels: (grid, the
+    DFT table and scalar arguments, the tile constants and launch settings)."""
+    batch, heads, seq_len = shape
     p = plan.outer[level]
     s = plan.strides[level]
     gin = plan.n // (p * s)
     bs = min(plan.outer_block, s)
     n_sblk = s // bs
     n_tiles = npairs * heads * gin * n_sblk
-    p_io = plan.outer_io if level == 0 else p
-    return dict(S=s, GIN=gin, n_sblk=n_sblk, n_tiles=n_tiles, P=p, P_IO=p_io, BS=bs)
+    grid = (_programs(n_tiles, _outer_ctas(plan), dev),)
+    args = (dft_table(p, _mma_dtype(plan), dev), batch, heads, seq_len, plan.n, s, gin, n_sblk,
+            n_tiles)  # fmt: skip
+    kwargs = dict(
+        P=p,
+        P_IO=plan.outer_io if level == 0 else p,
+        BS=bs,
+        MMA_FP16=plan.mma == "fp16",
+        TW_SPLIT=plan.outer_tw_split,
+        num_warps=plan.outer_warps,
+        num_stages=plan.outer_stages,
+        **_regcap(plan.outer_maxnreg),
+    )
+    return grid, args, kwargs
 
 
 def _outer_forward(
@@ -1473,41 +1490,21 @@ def _outer_forward(
     """Run all outer forward levels: real (B, H, L) input -> buffer (pairs, H, 2, N).
     ``sig`` (pairs, H) fp32 (scaled float16 buffers): 1 / the max of each pair's input; every
     level then also divides by its radix."""
-    batch, heads, seq_len = src.shape
-    npairs = buf.shape[0]
-    dt = _mma_dtype(plan)
-    scale = dict(SCALED=sig is not None)
     for level in range(len(plan.outer)):
-        a = _outer_launch_args(plan, level, npairs, heads)
+        grid, args, kwargs = _outer_level(plan, level, src.shape, buf.shape[0], src.device)
         first = level == 0
-        grid = (_programs(a["n_tiles"], _outer_ctas(plan), src.device),)
         _outer_fwd_kernel[grid](
             src if first else buf,
             gate if gate is not None else src,
             buf,
-            dft_table(a["P"], dt, src.device),
-            batch,
-            heads,
-            seq_len,
-            plan.n,
-            a["S"],
-            a["GIN"],
-            a["n_sblk"],
-            a["n_tiles"],
-            P=a["P"],
-            P_IO=a["P_IO"],
-            BS=a["BS"],
+            *args,
             FIRST=first,
             HAS_G=first and gate is not None,
-            MMA_FP16=plan.mma == "fp16",
-            TW_SPLIT=plan.outer_tw_split,
             RNE_BUF=_emu_rne(buf),
             sig_ptr=sig if sig is not None else buf,
             HAS_SIG=first and sig is not None,
-            **scale,
-            num_warps=plan.outer_warps,
-            num_stages=plan.outer_stages,
-            **_regcap(plan.outer_maxnreg),
+            SCALED=sig is not None,
+            **kwargs,
         )
 
 
@@ -1523,47 +1520,25 @@ def _outer_inverse(
     """Run all outer inverse levels: buffer (pairs, H, 2, N) -> y = g2 * z (B, H, L) and
     y2 = aux * z, z the real rows of the inverse transform (in place in ``buf`` until the
     last level), times ``sig`` (pairs, H) when given (undoing a scaled forward)."""
-    dt = _mma_dtype(plan)
-    dev = buf.device
-    batch, heads, seq_len = y.shape
-    npairs = buf.shape[0]
-    dummy = y
-    fp16 = plan.mma == "fp16"
     for level in reversed(range(len(plan.outer))):
-        a = _outer_launch_args(plan, level, npairs, heads)
+        grid, args, kwargs = _outer_level(plan, level, y.shape, buf.shape[0], buf.device)
         last = level == 0
-        grid = (_programs(a["n_tiles"], _outer_ctas(plan), dev),)
         _outer_inv_kernel[grid](
             buf,
             y if last else buf,
-            g2 if g2 is not None else dummy,
-            aux if aux is not None else dummy,
+            g2 if g2 is not None else y,  # (unused pointers: any tensor)
+            aux if aux is not None else y,
             y2 if y2 is not None else y,
-            dft_table(a["P"], dt, dev),
-            batch,
-            heads,
-            seq_len,
-            plan.n,
-            a["S"],
-            a["GIN"],
-            a["n_sblk"],
-            a["n_tiles"],
-            P=a["P"],
-            P_IO=a["P_IO"],
-            BS=a["BS"],
+            *args,
             LAST=last,
             HAS_G2=last and g2 is not None,
             HAS_Y2=last and aux is not None,
-            MMA_FP16=fp16,
-            TW_SPLIT=plan.outer_tw_split,
             RNE_BUF=_emu_rne(buf),
             RNE_Y=last and _emu_rne(y),
             RNE_Y2=last and y2 is not None and _emu_rne(y2),
             sig_ptr=sig if sig is not None else buf,
             HAS_SIG=last and sig is not None,
-            num_warps=plan.outer_warps,
-            num_stages=plan.outer_stages,
-            **_regcap(plan.outer_maxnreg),
+            **kwargs,
         )
 
 
