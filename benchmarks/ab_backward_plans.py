@@ -36,8 +36,9 @@ VARIANTS = {
     "fused_w8": dict(fused_bwd=True, num_warps=8),
     "fused_hoist": dict(fused_bwd=True, hoist_f2=True),
     "xc64": dict(bwd_chunk=64),
-    "bf16buf": dict(outer_bf16=True),
+    "bf16buf": dict(outer_bf16=True, outer_fp16=False),
     "fp16buf": dict(outer_fp16=True),
+    "fp32buf": dict(outer_fp16=False, outer_bf16=False),
     "xc32": dict(bwd_chunk=32),
 }
 
@@ -69,7 +70,7 @@ def main() -> None:
     print(f"# gates and D: {args.gated}")
     print(
         "N | B | H | variant | ms | torch ms | speed-up vs torch | vs default | grad dist"
-        " | fwd err64 | du err64"
+        " | fwd err64 | du err64 | fwd ms | fwd vs default"
     )
     for n in (int(s) for s in args.sizes.split(",")):
         run_size(n, args, names, bench, dev)
@@ -143,16 +144,25 @@ def run_size(n: int, args: argparse.Namespace, names: list[str], bench, dev: str
         )
     del grads
     times: dict[str, list[float]] = {v: [] for v in [*names, "torch"]}
+    fwd: dict[str, list[float]] = {v: [] for v in names}
+
+    def forward(plan) -> None:
+        with torch.no_grad():
+            fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=plan)
+
     for _ in range(args.rounds):
         for v in names:
             times[v].append(bench(lambda v=v: step(plans[v])))
+            fwd[v].append(bench(lambda v=v: forward(plans[v])))
         times["torch"].append(bench(theirs))
     med = {v: statistics.median(t) for v, t in times.items()}
+    fmed = {v: statistics.median(t) for v, t in fwd.items()}
     for v in names:
         print(
             f"{n} | {b} | {h} | {v} | {med[v]:.3f} | {med['torch']:.3f} | "
             f"{med['torch'] / med[v]:.2f} | {med['default'] / med[v]:.2f} | {dist[v]:.1e} | "
-            f"{err[v][0]:.2e} | {err[v][1]:.2e}",
+            f"{err[v][0]:.2e} | {err[v][1]:.2e} | {fmed[v]:.3f} | "
+            f"{fmed['default'] / fmed[v]:.2f}",
             flush=True,
         )
 

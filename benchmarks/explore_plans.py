@@ -68,7 +68,7 @@ def variants(mode: str, n: int, batch: int):
         )
     if base.outer:
         out.append(("tw_split", dataclasses.replace(base, outer_tw_split=True)))
-        out.append(("bf16_buffer", dataclasses.replace(base, outer_bf16=True)))
+        out.append(("bf16_buffer", dataclasses.replace(base, outer_bf16=True, outer_fp16=False)))
     for fused in (16384, 32768):
         if n > fused * 8 and fused == 32768:
             continue

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
 import pytest
 import torch
@@ -265,8 +266,9 @@ def test_outer_levels_with_a_bf16_buffer() -> None:
     more rounding per pass (forward about 2.3e-3 here against 1.7e-3, under the bf16 bar)."""
     plan = plan_for(4096, 4096, True, torch.bfloat16, batch=3, max_fused=512)
     assert plan.outer == (16,)
-    bf = dataclasses.replace(plan, outer_bf16=True)
-    e32 = check_forward(3, 2, 4096, 4096, torch.bfloat16, plan=plan, decay=True)
+    bf = dataclasses.replace(plan, outer_bf16=True, outer_fp16=False)
+    f32 = dataclasses.replace(plan, outer_fp16=False)
+    e32 = check_forward(3, 2, 4096, 4096, torch.bfloat16, plan=f32, decay=True)
     e16 = check_forward(3, 2, 4096, 4096, torch.bfloat16, plan=bf, decay=True)
     assert e32 < e16 <= 3e-3  # the buffer really is bf16, and still within the bar
 
@@ -526,7 +528,7 @@ class TestGPUAllSizes:
     @pytest.mark.parametrize("n", [65536, 1 << 20, 1 << 22])
     @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
     def test_scaled_fp16_outer_buffers(self, n, dtype) -> None:
-        """outer_fp16 (off by default until timed) on real tiles: forward and the fused
+        """outer_fp16 (the default of outer plans) on real tiles: forward and the fused
         backward within the bars, one and two outer levels."""
         B, H = self._bh(n)
         plan = plan_for(n // 2, n // 2, True, dtype, batch=B)
@@ -615,7 +617,11 @@ def test_fused_backward_under_outer_levels(B, L, Lk, dtype, causal, gates) -> No
     4.6 minutes in the interpreter)."""
     plan = plan_for(L, Lk, causal, dtype, batch=B, max_fused=256)
     assert plan.outer
-    plan = dataclasses.replace(plan, rows=1, bwd_rows=0, fused_bwd=False, bwd_warps=0)
+    # fp32 buffers on both sides (the separate filter-gradient pass always has them; scaled
+    # float16 buffers: test_scaled_fp16_outer_buffers_backward)
+    plan = dataclasses.replace(
+        plan, rows=1, bwd_rows=0, fused_bwd=False, bwd_warps=0, outer_fp16=False
+    )
     fused = dataclasses.replace(plan, fused_bwd=True)
     inputs = make_inputs(B, 2, L, Lk, dtype, gates=gates)
     g = torch.Generator().manual_seed(7)
@@ -684,7 +690,9 @@ def test_scaled_fp16_outer_buffers_forward(B, L, Lk, dtype, scale, radix) -> Non
     u = (u.float() * scale).to(dtype)
     want = ref64(u, k, d, g1, g2)
     err = {}
-    for name, kw in (("fp32", {}), ("fp16", {"outer_fp16": True}), ("bf16", {"outer_bf16": True})):
+    variants = (("fp32", {"outer_fp16": False}), ("fp16", {"outer_fp16": True}),
+                ("bf16", {"outer_fp16": False, "outer_bf16": True}))  # fmt: skip
+    for name, kw in variants:
         pl = dataclasses.replace(plan, **kw)
         y = fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=pl)
         assert torch.isfinite(y.float()).all(), name
@@ -713,6 +721,81 @@ def test_scaled_fp16_outer_buffers_backward(fused) -> None:
     for name, a, b in zip(("u", "k", "D", "pregate", "postgate"), got, want, strict=True):
         assert torch.isfinite(a.float()).all(), name
         assert rel_err(a, b) < BARS[dtype], name
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "separate"])
+def test_scaled_fp16_outer_buffers_guard_large_filters(fused) -> None:
+    """A channel whose sum |k| + |D| exceeds float16's range (here ~1e7 and a D of 1e6) is
+    scaled down in the inner pass and back at the last inverse level: outputs and gradients
+    stay finite and within the bars, next to a channel of ordinary size. Without the guard
+    (FP16_BUFFER_LIMIT above float16's range) the same buffers overflow."""
+    import dnastream.kernels.fftconv_triton as ft
+
+    B, L, Lk, dtype = 3, 2000, 2000, torch.bfloat16
+    plan = plan_for(L, Lk, True, dtype, batch=B, max_fused=256)
+    plan = dataclasses.replace(plan, rows=1, bwd_rows=0, fused_bwd=fused, outer_fp16=True)
+    u, k, d, g1, g2 = make_inputs(B, 2, L, Lk, dtype)
+    k = k.clone()
+    k[1] *= 1e6 / k[1].abs().sum() * 10.0  # sum |k_1| = 1e7
+    d = d.clone()
+    d[1] = 1e6
+    assert float(k[1].abs().sum() + d[1].abs()) > 65504.0
+    leaves = [t.clone().requires_grad_(True) for t in (u, k, d, g1, g2)]
+    dy = torch.randn(B, 2, L, generator=torch.Generator().manual_seed(5)).to(dtype)
+    y = fftconv_triton(*leaves[:1], leaves[1], D=leaves[2], pregate=leaves[3],
+                       postgate=leaves[4], plan=plan)  # fmt: skip
+    l64 = [t.detach().double().requires_grad_(True) for t in (u, k, d, g1, g2)]
+    y64 = ref64(*l64)
+    assert torch.isfinite(y.float()).all()
+    for h in range(2):  # each channel to the bar on its own scale
+        assert rel_err(y[:, h], y64[:, h]) < BARS[dtype], h
+    got = torch.autograd.grad(y, leaves, dy)
+    want = torch.autograd.grad(y64, l64, dy.double())
+    for name, a, b in zip(("u", "k", "D", "pregate", "postgate"), got, want, strict=True):
+        assert torch.isfinite(a.float()).all(), name
+        assert rel_err(a, b) < BARS[dtype], name
+    # the guard is what keeps it finite: lifted, the same forward overflows float16
+    ft._SCALE_MEMO[0] = None
+    old = ft.FP16_BUFFER_LIMIT
+    try:
+        ft.FP16_BUFFER_LIMIT = 1e30
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the interpreter's overflow
+            y_unguarded = fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=plan)
+        assert not torch.isfinite(y_unguarded[:, 1].float()).all()
+    finally:
+        ft.FP16_BUFFER_LIMIT = old
+        ft._SCALE_MEMO[0] = None
+
+
+def test_channel_scale_bounds_the_filter_norm() -> None:
+    """_channel_scale's bound N sqrt(sum |spec|^2) + |D| is at least sum |k| + |D| (Parseval),
+    for impulses, decaying and random filters, and frequency-sparse spectra; channels within
+    the limit get exactly NR; the factor is memoised for the same unchanged spectrum."""
+    from dnastream.kernels.fftconv_triton import FP16_BUFFER_LIMIT, _channel_scale
+
+    plan = plan_for(3000, 3000, True, torch.bfloat16, max_fused=256)
+    nr = plan.n // plan.inner
+    t = torch.arange(3000, dtype=torch.float64)
+    k = torch.stack([
+        torch.nn.functional.one_hot(torch.tensor(7), 3000).double(),
+        torch.exp(-t / 300.0) * torch.cos(t / 5.0),
+        torch.randn(3000, generator=torch.Generator().manual_seed(1), dtype=torch.float64),
+        torch.full((3000,), 40.0, dtype=torch.float64),  # sum |k| = 120000: over the limit
+    ])  # fmt: skip
+    d = torch.tensor([0.5, -2.0, 0.0, 3.0])
+    for p in (plan, dataclasses.replace(plan, freq_cut=plan.n // 8)):
+        spec = filter_spectrum(k, p)
+        bound = p.n * spec.double().square().sum(dim=(0, 2)).sqrt() + d.abs()
+        if not p.freq_cut:
+            assert (bound >= (k.abs().sum(dim=1) + d.abs()) * (1 - 1e-5)).all()
+        cs = _channel_scale(spec, d, p.n, p.inner)
+        want = nr * torch.clamp(FP16_BUFFER_LIMIT / bound, max=1.0)
+        torch.testing.assert_close(cs.double(), want, rtol=1e-5, atol=0)
+        assert cs[0] == nr and cs[3] < nr
+        assert _channel_scale(spec, d, p.n, p.inner) is cs  # memoised
+        spec.mul_(2.0)  # in place: recomputed
+        assert _channel_scale(spec, d, p.n, p.inner) is not cs
 
 
 def test_spectrum_bound_is_memoised_only_for_the_same_unchanged_tensors() -> None:

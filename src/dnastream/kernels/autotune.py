@@ -104,6 +104,7 @@ LAUNCH_FIELDS: tuple[str, ...] = (
     "outer_tw_split",
     "bwd_rows",
     "outer_bf16",
+    "outer_fp16",
     "static_scale",
 )
 
@@ -308,7 +309,15 @@ def lookup(gpu: str, key: str, path: str | None = None) -> dict[str, Any] | None
 
 
 def _valid_value(name: str, value: Any, plan: FFTPlan) -> bool:
-    if name in ("hoist", "hoist_f2", "fused_bwd", "outer_tw_split", "outer_bf16", "static_scale"):
+    if name in (
+        "hoist",
+        "hoist_f2",
+        "fused_bwd",
+        "outer_tw_split",
+        "outer_bf16",
+        "outer_fp16",
+        "static_scale",
+    ):
         return isinstance(value, bool)
     if name in ("maxnreg", "outer_maxnreg", "bwd_maxnreg"):
         return value is None or (type(value) is int and 16 <= value <= 255)

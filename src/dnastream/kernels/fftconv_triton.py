@@ -562,6 +562,7 @@ def _conv_kernel(
     ctx_ptr=None,
     C=0,
     HAS_CTX: tl.constexpr = False,
+    cs_ptr=None,
     SCALE_NR: tl.constexpr = False,
 ):
     """Fused FFT -> spectrum product -> inverse FFT over tiles of R complex rows.
@@ -663,9 +664,10 @@ def _conv_kernel(
         )
 
         if COMPLEX_IO:  # the outer levels' buffer (fp32, bf16 or scaled fp16)
-            if SCALE_NR:  # scaled fp16 buffers: the inverse levels' inputs at the output's scale
-                outr = outr * NR
-                outi = outi * NR
+            if SCALE_NR:  # scaled fp16 buffers: the inverse levels' inputs at the output's
+                cs = tl.load(cs_ptr + h)  # scale (NR, less where a channel's norm is large)
+                outr = outr * cs
+                outi = outi * cs
             _store(y_ptr, offs0, outr, m0, RNE_Y)
             _store(y_ptr, offs1, outi, m1, RNE_Y)
         else:
@@ -905,6 +907,7 @@ def _conv_nat_kernel(
     HAS_CTX: tl.constexpr = False,
     xw_ptr=None,
     HAS_XW: tl.constexpr = False,
+    cs_ptr=None,
     SCALE_NR: tl.constexpr = False,
 ):
     """Fused convolution of one complex row per tile, transpose-free ("natural" orientation).
@@ -1059,9 +1062,10 @@ def _conv_nat_kernel(
             accr += dt * _gload(src_ptr + base0, g1_ptr + base0, n, m0, HAS_G1)
             acci += dt * _gload(src_ptr + base1, g1_ptr + base1, n, m1, HAS_G1)
         if COMPLEX_IO:  # the outer levels' buffer (fp32, bf16 or scaled fp16)
-            if SCALE_NR:  # scaled fp16 buffers: the inverse levels' inputs at the output's scale
-                accr = accr * NR
-                acci = acci * NR
+            if SCALE_NR:  # scaled fp16 buffers: the inverse levels' inputs at the output's
+                cs = tl.load(cs_ptr + h)  # scale (NR, less where a channel's norm is large)
+                accr = accr * cs
+                acci = acci * cs
             _store(y_ptr + base0, n, accr, m0, RNE_Y)
             _store(y_ptr + base1, n, acci, m1, RNE_Y)
         else:
@@ -1397,6 +1401,7 @@ def _consts(plan: FFTPlan, device: torch.device) -> tuple[Tensor, Tensor, Tensor
 
 
 _BOUND_MEMO: list[tuple | None] = [None]
+_SCALE_MEMO: list[tuple | None] = [None]
 
 
 def _version(t: Tensor | None) -> int | None:
@@ -1431,6 +1436,40 @@ def _spectrum_bound(spec: Tensor, D: Tensor | None, n: int, inner: int) -> Tenso
         dref = weakref.ref(D) if D is not None else None
         _BOUND_MEMO[0] = (weakref.ref(spec), sver, dref, dver, (n, inner), bound)
     return bound
+
+
+# Largest magnitude the scaled float16 outer buffers may hold (float16's largest is 65504): a
+# channel whose bound exceeds it is scaled down by the ratio in the inner pass and scaled back
+# up at the last inverse level (see _channel_scale).
+FP16_BUFFER_LIMIT = 2.0**14
+
+
+def _channel_scale(spec: Tensor, D: Tensor | None, n: int, inner: int) -> Tensor:
+    """(H,) fp32 factor of the inner pass's output in scaled float16 outer buffers.
+
+    With each pair's input scaled to max 1, every value the inverse levels hold is bounded by
+    the channel's sum |k_h| + |D_h|, and sum |k_h| <= sqrt(N) ||k_h||_2 = N sqrt(sum |spec_h|^2)
+    (Parseval; ``spec`` is K / N, so the bound covers frequency-sparse spectra too). The factor
+    is NR (putting the inner output at the inverse levels' scale) times
+    min(1, FP16_BUFFER_LIMIT / bound): channels whose bound is too large for float16 are scaled
+    down, and the last inverse level multiplies by NR / factor. Memoised like
+    :func:`_spectrum_bound` (one slot)."""
+    sver, dver = _version(spec), _version(D)
+    memoisable = sver is not None and (D is None or dver is not None)
+    memo = _SCALE_MEMO[0]
+    if memo is not None and memoisable:
+        sref, s_v, dref, d_v, key, cs = memo
+        same_d = dref() is D if dref is not None else D is None
+        if sref() is spec and s_v == sver and same_d and d_v == dver and key == (n, inner):
+            return cs
+    bound = spec.square().sum(dim=(0, 2)).sqrt_().mul_(n)
+    if D is not None:
+        bound = bound + D.float().abs()
+    cs = (FP16_BUFFER_LIMIT / bound.clamp_min(FP16_BUFFER_LIMIT)).mul_(n // inner)
+    if memoisable:
+        dref = weakref.ref(D) if D is not None else None
+        _SCALE_MEMO[0] = (weakref.ref(spec), sver, dref, dver, (n, inner), cs)
+    return cs
 
 
 def _buf_dtype(plan: FFTPlan) -> torch.dtype:
@@ -1564,11 +1603,14 @@ def _launch_inner_conv(
     xcorr: tuple[Tensor, Tensor | None, bool] | None = None,
     ctx: Tensor | None = None,
     xw: Tensor | None = None,
+    cs: Tensor | None = None,
 ) -> tuple[Tensor, Tensor, int, int] | None:
     """Launch the inner (fused) convolution kernel. ``xcorr = (x, x_gate, want_dd)`` (one-row
     plans only) also accumulates the filter-gradient spectra: returns (part, ddp, slots,
     tiles_per_program) for :func:`_fused_du_dk` (with ``complex_io``, ``x`` is the outer
-    levels' buffer of the second signal; ``xw`` (pairs, H): weights of each pair's product)."""
+    levels' buffer of the second signal; ``xw`` (pairs, H): weights of each pair's product).
+    ``cs`` (H,), scaled float16 buffers (complex I/O): factors of the stored output per
+    channel (:func:`_channel_scale`)."""
     dev = src.device
     blocked = dict(BLOCKED=False, ctx_ptr=src)  # (a pointer is always passed: ctx or a dummy)
     if plan.block:  # overlap-save: the rows are the windows, `batch` of them in all
@@ -1610,7 +1652,8 @@ def _launch_inner_conv(
         N1_IO=plan.n1 if complex_io else plan.io_rows,
         NR=nr,
         COMPLEX_IO=complex_io,
-        SCALE_NR=complex_io and _scaled(plan),
+        SCALE_NR=cs is not None,
+        cs_ptr=cs if cs is not None else spec,
         CONJ_SPEC=conj,
         HAS_G1=g1 is not None,
         HAS_G2=g2 is not None,
@@ -1700,11 +1743,16 @@ def _conv(
         return y, y2
 
     buf = torch.empty((npairs, heads, 2, plan.n), dtype=_buf_dtype(plan), device=dev)
-    sig = _pair_max(src, g1) if _scaled(plan) else None
+    sig = cs = None
+    if _scaled(plan):  # inputs to max 1, the inner output per channel by cs, undone at the end
+        sig = _pair_max(src, g1)
+        cs = _channel_scale(spec, D, plan.n, plan.inner)
     _outer_forward(plan, src, g1, buf, None if sig is None else 1.0 / sig)
     _launch_inner_conv(
-        plan, buf, None, None, None, D, buf, None, spec, conj, batch, heads, seq_len, True
+        plan, buf, None, None, None, D, buf, None, spec, conj, batch, heads, seq_len, True, cs=cs
     )
+    if sig is not None:
+        sig = sig * (plan.n // plan.inner / cs)  # (pairs, H): the input's max, cs undone
     _outer_inverse(plan, buf, y, g2, aux, y2, sig)
     return y, y2
 
@@ -1848,18 +1896,20 @@ def _fused_du_dk(
         # convolution (in place) and the cross-correlation, then the outer inverse -> du
         bufz = torch.empty((npairs, heads, 2, plan.n), dtype=_buf_dtype(plan), device=dev)
         bufx = torch.empty_like(bufz)
-        sz = sx = xw = None
+        sz = sx = xw = cs = None
         if _scaled(plan):  # scaled float16 buffers: undo both scales in each pair's product
             sz, sx = _pair_max(dy, g2), _pair_max(u, g1)
             xw = sz * sx * float(nr * nr)
+            cs = _channel_scale(spec, D, plan.n, plan.inner)
         _outer_forward(plan, dy, g2, bufz, None if sz is None else 1.0 / sz)
         _outer_forward(plan, u, g1, bufx, None if sx is None else 1.0 / sx)
         out = _launch_inner_conv(
             plan, bufz, None, None, None, D, bufz, None, spec, True,
-            batch, heads, seq_len, True, (bufx, None, False), xw=xw,
+            batch, heads, seq_len, True, (bufx, None, False), xw=xw, cs=cs,
         )  # fmt: skip
         del bufx
-        _outer_inverse(plan, bufz, du, g1, u if dg1 is not None else None, dg1, sz)
+        sdu = None if sz is None else sz * (nr / cs)
+        _outer_inverse(plan, bufz, du, g1, u if dg1 is not None else None, dg1, sdu)
         # dD in the time domain: by Parseval the buffers would give it too, but through their
         # fp16 tensor-core rounding (H=2 interpreter test: 1.7e-4 - 4.3e-4 against 1e-7)
         dd = None

@@ -146,12 +146,14 @@ class FFTPlan:
             both rows and every outer forward level by 1 / radix (every stored value is at
             most 1); the inner pass stores its output times NR, i.e. the outer forward
             transform of the output z divided by max|gate * x| and by NR (at most
-            ``sum|k| + |D|`` in magnitude: float16 overflows only for filters with an L1 norm
-            above ~65,000, not yet guarded); the last inverse level multiplies by the max (and
-            the fused backward undoes both signals' scales in each pair's filter-gradient
-            product). Half the bytes of fp32 at about its error. The separate filter-gradient
-            pass keeps fp32 buffers. Off until timed on a GPU
-            (``benchmarks/ab_backward_plans.py --variants fp16buf``).
+            ``sum|k| + |D|`` in magnitude; a channel whose bound, from the spectrum, exceeds
+            2^14 is scaled down by the ratio, so float16 never overflows); the last inverse
+            level multiplies by the max and undoes that ratio (and the fused backward undoes
+            both signals' scales in each pair's filter-gradient product). Half the bytes of
+            fp32 at about its error. The separate filter-gradient pass keeps fp32 buffers.
+            Default for bf16/fp16 plans with outer levels (H100: 1.01-1.08x forward+backward
+            at 128K-4M, results/ab_fp16buf_h100_stop12.log). Takes precedence over
+            ``outer_bf16``.
         static_scale: one-row fused bf16/fp16 kernel: scale the fp16 operands of each spectrum
             chunk by bounds known per tile (the tile's L1 norm, max |K| per spectrum block)
             instead of their row and column maxima (no cross-thread reductions per chunk).
@@ -278,7 +280,10 @@ class FFTPlan:
         sparse = f" freq<{self.freq_cut} cols={self.n2_kept}" if self.freq_cut else ""
         tiles = f"inner {self.n1}x{self.n2} io={self.io_rows} R={self.rows} {self.mma}"
         blocked = f" blocked x{self.blocks()} out={self.block_out}" if self.block else ""
-        return f"{head} {tiles}{sparse}{blocked}"
+        buf = ""
+        if self.outer and self.mma == "fp16" and (self.outer_fp16 or self.outer_bf16):
+            buf = " buf=fp16" if self.outer_fp16 else " buf=bf16"
+        return f"{head} {tiles}{sparse}{blocked}{buf}"
 
 
 def _io_rows(seq_len: int, radix: int, stride: int) -> int:
@@ -524,6 +529,10 @@ def plan_for(
         bwd_chunk=bwd_chunk,
         bwd_warps=bwd_warps,
         freq_cut=0 if freq_keep is None else _sparse_cut(n, freq_keep),
+        # scaled float16 outer buffers (half the bytes of fp32; same error): H100, bf16,
+        # forward+backward 1.07x at 128K and 1M, 1.01x at 2M, 1.08x at 4M; forward 1.06-1.08x
+        # except 2M (1.00x); error 1.77e-3 vs 1.75e-3 (results/ab_fp16buf_h100_stop12.log)
+        outer_fp16=fp16 and bool(outer),
     )
 
 
