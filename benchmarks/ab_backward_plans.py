@@ -39,6 +39,16 @@ VARIANTS = {
     "bf16buf": dict(outer_bf16=True, outer_fp16=False),
     "fp16buf": dict(outer_fp16=True),
     "fp32buf": dict(outer_fp16=False, outer_bf16=False),
+    # launch settings of the forward kernels with the (half as large) float16 buffers
+    "w8": dict(num_warps=8),
+    "chunk16": dict(chunk=16),
+    "ob32": dict(outer_block=32),
+    "ob64": dict(outer_block=64),
+    "ow8": dict(outer_warps=8),
+    "octa2": dict(outer_ctas_per_sm=2),
+    "octa8": dict(outer_ctas_per_sm=8),
+    "oreg255": dict(outer_maxnreg=None),
+    "ostage3": dict(outer_stages=3),
     "xc32": dict(bwd_chunk=32),
 }
 
