@@ -49,7 +49,13 @@ from dnastream.pipelines.h5store import (
     compression_pool,
     hdf5_key,
 )
-from dnastream.pipelines.runner import ModelRunner, RegionChunkResult, resolve_device, tune_malloc
+from dnastream.pipelines.runner import (
+    DEFAULT_CHUNK,
+    ModelRunner,
+    RegionChunkResult,
+    resolve_device,
+    tune_malloc,
+)
 from dnastream.pipelines.source import (
     Region,
     iter_batch_chunks,
@@ -74,9 +80,6 @@ __all__ = [
     "parse_layers",
     "run_embed",
 ]
-
-DEFAULT_CHUNK = {"cpu": 4096, "cuda": 1 << 18}
-"""Tokens per streaming step when ``--chunk`` is not given, per device type."""
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
            "float16": torch.float16}  # fmt: skip

@@ -54,6 +54,7 @@ from dnastream.pipelines.source import TokenChunk
 from dnastream.pipelines.stats import PhaseStats
 
 __all__ = [
+    "DEFAULT_CHUNK",
     "MIN_CHUNK",
     "ModelRunner",
     "RegionChunkResult",
@@ -63,6 +64,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("dnastream.pipelines")
+
+DEFAULT_CHUNK = {"cpu": 4096, "cuda": 1 << 18}
+"""Tokens per streaming step when ``--chunk`` is not given, per device type (``embed`` and
+``score``)."""
 
 MIN_CHUNK = 64
 """Smallest step size the OOM back-off goes down to before giving up."""

@@ -81,6 +81,7 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
@@ -89,7 +90,6 @@ import torch
 from dnastream import __version__
 from dnastream.genomics import (
     FastaFile,
-    Gene,
     GenomicsInputError,
     Interval,
     format_region,
@@ -99,7 +99,6 @@ from dnastream.genomics import (
 )
 from dnastream.models import HyenaDNAModel, load_model
 from dnastream.pipelines.convert import OutputExistsError
-from dnastream.pipelines.embed import DEFAULT_CHUNK
 from dnastream.pipelines.h5store import (
     COMPRESS_ALWAYS_ENV,
     _filter_chunk,
@@ -109,9 +108,12 @@ from dnastream.pipelines.h5store import (
     probe_rows,
     stored_raw,
 )
-from dnastream.pipelines.runner import ModelRunner, resolve_device, tune_malloc
+from dnastream.pipelines.runner import DEFAULT_CHUNK, ModelRunner, resolve_device, tune_malloc
 from dnastream.pipelines.source import FLAG_N, FLAG_SOFTMASK, Region, iter_token_chunks
 from dnastream.pipelines.stats import PhaseStats
+
+if TYPE_CHECKING:
+    from dnastream.genomics import Gene
 
 __all__ = [
     "SCORE_FORMAT",
@@ -266,6 +268,8 @@ def load_targets(
     on a known record and inside it; the :class:`~dnastream.genomics.IntervalError` names the
     annotation file and line and suggests close contig names.
     """
+    from dnastream.genomics.gff import Gene  # GTF/GFF3 only: not loaded for --region runs
+
     records = read_annotation(annotation)
     targets = [
         _target_from_gene(r) if isinstance(r, Gene) else _target_from_interval(r) for r in records
