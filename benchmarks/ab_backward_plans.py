@@ -48,7 +48,10 @@ VARIANTS = {
     "octa2": dict(outer_ctas_per_sm=2),
     "octa8": dict(outer_ctas_per_sm=8),
     "oreg255": dict(outer_maxnreg=None),
+    "ostage2": dict(outer_stages=2),
     "ostage3": dict(outer_stages=3),
+    "ostage4": dict(outer_stages=4),
+    "octa8_ob64": dict(outer_ctas_per_sm=8, outer_block=64),
     "xc32": dict(bwd_chunk=32),
 }
 

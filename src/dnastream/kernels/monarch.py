@@ -501,7 +501,13 @@ def plan_for(
         outer_block = max(MIN_RADIX, min(128, 4096 // radix_max))
     outer_warps = 4 if outer_block * radix_max <= 2048 else 8
     outer_maxnreg = 168 if fp16 else None
-    outer_ctas = 4 if fp16 else 0
+    # 8 outer programs per SM slot with float16 buffers and 3 stages: H100, forward+backward
+    # 1.02x / 1.04x / 1.00x at 128K / 1M / 4M (results/ab_launch2_h100_stop12.log)
+    outer_ctas = 8 if fp16 else 0
+    # 3-stage software pipelining of the outer kernels' tile loop with float16 buffers: H100,
+    # bf16, 1.08x / 1.03x / 1.03x forward+backward at 128K / 1M / 4M, forward 1.08x / 1.03x /
+    # 1.04x (results/ab_launch_h100_stop12.log)
+    outer_stages = 3 if fp16 else 2
     return FFTPlan(
         n=n,
         seq_len=seq_len,
@@ -519,6 +525,7 @@ def plan_for(
         maxnreg=maxnreg,
         outer_maxnreg=outer_maxnreg,
         outer_ctas_per_sm=outer_ctas,
+        outer_stages=outer_stages,
         hoist=True,
         chunk=min(16 if inner > MAX_FUSED_SIZE else 32, n1),
         outer_tw_split=True,
