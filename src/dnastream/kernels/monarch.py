@@ -433,6 +433,14 @@ def plan_for(
             inner //= 2
         if outer is None:
             return None
+        # one outer level over a 16384-point inner FFT instead of two over 8192 (N = 2M):
+        # H100, bf16, forward 1.07x, forward+backward 1.06x. At 1M the 16384-point inner under
+        # one level lost to 8192 under one (0.74x); at 4M both take two levels (1.00x)
+        # (results/ab_structure_h100_stop12.log)
+        if mma == "fp16" and causal and max_fused == MAX_FUSED_SIZE and len(outer) == 2:
+            wide = _outer_levels(_log2(n // (2 * inner)), _log2(max_radix))
+            if wide is not None and len(wide) == 1 and 2 * inner <= MAX_FUSED_CAUSAL // 2:
+                inner, outer = 2 * inner, wide
     n1, n2 = _split_inner(inner)
 
     # Tile sizing (measured with benchmarks/tune_conv.py on an H200, bf16, FlashFFTConv's
