@@ -20,6 +20,7 @@ Run from the repository root (dnastream need not be installed; ``src`` is put on
     python benchmarks/bench_short_conv.py --csv short_conv.csv --dtypes fp16,bf16
     python benchmarks/bench_short_conv.py --layout channels_last  # the model's (B, L, C).mT input
     python benchmarks/bench_short_conv.py --sweep                 # also time every config
+    python benchmarks/bench_short_conv.py --graphs                # + fwd+bwd from CUDA graphs
     python benchmarks/bench_short_conv.py --device cpu            # tiny smoke run (interpreter)
 """
 
@@ -126,6 +127,23 @@ def torch_conv(F, x, w, b):
     return F.conv1d(x, w.unsqueeze(1), b, padding=width - 1, groups=x.shape[1])[..., : x.shape[2]]
 
 
+def graph_ms(torch, fn, timer) -> float:
+    """Median ms of replaying ``fn`` from a CUDA graph (only the GPU's time: no Python, no
+    launches). ``fn`` must have run before (autotuning, caches)."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    ms = timer(graph.replay)
+    del graph
+    return ms
+
+
 def fmt(v: float | None, spec: str = ".3f") -> str:
     return "-" if v is None else format(v, spec)
 
@@ -159,7 +177,7 @@ def run_shape(args, torch, F, shape, width, dtype, bw, timer, anchors) -> dict:
     ms_public = timer(lambda: short_conv(x, w, b))
     ms_torch = timer(lambda: torch_conv(F, x, w, b))
 
-    ms_fb = ms_fb_torch = None
+    ms_fb = ms_fb_torch = ms_fb_graph = ms_fb_torch_graph = None
     if not args.no_backward:
         dy = torch.randn_like(y)
         xg, wg, bg = (t.detach().clone().requires_grad_() for t in (x, w, b))
@@ -179,6 +197,9 @@ def run_shape(args, torch, F, shape, width, dtype, bw, timer, anchors) -> dict:
         err_dx = rel_err(torch, grads[0][sub], dx64)
         ms_fb = timer(fb_ours)
         ms_fb_torch = timer(fb_torch)
+        if args.graphs and dev == "cuda":
+            ms_fb_graph = graph_ms(torch, fb_ours, timer)
+            ms_fb_torch_graph = graph_ms(torch, fb_torch, timer)
     else:
         err_dx = None
 
@@ -205,6 +226,9 @@ def run_shape(args, torch, F, shape, width, dtype, bw, timer, anchors) -> dict:
         "fb_ours_ms": ms_fb,
         "fb_torch_ms": ms_fb_torch,
         "fb_over_floor": None if ms_fb is None else ms_fb / floor_fb,
+        "fb_graph_ms": ms_fb_graph,
+        "fb_graph_over_floor": None if ms_fb_graph is None else ms_fb_graph / floor_fb,
+        "fb_torch_graph_ms": ms_fb_torch_graph,
         "rel_err_dx": err_dx,
         "config": "" if best is None else str(best),
     }
@@ -257,6 +281,9 @@ def main() -> None:
     parser.add_argument("--layout", default="contiguous", choices=["contiguous", "channels_last"])
     parser.add_argument("--no-backward", action="store_true", help="skip forward+backward")
     parser.add_argument("--sweep", action="store_true", help="also time every config")
+    parser.add_argument(
+        "--graphs", action="store_true", help="also time forward+backward from CUDA graphs"
+    )
     parser.add_argument("--rep", type=int, default=200, help="do_bench rep (ms)")
     parser.add_argument("--csv", default=None, help="write the rows to this CSV file")
     args = parser.parse_args()
@@ -313,6 +340,13 @@ def main() -> None:
                     f"{fmt(r['fb_torch_ms'], '8.3f')}  {r['config']}",
                     flush=True,
                 )
+                if r["fb_graph_ms"] is not None:
+                    print(
+                        f"{'':>8} {'':>2} {'':>4} {'':>5} {'':>8}   CUDA graphs, forward+backward:"
+                        f" ours {r['fb_graph_ms']:.3f} ms = {r['fb_graph_over_floor']:.2f}x floor,"
+                        f" torch {r['fb_torch_graph_ms']:.3f} ms",
+                        flush=True,
+                    )
                 if args.sweep:
                     sweep_shape(args, torch, shape, width, dtype, bw, timer)
     torch_errs = ", ".join(format(r["rel_err_torch"], ".1e") for r in rows)
