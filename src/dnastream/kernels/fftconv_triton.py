@@ -1462,7 +1462,7 @@ def _channel_scale(spec: Tensor, D: Tensor | None, n: int, inner: int) -> Tensor
         same_d = dref() is D if dref is not None else D is None
         if sref() is spec and s_v == sver and same_d and d_v == dver and key == (n, inner):
             return cs
-    bound = spec.square().sum(dim=(0, 2)).sqrt_().mul_(n)
+    bound = torch.linalg.vector_norm(spec, ord=2, dim=(0, 2)).mul_(n)  # one pass, no temporary
     if D is not None:
         bound = bound + D.float().abs()
     cs = (FP16_BUFFER_LIMIT / bound.clamp_min(FP16_BUFFER_LIMIT)).mul_(n // inner)
@@ -1486,10 +1486,13 @@ def _scaled(plan: FFTPlan) -> bool:
 
 
 def _pair_max(src: Tensor, gate: Tensor | None) -> Tensor:
-    """(pairs, H) float32: max |gate * src| over both rows of each row pair and all samples
-    (at least the smallest normal float32, so its inverse is finite)."""
-    x = src if gate is None else src * gate
-    m = x.abs().amax(dim=-1).float()  # (B, H)
+    """(pairs, H) float32: a bound on |gate * src| over both rows of each row pair and all
+    samples, max |src| (times max |gate|): one reading pass per tensor, no temporaries (at
+    least the smallest normal float32, so its inverse is finite)."""
+    inf = float("inf")
+    m = torch.linalg.vector_norm(src, ord=inf, dim=-1).float()  # (B, H), exact in any dtype
+    if gate is not None:
+        m = m * torch.linalg.vector_norm(gate, ord=inf, dim=-1).float()
     if m.shape[0] % 2:
         m = torch.cat([m, torch.zeros_like(m[:1])])
     return m.view(-1, 2, m.shape[1]).amax(dim=1).clamp_min_(torch.finfo(torch.float32).tiny)
