@@ -57,3 +57,20 @@ def test_console_script_runs_as_a_process() -> None:
 def test_no_arguments_prints_help() -> None:
     result = runner.invoke(app, [])
     assert "doctor" in result.output
+
+
+def test_chunk_help_states_the_real_defaults() -> None:
+    """``--chunk``'s help of ``embed`` and ``score`` names the defaults the pipelines use."""
+    import inspect
+
+    from dnastream.cli.main import app
+    from dnastream.pipelines.runner import DEFAULT_CHUNK
+
+    want = f"default {DEFAULT_CHUNK['cpu']} on CPU, {DEFAULT_CHUNK['cuda']} on CUDA"
+    seen = 0
+    for cmd in app.registered_commands:
+        chunk = inspect.signature(cmd.callback).parameters.get("chunk")
+        if chunk is not None:
+            assert want in chunk.default.help, (cmd.callback.__name__, chunk.default.help)
+            seen += 1
+    assert seen >= 2

@@ -205,7 +205,7 @@ def score_cmd(
     chunk: int | None = typer.Option(
         None,
         "--chunk",
-        help="Tokens per streaming step (default 8192 on CPU, 262144 on CUDA; memory grows "
+        help="Tokens per streaming step (default 4096 on CPU, 262144 on CUDA; memory grows "
         "with it).",
     ),
     filter_len: int | None = typer.Option(
