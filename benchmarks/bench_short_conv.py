@@ -127,21 +127,9 @@ def torch_conv(F, x, w, b):
     return F.conv1d(x, w.unsqueeze(1), b, padding=width - 1, groups=x.shape[1])[..., : x.shape[2]]
 
 
-def graph_ms(torch, fn, timer) -> float:
-    """Median ms of replaying ``fn`` from a CUDA graph (only the GPU's time: no Python, no
-    launches). ``fn`` must have run before (autotuning, caches)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    ms = timer(graph.replay)
-    del graph
-    return ms
+def fmt_ms(v: float | str | None) -> str:
+    """A time in ms, or the reason there is none (a CUDA-graph capture that failed)."""
+    return format(v, ".3f") if isinstance(v, float) else str(v)
 
 
 def fmt(v: float | None, spec: str = ".3f") -> str:
@@ -198,8 +186,10 @@ def run_shape(args, torch, F, shape, width, dtype, bw, timer, anchors) -> dict:
         ms_fb = timer(fb_ours)
         ms_fb_torch = timer(fb_torch)
         if args.graphs and dev == "cuda":
-            ms_fb_graph = graph_ms(torch, fb_ours, timer)
-            ms_fb_torch_graph = graph_ms(torch, fb_torch, timer)
+            from bench_conv import graph_ms  # (this script's folder is on sys.path)
+
+            ms_fb_graph = graph_ms(torch, timer, fb_ours)
+            ms_fb_torch_graph = graph_ms(torch, timer, fb_torch)
     else:
         err_dx = None
 
@@ -227,7 +217,7 @@ def run_shape(args, torch, F, shape, width, dtype, bw, timer, anchors) -> dict:
         "fb_torch_ms": ms_fb_torch,
         "fb_over_floor": None if ms_fb is None else ms_fb / floor_fb,
         "fb_graph_ms": ms_fb_graph,
-        "fb_graph_over_floor": None if ms_fb_graph is None else ms_fb_graph / floor_fb,
+        "fb_graph_over_floor": ms_fb_graph / floor_fb if isinstance(ms_fb_graph, float) else None,
         "fb_torch_graph_ms": ms_fb_torch_graph,
         "rel_err_dx": err_dx,
         "config": "" if best is None else str(best),
@@ -340,13 +330,15 @@ def main() -> None:
                     f"{fmt(r['fb_torch_ms'], '8.3f')}  {r['config']}",
                     flush=True,
                 )
-                if r["fb_graph_ms"] is not None:
+                if r["fb_graph_over_floor"] is not None:
                     print(
                         f"{'':>8} {'':>2} {'':>4} {'':>5} {'':>8}   CUDA graphs, forward+backward:"
                         f" ours {r['fb_graph_ms']:.3f} ms = {r['fb_graph_over_floor']:.2f}x floor,"
-                        f" torch {r['fb_torch_graph_ms']:.3f} ms",
+                        f" torch {fmt_ms(r['fb_torch_graph_ms'])} ms",
                         flush=True,
                     )
+                elif r["fb_graph_ms"] is not None:
+                    print(f"   CUDA graphs: {r['fb_graph_ms']}", flush=True)
                 if args.sweep:
                     sweep_shape(args, torch, shape, width, dtype, bw, timer)
     torch_errs = ", ".join(format(r["rel_err_torch"], ".1e") for r in rows)

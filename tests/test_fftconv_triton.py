@@ -725,7 +725,7 @@ def test_scaled_fp16_outer_buffers_backward(fused) -> None:
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "separate"])
 def test_scaled_fp16_outer_buffers_guard_large_filters(fused) -> None:
-    """A channel whose sum |k| + |D| exceeds float16's range (here ~1e7 and a D of 1e6) is
+    """A channel whose sum |k| + |D| exceeds float16's range (here 1e9 and a D of 1e6) is
     scaled down in the inner pass and back at the last inverse level: outputs and gradients
     stay finite and within the bars, next to a channel of ordinary size. Without the guard
     (FP16_BUFFER_LIMIT above float16's range) the same buffers overflow."""
@@ -736,7 +736,7 @@ def test_scaled_fp16_outer_buffers_guard_large_filters(fused) -> None:
     plan = dataclasses.replace(plan, rows=1, bwd_rows=0, fused_bwd=fused, outer_fp16=True)
     u, k, d, g1, g2 = make_inputs(B, 2, L, Lk, dtype)
     k = k.clone()
-    k[1] *= 1e6 / k[1].abs().sum() * 10.0  # sum |k_1| = 1e7
+    k[1] *= 1e9 / k[1].abs().sum()  # sum |k_1| = 1e9
     d = d.clone()
     d[1] = 1e6
     assert float(k[1].abs().sum() + d[1].abs()) > 65504.0
@@ -791,7 +791,7 @@ def test_channel_scale_bounds_the_filter_norm() -> None:
             assert (bound >= (k.abs().sum(dim=1) + d.abs()) * (1 - 1e-5)).all()
         cs = _channel_scale(spec, d, p.n, p.inner)
         want = nr * torch.clamp(FP16_BUFFER_LIMIT / bound, max=1.0)
-        torch.testing.assert_close(cs.double(), want, rtol=1e-5, atol=0)
+        torch.testing.assert_close(cs.double(), want, rtol=1e-4, atol=0)  # fp32 norm
         assert cs[0] == nr and cs[3] < nr
         assert _channel_scale(spec, d, p.n, p.inner) is cs  # memoised
         spec.mul_(2.0)  # in place: recomputed

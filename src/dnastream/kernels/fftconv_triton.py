@@ -59,6 +59,7 @@ import dataclasses
 import functools
 import os
 import weakref
+from collections.abc import Callable
 
 import torch
 import triton
@@ -1411,31 +1412,46 @@ def _version(t: Tensor | None) -> int | None:
     return t._version
 
 
-def _spectrum_bound(spec: Tensor, D: Tensor | None, n: int, inner: int) -> Tensor:
-    """(H * N / inner,) fp32 bound on |K + D / N| per inner row block c = h * NR + kp of the
-    spectrum (``static_scale``): max (|Re| + |Im|) over the block, plus |D_h| / N.
-
-    The last bound is memoised for the same ``spec`` and ``D`` objects at the same versions
-    (weak references, so a freed tensor's memory is never mistaken for it): a training step's
-    forward and its backward's du pass, or inference with a cached spectrum, compute it once.
-    """
+def _spec_memo(
+    slot: list[tuple | None],
+    spec: Tensor,
+    D: Tensor | None,
+    key: tuple,
+    compute: Callable[[], Tensor],
+) -> Tensor:
+    """``compute()``, memoised in ``slot`` (one entry) for the same ``spec`` and ``D`` objects
+    at the same versions and the same ``key`` (weak references, so a freed tensor's memory is
+    never mistaken for it): a training step's forward and its backward, or inference with a
+    cached spectrum, compute it once. Inference tensors (no version counter) are not memoised."""
     sver, dver = _version(spec), _version(D)
     memoisable = sver is not None and (D is None or dver is not None)
-    memo = _BOUND_MEMO[0]
+    memo = slot[0]
     if memo is not None and memoisable:
-        sref, s_v, dref, d_v, key, bound = memo
+        sref, s_v, dref, d_v, k, value = memo
         same_d = dref() is D if dref is not None else D is None
-        if sref() is spec and s_v == sver and same_d and d_v == dver and key == (n, inner):
-            return bound
-    heads = spec.shape[1]
-    nr = n // inner
-    bound = spec.abs().sum(dim=0).view(heads * nr, inner).amax(dim=-1)
-    if D is not None:
-        bound = (bound.view(heads, nr) + D.float().abs()[:, None] / n).reshape(-1)
+        if sref() is spec and s_v == sver and same_d and d_v == dver and k == key:
+            return value
+    value = compute()
     if memoisable:
         dref = weakref.ref(D) if D is not None else None
-        _BOUND_MEMO[0] = (weakref.ref(spec), sver, dref, dver, (n, inner), bound)
-    return bound
+        slot[0] = (weakref.ref(spec), sver, dref, dver, key, value)
+    return value
+
+
+def _spectrum_bound(spec: Tensor, D: Tensor | None, n: int, inner: int) -> Tensor:
+    """(H * N / inner,) fp32 bound on |K + D / N| per inner row block c = h * NR + kp of the
+    spectrum (``static_scale``): max (|Re| + |Im|) over the block, plus |D_h| / N (memoised,
+    :func:`_spec_memo`)."""
+
+    def compute() -> Tensor:
+        heads = spec.shape[1]
+        nr = n // inner
+        bound = spec.abs().sum(dim=0).view(heads * nr, inner).amax(dim=-1)
+        if D is not None:
+            bound = (bound.view(heads, nr) + D.float().abs()[:, None] / n).reshape(-1)
+        return bound
+
+    return _spec_memo(_BOUND_MEMO, spec, D, (n, inner), compute)
 
 
 # Largest magnitude the scaled float16 outer buffers may hold (float16's largest is 65504): a
@@ -1452,24 +1468,15 @@ def _channel_scale(spec: Tensor, D: Tensor | None, n: int, inner: int) -> Tensor
     (Parseval; ``spec`` is K / N, so the bound covers frequency-sparse spectra too). The factor
     is NR (putting the inner output at the inverse levels' scale) times
     min(1, FP16_BUFFER_LIMIT / bound): channels whose bound is too large for float16 are scaled
-    down, and the last inverse level multiplies by NR / factor. Memoised like
-    :func:`_spectrum_bound` (one slot)."""
-    sver, dver = _version(spec), _version(D)
-    memoisable = sver is not None and (D is None or dver is not None)
-    memo = _SCALE_MEMO[0]
-    if memo is not None and memoisable:
-        sref, s_v, dref, d_v, key, cs = memo
-        same_d = dref() is D if dref is not None else D is None
-        if sref() is spec and s_v == sver and same_d and d_v == dver and key == (n, inner):
-            return cs
-    bound = torch.linalg.vector_norm(spec, ord=2, dim=(0, 2)).mul_(n)  # one pass, no temporary
-    if D is not None:
-        bound = bound + D.float().abs()
-    cs = (FP16_BUFFER_LIMIT / bound.clamp_min(FP16_BUFFER_LIMIT)).mul_(n // inner)
-    if memoisable:
-        dref = weakref.ref(D) if D is not None else None
-        _SCALE_MEMO[0] = (weakref.ref(spec), sver, dref, dver, (n, inner), cs)
-    return cs
+    down, and the last inverse level multiplies by NR / factor. Memoised (:func:`_spec_memo`)."""
+
+    def compute() -> Tensor:
+        bound = torch.linalg.vector_norm(spec, ord=2, dim=(0, 2)).mul_(n)  # one pass
+        if D is not None:
+            bound = bound + D.float().abs()
+        return (FP16_BUFFER_LIMIT / bound.clamp_min(FP16_BUFFER_LIMIT)).mul_(n // inner)
+
+    return _spec_memo(_SCALE_MEMO, spec, D, (n, inner, FP16_BUFFER_LIMIT), compute)
 
 
 def _buf_dtype(plan: FFTPlan) -> torch.dtype:
