@@ -723,6 +723,33 @@ def test_scaled_fp16_outer_buffers_backward(fused) -> None:
         assert rel_err(a, b) < BARS[dtype], name
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_scaled_fp16_outer_buffers_gate_and_input_peak_apart(dtype) -> None:
+    """Each pair's scale is the max of |pregate * u| itself: where u is large the gate is tiny
+    and the other way round (u * 1000 and gate / 1000 on the first half, the reverse on the
+    second), a bound such as max|u| * max|gate| would be 1e6 too large and the scaled values
+    would underflow float16 (0.89 relative error); forward and gradients stay within the
+    bars."""
+    B, L, Lk = 3, 2000, 2000
+    plan = plan_for(L, Lk, True, dtype, batch=B, max_fused=256)
+    plan = dataclasses.replace(plan, rows=1, bwd_rows=0, fused_bwd=True, outer_fp16=True)
+    u, k, d, g1, g2 = make_inputs(B, 2, L, Lk, dtype)
+    first = (torch.arange(L) < L // 2).float()
+    u = (u.float() * (1e3 * first + 1e-3 * (1 - first))).to(dtype)
+    g1 = (g1.float() * (1e-3 * first + 1e3 * (1 - first))).to(dtype)
+    leaves = [t.clone().requires_grad_(True) for t in (u, k, d, g1, g2)]
+    y = fftconv_triton(leaves[0], leaves[1], D=leaves[2], pregate=leaves[3],
+                       postgate=leaves[4], plan=plan)  # fmt: skip
+    l64 = [t.detach().double().requires_grad_(True) for t in (u, k, d, g1, g2)]
+    y64 = ref64(*l64)
+    assert rel_err(y, y64) < BARS[dtype]
+    dy = torch.randn(B, 2, L, generator=torch.Generator().manual_seed(5)).to(dtype)
+    got = torch.autograd.grad(y, leaves, dy)
+    want = torch.autograd.grad(y64, l64, dy.double())
+    for name, a, b in zip(("u", "k", "D", "pregate", "postgate"), got, want, strict=True):
+        assert rel_err(a, b) < BARS[dtype], name
+
+
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "separate"])
 def test_scaled_fp16_outer_buffers_guard_large_filters(fused) -> None:
     """A channel whose sum |k| + |D| exceeds float16's range (here 1e9 and a D of 1e6) is
