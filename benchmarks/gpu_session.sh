@@ -68,7 +68,9 @@ if [[ $what == bench || $what == all ]]; then
     # backward plans of the multi-pass sizes side by side (with errors against float64), and
     # a HyenaDNA-large training step with the default dispatch against torch.fft
     step ab_backward_plans 200 python benchmarks/ab_backward_plans.py \
-        --sizes 131072,1048576,2097152,4194304 --variants separate,fp16buf,bf16buf --rounds 2
+        --sizes 131072,1048576,2097152,4194304 --variants separate,fp32buf,bf16buf --rounds 2
+    step ab_backward_plans_gated 120 python benchmarks/ab_backward_plans.py \
+        --sizes 131072,1048576 --variants fp32buf --rounds 2 --gated
     step bench_train_step 170 python benchmarks/bench_train_step.py \
         --cases 4x16384,2x65536,2x131072 --rounds 2
     step bench_blocked 150 python benchmarks/bench_blocked.py
