@@ -124,13 +124,20 @@ def check_backward(B, H, L, Lk, dtype, causal=True, plan=None, **kw):
         (16384, 16384, False, 16384, 32, 32, (16,)),
         (1 << 20, 1 << 20, False, 1 << 20, 128, 64, (128,)),
         (1 << 24, 1 << 24, False, 1 << 24, 128, 64, (64, 32)),
+        # causal 2M: one outer level over a 16384-point inner FFT, not two over 8192
+        (1 << 20, 1 << 20, True, 1 << 21, 128, 128, (128,)),
+        (1 << 21, 1 << 21, False, 1 << 21, 128, 64, (16, 16)),  # circular 2M: two levels
+        (1 << 21, 1 << 21, True, 1 << 22, 128, 64, (32, 16)),  # 4M: two levels either way
     ],
 )
 def test_plan_sizes(L, Lk, causal, n, n1, n2, outer) -> None:
     plan = plan_for(L, Lk, causal, torch.bfloat16)
     assert (plan.n, plan.n1, plan.n2, plan.outer) == (n, n1, n2, outer)
     assert plan.mma == "fp16"
-    assert plan_for(L, Lk, causal, torch.float32).mma == "tf32x3"
+    assert plan.outer_fp16 == bool(outer)  # scaled float16 buffers under outer levels
+    fp32 = plan_for(L, Lk, causal, torch.float32)
+    assert fp32.mma == "tf32x3"
+    assert fp32.inner <= 4096 and not fp32.outer_fp16
 
 
 def test_plan_causal_skips_zero_half_and_fallbacks() -> None:
