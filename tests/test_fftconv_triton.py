@@ -730,6 +730,22 @@ def test_scaled_fp16_outer_buffers_backward(fused) -> None:
         assert rel_err(a, b) < BARS[dtype], name
 
 
+def test_fp16_buffers_can_be_switched_off(monkeypatch) -> None:
+    """``DNASTREAM_FFTCONV_FP16_BUFFERS=off``: a default outer plan runs with fp32 buffers,
+    exactly as a plan with ``outer_fp16=False``; on by default, its result differs."""
+    B, L, Lk = 2, 2000, 700
+    plan = plan_for(L, Lk, True, torch.bfloat16, batch=B, max_fused=256)
+    assert plan.outer and plan.outer_fp16
+    u, k, d, g1, g2 = make_inputs(B, 2, L, Lk, torch.bfloat16)
+    fp32 = fftconv_triton(u, k, D=d, pregate=g1, postgate=g2,
+                          plan=dataclasses.replace(plan, outer_fp16=False))  # fmt: skip
+    fp16 = fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=plan)
+    assert not torch.equal(fp16, fp32)
+    monkeypatch.setenv("DNASTREAM_FFTCONV_FP16_BUFFERS", "off")
+    off = fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=plan)
+    assert torch.equal(off, fp32)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_scaled_fp16_outer_buffers_gate_and_input_peak_apart(dtype) -> None:
     """Each pair's scale is the max of |pregate * u| itself: where u is large the gate is tiny

@@ -1479,10 +1479,18 @@ def _channel_scale(spec: Tensor, D: Tensor | None, n: int, inner: int) -> Tensor
     return _spec_memo(_SCALE_MEMO, spec, D, (n, inner, FP16_BUFFER_LIMIT), compute)
 
 
+def fp16_buffers_allowed() -> bool:
+    """Scaled float16 outer buffers (``FFTPlan.outer_fp16``) may be used, unless the
+    environment says ``DNASTREAM_FFTCONV_FP16_BUFFERS=off`` (then fp32 buffers: twice the
+    bytes, for comparisons or if a workload's precision is in doubt)."""
+    flag = os.environ.get("DNASTREAM_FFTCONV_FP16_BUFFERS", "on")
+    return flag.strip().lower() not in {"off", "0", "false", "no"}
+
+
 def _buf_dtype(plan: FFTPlan) -> torch.dtype:
     """dtype of the outer levels' intermediate buffer (``outer_fp16`` / ``outer_bf16``: half
     the bytes)."""
-    if plan.mma == "fp16" and plan.outer_fp16:
+    if plan.mma == "fp16" and plan.outer_fp16 and fp16_buffers_allowed():
         return torch.float16
     return torch.bfloat16 if plan.outer_bf16 and plan.mma == "fp16" else torch.float32
 
