@@ -512,7 +512,9 @@ class TestGPUAllSizes:
         B, H = self._bh(n)
         check_forward(B + 1, H, n // 2 - 3, n // 2 - 3, torch.bfloat16)
 
-    @pytest.mark.parametrize("n", [256, 1024, 4096, 8192, 16384, 32768, 65536, 1 << 20, 1 << 22])
+    @pytest.mark.parametrize(
+        "n", [256, 1024, 4096, 8192, 16384, 32768, 65536, 1 << 20, 1 << 21, 1 << 22]
+    )  # (2M: one outer level over a 16384-point inner FFT, its own fused backward)
     @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
     def test_causal_backward(self, n, dtype) -> None:
         B, H = self._bh(n)
@@ -532,7 +534,7 @@ class TestGPUAllSizes:
     def test_circular_backward(self, n) -> None:
         check_backward(4, 4, n, n, torch.float16, causal=False)
 
-    @pytest.mark.parametrize("n", [65536, 1 << 20, 1 << 22])
+    @pytest.mark.parametrize("n", [65536, 1 << 20, 1 << 21, 1 << 22])
     @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
     def test_scaled_fp16_outer_buffers(self, n, dtype) -> None:
         """outer_fp16 (the default of outer plans) on real tiles: forward and the fused
