@@ -33,8 +33,11 @@ How it works
   Each program is persistent and walks a contiguous run of tiles (same channel: the spectrum
   stays in cache).
 * **Outer levels** (``N > 8192``): a first kernel does a length-``P`` DFT over strided columns
-  plus twiddles (reading the real input with gates and skipping its zero rows), writing fp32
-  complex intermediates (one more level, in place, for N > 1M); the fused kernel runs in
+  plus twiddles (reading the real input with gates and skipping its zero rows), writing
+  complex intermediates (one more level, in place, for N > 2M): scaled float16 for bf16/fp16
+  plans (``FFTPlan.outer_fp16``: per pair and channel by max|gate * x|, per level by the
+  radix, per channel by a bound on sum |k| + |D|; see :func:`_channel_scale`), fp32 otherwise
+  or with ``DNASTREAM_FFTCONV_FP16_BUFFERS=off``; the fused kernel runs in
   complex mode in place (FFT, filter, inverse); the mirrored outer kernels undo the levels and
   the last one applies the epilogue (post-gate, first L outputs only).
 * **Precision.** For bf16/fp16 I/O the tensor-core operands are fp16, each data row (or column,
