@@ -34,11 +34,12 @@ How it works
   stays in cache).
 * **Outer levels** (``N > 8192``): a first kernel does a length-``P`` DFT over strided columns
   plus twiddles (reading the real input with gates and skipping its zero rows), writing
-  complex intermediates (one more level, in place, for N > 2M): scaled float16 for bf16/fp16
-  plans (``FFTPlan.outer_fp16``: per pair and channel by max|gate * x|, per level by the
-  radix, per channel by a bound on sum |k| + |D|; see :func:`_channel_scale`), fp32 otherwise
-  or with ``DNASTREAM_FFTCONV_FP16_BUFFERS=off``; the fused kernel runs in
-  complex mode in place (FFT, filter, inverse); the mirrored outer kernels undo the levels and
+  complex intermediates (one more level, in place, above 1M; causal bf16/fp16 above 2M):
+  scaled float16 for bf16/fp16 plans (``FFTPlan.outer_fp16``: per pair and channel by
+  max|gate * x|, per level by the radix, per channel by a bound on sum |k| + |D|, see
+  :func:`_channel_scale`), fp32 otherwise or with ``DNASTREAM_FFTCONV_FP16_BUFFERS=off``; the
+  fused kernel runs in complex mode in place (FFT, filter, inverse); the mirrored outer kernels
+  undo the levels and
   the last one applies the epilogue (post-gate, first L outputs only).
 * **Precision.** For bf16/fp16 I/O the tensor-core operands are fp16, each data row (or column,
   for left products) scaled by its own maximum before rounding (no overflow, ~11-bit operands:
