@@ -1891,6 +1891,18 @@ def _natural_spectrum(plan: FFTPlan, s: Tensor, heads: int) -> Tensor:
     return torch.view_as_complex(nat.view(heads, plan.n, 2))
 
 
+def _skip_gradient(u: Tensor, g1: Tensor | None, dy: Tensor, g2: Tensor | None) -> Tensor:
+    """(H,) fp32 gradient of D in the time domain: sum over (b, t) of (g1 * u) (g2 * dy), in
+    fp32, with two full-size temporaries (fresh copies: the products are formed in place)."""
+    x = u.to(torch.float32, copy=True)
+    if g1 is not None:
+        x.mul_(g1)
+    z = dy.to(torch.float32, copy=True)
+    if g2 is not None:
+        z.mul_(g2)
+    return x.mul_(z).sum(dim=(0, 2))
+
+
 def _fused_du_dk(
     plan: FFTPlan,
     dy: Tensor,
@@ -1934,11 +1946,7 @@ def _fused_du_dk(
         _outer_inverse(plan, bufz, du, g1, u if dg1 is not None else None, dg1, sdu)
         # dD in the time domain: by Parseval the buffers would give it too, but through their
         # fp16 tensor-core rounding (H=2 interpreter test: 1.7e-4 - 4.3e-4 against 1e-7)
-        dd = None
-        if need_d:
-            x = u.float() if g1 is None else u.float() * g1.float()
-            z = dy.float() if g2 is None else dy.float() * g2.float()
-            dd = (x * z).sum(dim=(0, 2))
+        dd = _skip_gradient(u, g1, dy, g2) if need_d else None
     else:
         out = _launch_inner_conv(
             plan, dy, g2, g1, u if dg1 is not None else None, D, du, dg1, spec, True,
@@ -2096,9 +2104,7 @@ def conv_backward(
                 s_sto, dd = _xcorr(xplan, u, g1, dy, g2, want_dd=need_d)
             dk = _filter_gradient(plan, s_sto, k)
         else:
-            x = u.float() if g1 is None else u.float() * g1.float()
-            z = dy.float() if g2 is None else dy.float() * g2.float()
-            dd = (x * z).sum(dim=(0, 2))
+            dd = _skip_gradient(u, g1, dy, g2)
         if need_d:
             dD = dd.to(D.dtype)
     return du, dk, dD, dg1, dg2
