@@ -104,10 +104,11 @@ def triton_is_faster(plan: FFTPlan, batch: int, dtype: torch.dtype, needs_grad: 
       heavier), so they need B >= 2.
     fp32 (tf32x3) is only taken on fused plans; above 8192, and for the multi-pass plans, only
     bf16/fp16 with B >= 2, FFT sizes to 4M (2M with gradients). Inside a HyenaDNA-large
-    training step (B = 2-4,
-    L = 16K-128K, ``benchmarks/bench_train_step.py``, H100) this policy against torch.fft
-    everywhere: the same step time (0.98-1.01x; the projections dominate) at 30-36% less peak
-    memory (``results/bench_train_step_h100_stop11.log``).
+    training step (B = 2-4, L = 16K-128K, ``benchmarks/bench_train_step.py``, H100) this policy
+    against torch.fft everywhere: 0.98-1.01x the step time (the projections dominate) at 30-36%
+    less peak memory (``results/bench_train_step_h100_stop11.log``); with float16 buffers and a
+    looser pair scale than the shipped one, 1.03-1.04x at 2 x 64K / 2 x 128K
+    (``results/bench_train_step_pairmax_h100_stop12.log``).
     """
     half = dtype in (torch.bfloat16, torch.float16)
     if plan.outer:  # forward measured to 4M; forward+backward wins to 2M (0.94x at 4M)
