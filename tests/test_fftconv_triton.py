@@ -609,6 +609,45 @@ def test_fused_backward_equals_the_separate_passes(B, L, dtype, freq_keep, gates
         assert rel_err(a, b.double()) < tol
 
 
+@pytest.mark.parametrize(("programs", "aligned"), [(2, False), (3, True), (5, False)])
+def test_fused_backward_channel_runs(monkeypatch, programs, aligned) -> None:
+    """The fused backward's filter-gradient sums: with runs of whole channels per program
+    (``aligned``) each channel's sum is stored straight into its row; otherwise runs split a
+    channel and the launcher adds the programs' slots. Both equal the separate passes
+    (B = 6, H = 3: three pairs per channel, 9 tiles; runs of 5 tiles (2 programs) or 2 (5)
+    are not aligned: 6 or 3 would be 1.2x or 1.5x the tiles; 3 programs of 3 are)."""
+    import dnastream.kernels.fftconv_triton as ft
+
+    B, H, L = 6, 3, 1000
+    u, k, d, g1, g2 = make_inputs(B, H, L, L, torch.float32, gates=True, D=True)
+    leaves = [t.requires_grad_(True) for t in (u, k, d, g1, g2)]
+    plan = plan_for(L, L, True, torch.float32, batch=B)
+    plan = dataclasses.replace(plan, rows=1, bwd_rows=0, fused_bwd=False)
+    fused = dataclasses.replace(plan, fused_bwd=True)
+    assert not plan.outer and plan.n // plan.inner == 1
+    dy = torch.randn(B, H, L, device=u.device)
+    want = torch.autograd.grad(fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=plan),
+                               leaves, dy)  # fmt: skip
+    seen = []
+    real_empty = torch.empty
+
+    def spy_empty(*shape, **kw):  # the aligned path allocates the (H * NR, 2, inner) sums
+        t = real_empty(*shape, **kw)
+        if len(t.shape) == 3 and tuple(t.shape) == (H, 2, plan.inner):
+            seen.append(True)
+            t.fill_(float("nan"))  # never read before it is written
+        return t
+
+    monkeypatch.setattr(ft, "_programs", lambda n_tiles, ctas, dev: min(n_tiles, programs))
+    monkeypatch.setattr(ft.torch, "empty", spy_empty)
+    got = torch.autograd.grad(fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=fused),
+                              leaves, dy)  # fmt: skip
+    monkeypatch.undo()
+    assert bool(seen) == aligned
+    for a, b in zip(got, want, strict=True):
+        assert rel_err(a, b.double()) < 1e-6
+
+
 @pytest.mark.parametrize(
     ("B", "L", "Lk", "dtype", "causal", "gates"),
     [(3, 2000, 1000, torch.float32, True, True),
@@ -881,9 +920,9 @@ def test_spectrum_bound_is_memoised_only_for_the_same_unchanged_tensors() -> Non
 
 @pytest.mark.parametrize("L, max_fused", [(1000, 8192), (3000, 512)])
 def test_natural_spectrum_gather_equals_the_scatter(L, max_fused) -> None:
-    """The filter gradient's one-gather reordering equals scattering by the spectrum order
-    (fused and outer-level plans)."""
-    from dnastream.kernels.fftconv_triton import _natural_spectrum
+    """The filter gradient's gather offsets (natural frequency -> storage position) read back
+    what scattering by the spectrum order put there (fused and outer-level plans)."""
+    from dnastream.kernels.fftconv_triton import _natural_gather
 
     plan = plan_for(L, L, True, torch.bfloat16, max_fused=max_fused)
     heads, nr = 3, plan.n // plan.inner
@@ -891,7 +930,8 @@ def test_natural_spectrum_gather_equals_the_scatter(L, max_fused) -> None:
     planes = s.reshape(heads, nr, 2, plan.inner).permute(2, 0, 1, 3).reshape(2, heads, plan.n)
     want = torch.empty(heads, plan.n, dtype=torch.complex64)
     want[:, spectrum_order(plan)] = torch.complex(planes[0], planes[1])
-    assert torch.equal(_natural_spectrum(plan, s, heads), want)
+    nat = torch.index_select(s.reshape(heads, 2 * plan.n), 1, _natural_gather(plan, s.device))
+    assert torch.equal(torch.view_as_complex(nat.view(heads, plan.n, 2)), want)
 
 
 def test_the_constant_mark_is_what_torch_dynamo_sets() -> None:

@@ -74,14 +74,16 @@ from dnastream.kernels.monarch import (
     FFTPlan,
     dft_table,
     filter_spectrum,
-    freq_mask,
     gemm_dtype,
     gradient_table,
     inner_twiddles,
+    keep_mask,
     plan_for,
     spectrum_order,
     uses_gemm_spectrum,
 )
+from dnastream.kernels.skip_gradient import skip_gradient
+from dnastream.kernels.spectrum_reorder import hermitian_natural
 
 __all__ = ["FFTPlan", "fftconv_triton", "filter_spectrum", "plan_for", "uses_triton"]
 
@@ -987,6 +989,8 @@ def _conv_nat_kernel(
                 tl.atomic_add(ddp_ptr + c, tl.sum(tl.sum(xr * vr + xi * vi, axis=1), axis=0))
             var, vai, vscale = _col_scaled(vr, vi, MMA_FP16)
             pbase = part_ptr + (tl.cast(pid, tl.int64) * SLOTS + (c - c_first)) * (2 * M)
+            # the slot's first tile stores its product (no read: slots need no zero fill)
+            acc_lim = tl.minimum(p, 1) * tl.minimum(t - t0, 1) * M  # M, or 0 on a first tile
             xw = 1.0
             if HAS_XW:
                 xw = tl.load(xw_ptr + p * H + h)
@@ -1017,8 +1021,9 @@ def _conv_nat_kernel(
                     N1, N2, N1_IO, MMA_FP16, N2K, HOIST_F2,
                 )  # fmt: skip
                 poffs = ch * KC * N2 + soffs0
-                sr = tl.load(pbase + poffs) + xw * (dr * qr + di * qi)
-                si = tl.load(pbase + M + poffs) + xw * (di * qr - dr * qi)
+                pm = poffs < acc_lim
+                sr = tl.load(pbase + poffs, mask=pm, other=0.0) + xw * (dr * qr + di * qi)
+                si = tl.load(pbase + M + poffs, mask=pm, other=0.0) + xw * (di * qr - dr * qi)
                 tl.store(pbase + poffs, sr)
                 tl.store(pbase + M + poffs, si)
             kr = tl.load(sbase + ch * KC * N2 + soffs0)
@@ -1629,7 +1634,8 @@ def _launch_inner_conv(
 ) -> tuple[Tensor, Tensor, int, int] | None:
     """Launch the inner (fused) convolution kernel. ``xcorr = (x, x_gate, want_dd)`` (one-row
     plans only) also accumulates the filter-gradient spectra: returns (part, ddp, slots,
-    tiles_per_program) for :func:`_fused_du_dk` (with ``complex_io``, ``x`` is the outer
+    tiles_per_program, aligned) for :func:`_fused_du_dk` (``aligned``: runs of whole channels,
+    ``part`` (H * NR, 2, inner) is the summed spectra) (with ``complex_io``, ``x`` is the outer
     levels' buffer of the second signal; ``xw`` (pairs, H): weights of each pair's product).
     ``cs`` (H,), scaled float16 buffers (complex I/O): factors of the stored output per
     channel (:func:`_channel_scale`)."""
@@ -1652,6 +1658,13 @@ def _launch_inner_conv(
     n_tiles = heads * nr * n_pblk
     nprog = _programs(n_tiles, plan.ctas_per_sm, dev)
     per = triton.cdiv(n_tiles, nprog)
+    aligned = False
+    if xcorr is not None and rows == 1:
+        # runs of whole channels (at most 1/8 more tiles per program): every channel's
+        # filter-gradient sum is then formed in one program and stored straight into its row
+        per_al = triton.cdiv(per, npairs) * npairs
+        aligned = per_al * 8 <= per * 9
+        per = per_al if aligned else per
     nprog = triton.cdiv(n_tiles, per)
     f1, f2, tw = _consts(plan, dev)
     dummy = src
@@ -1695,10 +1708,15 @@ def _launch_inner_conv(
         if xcorr is not None:
             xa, xg_t, want_dd = xcorr
             xg = xg_t if xg_t is not None else xa
-            slots = (per - 1) // npairs + 2  # channels one run of `per` tiles can touch
-            part = torch.zeros((nprog, slots, 2, plan.inner), dtype=torch.float32, device=dev)
+            if aligned:  # program p's slot j is channel p * slots + j: ``part`` is the sum
+                slots = per // npairs
+                part = torch.empty((heads * nr, 2, plan.inner), dtype=torch.float32, device=dev)
+            else:  # slots past a run's last channel stay untouched: zeros for the launcher's sum
+                slots = (per - 1) // npairs + 2  # channels one run of `per` tiles can touch
+                shape = (nprog, slots, 2, plan.inner)
+                part = torch.zeros(shape, dtype=torch.float32, device=dev)
             ddp = torch.zeros((heads * nr,), dtype=torch.float32, device=dev)
-            out = (part, ddp, slots, per)
+            out = (part, ddp, slots, per, aligned)
         static = plan.static_scale and plan.mma == "fp16" and xcorr is None
         if xcorr is not None and plan.bwd_warps:  # the fused backward's own launch settings
             flags.update(num_warps=plan.bwd_warps)
@@ -1883,26 +1901,6 @@ def _natural_gather(plan: FFTPlan, device: torch.device) -> Tensor:
     return idx
 
 
-def _natural_spectrum(plan: FFTPlan, s: Tensor, heads: int) -> Tensor:
-    """(n_c, 2, inner) summed spectra in storage order -> (H, N) complex, natural order
-    (one gather: reorder and interleave re/im)."""
-    flat = s.reshape(heads, 2 * plan.n)
-    nat = torch.index_select(flat, 1, _natural_gather(plan, s.device))
-    return torch.view_as_complex(nat.view(heads, plan.n, 2))
-
-
-def _skip_gradient(u: Tensor, g1: Tensor | None, dy: Tensor, g2: Tensor | None) -> Tensor:
-    """(H,) fp32 gradient of D in the time domain: sum over (b, t) of (g1 * u) (g2 * dy), in
-    fp32, with two full-size temporaries (fresh copies: the products are formed in place)."""
-    x = u.to(torch.float32, copy=True)
-    if g1 is not None:
-        x.mul_(g1)
-    z = dy.to(torch.float32, copy=True)
-    if g2 is not None:
-        z.mul_(g2)
-    return x.mul_(z).sum(dim=(0, 2))
-
-
 def _fused_du_dk(
     plan: FFTPlan,
     dy: Tensor,
@@ -1946,17 +1944,19 @@ def _fused_du_dk(
         _outer_inverse(plan, bufz, du, g1, u if dg1 is not None else None, dg1, sdu)
         # dD in the time domain: by Parseval the buffers would give it too, but through their
         # fp16 tensor-core rounding (H=2 interpreter test: 1.7e-4 - 4.3e-4 against 1e-7)
-        dd = _skip_gradient(u, g1, dy, g2) if need_d else None
+        dd = skip_gradient(u, g1, dy, g2) if need_d else None
     else:
         out = _launch_inner_conv(
             plan, dy, g2, g1, u if dg1 is not None else None, D, du, dg1, spec, True,
             batch, heads, seq_len, False, (u, g1, need_d),
         )  # fmt: skip
     assert out is not None
-    part, ddp, slots, per = out
+    part, ddp, slots, per, aligned = out
     n_c = heads * nr
     if not plan.outer:
         dd = ddp if need_d else None
+    if aligned:
+        return du, dg1, part, dd
     # program p's slot j holds channel first_p + j; slots past the last channel hold zeros
     # (never written), so they are added to the last channel: no boolean indexing, which would
     # wait for the GPU (and break CUDA-graph capture)
@@ -1980,10 +1980,12 @@ def _filter_gradient(plan: FFTPlan, s: Tensor, k: Tensor) -> Tensor:
         full = torch.matmul(s.reshape(heads, 2 * plan.n).to(dt), w)  # (H, taps), fresh
         part = full.to(k.dtype)
     else:
-        s_nat = _natural_spectrum(plan, s, heads)
-        if plan.freq_cut:  # frequency-sparse: the filter only has the kept frequencies
-            s_nat = s_nat * freq_mask(plan.n, plan.freq_cut, s_nat.device)
-        full = torch.fft.ifft(s_nat, dim=-1).real
+        # the real part of ifft(S) is the real inverse FFT of S's Hermitian part, gathered to
+        # natural order in one pass (frequency-sparse: only the kept frequencies)
+        keep = keep_mask(plan.n, plan.freq_cut, s.device) if plan.freq_cut else None
+        flat = s.reshape(heads, 2 * plan.n)
+        half = hermitian_natural(flat, _natural_gather(plan, s.device), plan.n, keep)
+        full = torch.fft.irfft(half, n=plan.n, dim=-1)
         part = full[:, :taps].to(k.dtype, copy=True, memory_format=torch.contiguous_format)
     if taps == k.shape[1]:
         return part
@@ -2104,7 +2106,7 @@ def conv_backward(
                 s_sto, dd = _xcorr(xplan, u, g1, dy, g2, want_dd=need_d)
             dk = _filter_gradient(plan, s_sto, k)
         else:
-            dd = _skip_gradient(u, g1, dy, g2)
+            dd = skip_gradient(u, g1, dy, g2)
         if need_d:
             dD = dd.to(D.dtype)
     return du, dk, dD, dg1, dg2
