@@ -919,10 +919,11 @@ def test_spectrum_bound_is_memoised_only_for_the_same_unchanged_tensors() -> Non
 
 
 @pytest.mark.parametrize("L, max_fused", [(1000, 8192), (3000, 512)])
-def test_natural_spectrum_gather_equals_the_scatter(L, max_fused) -> None:
-    """The filter gradient's gather offsets (natural frequency -> storage position) read back
-    what scattering by the spectrum order put there (fused and outer-level plans)."""
-    from dnastream.kernels.fftconv_triton import _natural_gather
+def test_natural_spectrum_equals_the_scatter(L, max_fused) -> None:
+    """The filter gradient's reordering to natural order equals scattering by the spectrum
+    order (fused and outer-level plans)."""
+    from dnastream.kernels.monarch import layout_for
+    from dnastream.kernels.spectrum_reorder import natural_spectrum
 
     plan = plan_for(L, L, True, torch.bfloat16, max_fused=max_fused)
     heads, nr = 3, plan.n // plan.inner
@@ -930,8 +931,7 @@ def test_natural_spectrum_gather_equals_the_scatter(L, max_fused) -> None:
     planes = s.reshape(heads, nr, 2, plan.inner).permute(2, 0, 1, 3).reshape(2, heads, plan.n)
     want = torch.empty(heads, plan.n, dtype=torch.complex64)
     want[:, spectrum_order(plan)] = torch.complex(planes[0], planes[1])
-    nat = torch.index_select(s.reshape(heads, 2 * plan.n), 1, _natural_gather(plan, s.device))
-    assert torch.equal(torch.view_as_complex(nat.view(heads, plan.n, 2)), want)
+    assert torch.equal(natural_spectrum(s, layout_for(plan, s.device)), want)
 
 
 def test_the_constant_mark_is_what_torch_dynamo_sets() -> None:

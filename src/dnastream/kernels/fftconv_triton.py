@@ -78,12 +78,12 @@ from dnastream.kernels.monarch import (
     gradient_table,
     inner_twiddles,
     keep_mask,
+    layout_for,
     plan_for,
-    spectrum_order,
     uses_gemm_spectrum,
 )
 from dnastream.kernels.skip_gradient import skip_gradient
-from dnastream.kernels.spectrum_reorder import hermitian_natural
+from dnastream.kernels.spectrum_reorder import natural_spectrum
 
 __all__ = ["FFTPlan", "fftconv_triton", "filter_spectrum", "plan_for", "uses_triton"]
 
@@ -1882,25 +1882,6 @@ def _xcorr(
     return summed, dd
 
 
-_NATURAL_GATHER: dict[tuple, Tensor] = {}
-
-
-def _natural_gather(plan: FFTPlan, device: torch.device) -> Tensor:
-    """(2N,) int64: for natural frequency f and plane c (re, im), the offset of that value in
-    one head's (NR, 2, inner) block of filter-gradient spectra in storage order. Cached."""
-    key = (plan.n1, plan.n2, plan.outer, device)
-    idx = _NATURAL_GATHER.get(key)
-    if idx is None:
-        order = spectrum_order(plan, device)
-        pos = torch.empty_like(order)
-        pos[order] = torch.arange(plan.n, device=device)  # storage position of frequency f
-        blk, j = pos // plan.inner, pos % plan.inner
-        plane = torch.arange(2, device=device)
-        idx = blk[:, None] * (2 * plan.inner) + plane[None, :] * plan.inner + j[:, None]
-        idx = _NATURAL_GATHER[key] = idx.reshape(-1).contiguous()
-    return idx
-
-
 def _fused_du_dk(
     plan: FFTPlan,
     dy: Tensor,
@@ -1980,12 +1961,10 @@ def _filter_gradient(plan: FFTPlan, s: Tensor, k: Tensor) -> Tensor:
         full = torch.matmul(s.reshape(heads, 2 * plan.n).to(dt), w)  # (H, taps), fresh
         part = full.to(k.dtype)
     else:
-        # the real part of ifft(S) is the real inverse FFT of S's Hermitian part, gathered to
-        # natural order in one pass (frequency-sparse: only the kept frequencies)
+        # to natural order in one tiled pass (frequency-sparse: only the kept frequencies)
         keep = keep_mask(plan.n, plan.freq_cut, s.device) if plan.freq_cut else None
-        flat = s.reshape(heads, 2 * plan.n)
-        half = hermitian_natural(flat, _natural_gather(plan, s.device), plan.n, keep)
-        full = torch.fft.irfft(half, n=plan.n, dim=-1)
+        s_nat = natural_spectrum(s, layout_for(plan, s.device), keep)
+        full = torch.fft.ifft(s_nat, dim=-1).real
         part = full[:, :taps].to(k.dtype, copy=True, memory_format=torch.contiguous_format)
     if taps == k.shape[1]:
         return part

@@ -40,7 +40,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from dnastream.kernels.spectrum_reorder import storage_spectrum
+from dnastream.kernels.spectrum_reorder import StorageLayout, storage_layout, storage_spectrum
 
 __all__ = [
     "MAX_FFT_SIZE",
@@ -54,6 +54,7 @@ __all__ = [
     "freq_cutoff",
     "freq_mask",
     "keep_mask",
+    "layout_for",
     "gemm_dtype",
     "gradient_table",
     "inner_twiddles",
@@ -805,7 +806,20 @@ def filter_spectrum(k: Tensor, plan: FFTPlan) -> Tensor:
         # normalisation and an index_select cost ~2 ms)
         r = torch.fft.rfft(k[:, : plan.taps].to(work), n=n, dim=-1)
         keep = keep_mask(n, plan.freq_cut, k.device) if plan.freq_cut else None
-        return storage_spectrum(r, spectrum_order(plan, k.device), n, 1.0 / n, keep)
+        return storage_spectrum(r, layout_for(plan, k.device), 1.0 / n, keep)
+
+
+def layout_for(plan: FFTPlan, device: torch.device | str = "cpu") -> StorageLayout:
+    """The digits of ``plan``'s spectrum order (:class:`StorageLayout`): the first frequency
+    digit is the first outer radix (``n1`` without outer levels), the last ``n2``. Cached."""
+    device = torch.device(device)
+    key = ("layout", plan.n1, plan.n2, plan.outer, device)
+    t = _TABLES.get(key)
+    if t is None:
+        first = plan.outer[0] if plan.outer else plan.n1
+        order = spectrum_order(plan, device)
+        t = _TABLES[key] = storage_layout(order, first, plan.n2, plan.inner)
+    return t
 
 
 def keep_mask(n: int, cut: int, device: torch.device) -> Tensor:

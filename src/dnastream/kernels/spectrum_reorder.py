@@ -1,38 +1,37 @@
-"""Spectrum reorderings of the Monarch FFT convolution as single Triton gathers.
+"""Spectra between natural frequency order and the Monarch kernels' storage order, in Triton.
 
-Two small memory-bound kernels that replace chains of PyTorch operations around the filter's
-spectrum (see :mod:`dnastream.kernels.monarch` and :mod:`dnastream.kernels.fftconv_triton`):
+The FFT convolution kernels keep a spectrum in *storage order*: position ``p`` holds frequency
+``order[p]`` (:func:`dnastream.kernels.monarch.spectrum_order`), a mixed-radix digit reversal.
+Two reorderings sit around them:
 
-* :func:`storage_spectrum`: the filter spectrum in the kernels' *storage order* from a real
-  FFT. Given ``r = torch.fft.rfft(k, n=n)`` (H, n/2 + 1), it writes the (2, H, n) fp32 planes
-  (re, im) with position ``p`` holding frequency ``f = order[p]`` of the full spectrum
-  ``X[f] = r[f]`` (``f <= n/2``) or ``conj(r[n - f])`` (``f > n/2``), times ``scale`` (and the
-  frequency-sparse mask ``keep[f]``). One pass instead of a full complex FFT, a normalisation
-  and an ``index_select`` over the (H, N, 2) -> (2, H, N) permutation.
-* :func:`hermitian_natural`: the Hermitian part, in natural order, of a per-head spectrum held
-  in storage order (the filter gradient's cross-spectrum ``S``). For natural frequency ``f``
-  ``out[f] = keep[f] (S[f] + conj(S[(n - f) % n])) / 2`` for ``f = 0 .. n/2``, so that
-  ``torch.fft.irfft(out, n=n) == torch.fft.ifft(S * keep).real`` (the real part of an inverse
-  FFT only sees the Hermitian part of the spectrum; ``keep`` is symmetric). One gather and a
-  half-length real inverse FFT instead of a gather to (H, n) complex and a full complex one.
+* :func:`storage_spectrum` -- the filter's spectrum from its real FFT ``r = rfft(k, n)``: the
+  (2, H, n) fp32 planes (re, im) with ``out[:, h, p] = scale * keep[f] * X[h, f]``, ``f =
+  order[p]``, ``X[f] = r[f]`` for ``f <= n/2`` and ``conj(r[n - f])`` above;
+* :func:`natural_spectrum` -- the filter gradient's cross-spectrum back from storage order:
+  ``(H * n / inner, 2, inner)`` fp32 blocks (each head's ``n / inner`` blocks of ``inner``
+  positions, planes re, im) to (H, n) complex64 in natural order (times ``keep``).
 
-Kernel layout
--------------
-* :func:`storage_spectrum`: grid ``(H, cdiv(n, BLOCK))``; program ``(h, b)`` owns storage
-  positions ``p`` of block ``b`` of head ``h``. It reads ``order[p]`` (coalesced), gathers the
-  (re, im) pair of the mirrored source bin as one (BLOCK, 2) tile (8-byte pairs), negates the
-  imaginary part of mirrored bins, scales, and stores both planes (coalesced along ``p``).
-* :func:`hermitian_natural`: grid ``(H, cdiv(n/2 + 1, BLOCK))``; program ``(h, b)`` owns natural
-  frequencies ``f`` of block ``b``. It loads the gather offsets of ``f`` and of ``(n - f) % n``
-  (both planes, (BLOCK, 2) tiles, coalesced), gathers the four values from head ``h``'s row of
-  ``s``, combines them and stores the interleaved (re, im) output (one contiguous run).
-* ``BLOCK`` is 1024 with 4 warps on CUDA (8 elements per thread; at H = 48, n = 2**20 that is
-  ~49K programs, plenty for HBM). Under the CPU interpreter the block covers up to 8192
-  elements (the interpreter's cost is per program). Row bases are int64 (``h * n``); the
-  positions within a row are int32 (``n < 2**31``).
+Both are permutations, and done element by element (a gather) one side of the copy is
+scattered: on an H100 at H * n = 50M a gather took 0.9-1.6 ms for ~0.4 GB, far from the
+bandwidth. The digit structure makes them tiled transposes instead
+(:class:`StorageLayout`): with ``A`` the first digit of the frequency (the first outer radix,
+or ``n1`` without outer levels), ``C = n2`` the last, and the middle digits reversed by a small
+table ``mid``,
+
+    p = a * (n / A) + m * C + c    holds    f = a + A * mid[m] + (n / C) * c,
+
+so a tile of ``(a, c)`` for one ``m`` reads ``f`` contiguously along ``a`` and writes ``p``
+contiguously along ``c`` (the tile is transposed through shared memory by Triton's layout
+conversion). Complex values move as 64-bit words (re and im together). The mirrored half of
+the real FFT is read through a flipped tile (ascending addresses again).
+
+Grid ``(H * M, A / TA, C / TC)`` with tiles ``TA = min(A, 64)``, ``TC = min(C, 64)``; all
+offsets of a head are int64. Each op has a PyTorch twin (``*_ref``): gathers by the order.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -42,17 +41,50 @@ from torch import Tensor
 from dnastream.kernels.backend import interpret_requested
 
 __all__ = [
-    "hermitian_natural",
-    "hermitian_natural_ref",
+    "StorageLayout",
+    "natural_spectrum",
+    "natural_spectrum_ref",
+    "storage_layout",
     "storage_spectrum",
     "storage_spectrum_ref",
 ]
 
-#: Elements per program on CUDA, and its warps.
-BLOCK = 1024
+#: Largest tile edge (positions along ``a`` and along ``c``).
+TILE = 64
 NUM_WARPS = 4
-#: Largest block under the CPU interpreter (few, wide programs: its cost is per program).
-INTERPRETER_BLOCK = 8192
+
+
+@dataclass(frozen=True)
+class StorageLayout:
+    """Digits of a storage order: ``order[a * (n / A) + m * C + c] = a + A * mid[m] + (n / C) *
+    c``. ``order`` (n,) int64, ``mid`` (n / (A * C),) int32, both on one device; ``inner``:
+    positions per block of the kernels' (H * n / inner, 2, inner) spectra."""
+
+    order: Tensor
+    mid: Tensor
+    a: int
+    c: int
+    inner: int
+
+    @property
+    def n(self) -> int:
+        return int(self.order.shape[0])
+
+
+def storage_layout(order: Tensor, a: int, c: int, inner: int) -> StorageLayout:
+    """The :class:`StorageLayout` of ``order`` (n,) with first frequency digit ``a`` and last
+    ``c``; raises ``ValueError`` if ``order`` does not have that digit structure."""
+    n = int(order.shape[0])
+    if a < 1 or c < 1 or n % (a * c) or n % inner or inner % c:
+        raise ValueError(f"storage_layout: digits a={a}, c={c}, inner={inner} do not fit n={n}")
+    o = order.to(torch.int64)
+    mid = o[0 : n // a : c] // a
+    pos = torch.arange(n, device=o.device)
+    aa, rest = pos // (n // a), pos % (n // a)
+    want = aa + a * mid[rest // c] + (n // c) * (rest % c)
+    if not torch.equal(o, want):
+        raise ValueError(f"storage_layout: order is not a digit reversal with a={a}, c={c}")
+    return StorageLayout(o.contiguous(), mid.to(torch.int32).contiguous(), a, c, inner)
 
 
 # ============================================================================================
@@ -61,64 +93,92 @@ INTERPRETER_BLOCK = 8192
 
 
 @triton.jit
-def _storage_spectrum_kernel(
-    r_ptr,  # (H, n/2 + 1, 2) fp32 (or fp64), contiguous: view_as_real(rfft(k))
-    order_ptr,  # (n,) int32/int64: storage position -> natural frequency
-    keep_ptr,  # (n,) fp32 natural-order mask (read only when HAS_KEEP)
-    out_ptr,  # (2, H, n) fp32, contiguous
-    n,
-    half,  # n // 2
-    plane,  # H * n: offset of the imaginary plane
-    scale,
-    HAS_KEEP: tl.constexpr,
-    BLOCK: tl.constexpr,
-):
-    h = tl.program_id(0).to(tl.int64)
-    p = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    inside = p < n
-    f = tl.load(order_ptr + p, mask=inside, other=0).to(tl.int32)
-    mirror = f > half
-    src = tl.where(mirror, n - f, f)
-    c = tl.arange(0, 2)
-    m2 = inside[:, None] & (c[None, :] < 2)
-    row = r_ptr + h * (2 * (half + 1))
-    v = tl.load(row + 2 * src[:, None] + c[None, :], mask=m2, other=0.0)
-    v = tl.where(mirror[:, None] & (c[None, :] == 1), -v, v)
-    v = v * scale
-    if HAS_KEEP:
-        keep = tl.load(keep_ptr + f, mask=inside, other=0.0)
-        v = v * keep[:, None]
-    dst = out_ptr + h * n + c[None, :].to(tl.int64) * plane + p[:, None]
-    tl.store(dst, v, mask=m2)
+def _as_pair(w):
+    """int64 words (re | im << 32) -> (re, im) float32."""
+    re = w.to(tl.int32).to(tl.float32, bitcast=True)
+    im = (w >> 32).to(tl.int32).to(tl.float32, bitcast=True)
+    return re, im
 
 
 @triton.jit
-def _hermitian_natural_kernel(
-    s_ptr,  # (H, 2n) fp32, contiguous: each head's spectrum planes in storage order
-    idx_ptr,  # (2n,) int32/int64: offset of natural frequency f's plane c at idx[2f + c]
+def _storage_spectrum_kernel(
+    r_ptr,  # (H, n/2 + 1) int64 words: rfft(k) as (re, im) float32 pairs
+    mid_ptr,  # (M,) int32
     keep_ptr,  # (n,) fp32 natural-order mask (read only when HAS_KEEP)
-    out_ptr,  # (H, n/2 + 1, 2) fp32, contiguous
+    out_ptr,  # (2, H, n) fp32
     n,
-    nh,  # n // 2 + 1
+    half,  # n // 2
+    M,
+    plane,  # H * n
+    scale,
+    A: tl.constexpr,
+    C: tl.constexpr,
+    TA: tl.constexpr,
+    TC: tl.constexpr,
     HAS_KEEP: tl.constexpr,
-    BLOCK: tl.constexpr,
 ):
-    h = tl.program_id(0).to(tl.int64)
-    f = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
-    inside = f < nh
-    g = tl.where(f == 0, 0, n - f)  # (n - f) % n for 0 <= f <= n/2
-    c = tl.arange(0, 2)
-    m2 = inside[:, None] & (c[None, :] < 2)
-    ia = tl.load(idx_ptr + 2 * f[:, None] + c[None, :], mask=m2, other=0)
-    ib = tl.load(idx_ptr + 2 * g[:, None] + c[None, :], mask=m2, other=0)
-    row = s_ptr + h * (2 * n)
-    a = tl.load(row + ia, mask=m2, other=0.0)
-    b = tl.load(row + ib, mask=m2, other=0.0)
-    v = (a + tl.where(c[None, :] == 1, -b, b)) * 0.5
+    pid = tl.program_id(0)
+    h = (pid // M).to(tl.int64)
+    m = pid % M
+    a0 = tl.program_id(1) * TA
+    c = tl.program_id(2) * TC + tl.arange(0, TC)
+    i = tl.arange(0, TA)
+    base = A * tl.load(mid_ptr + m) + (n // C) * c  # (TC,) frequency of a = 0
+    row = r_ptr + h * (half + 1)
+    # f <= n/2: X[f] = r[f], ascending along a
+    f = a0 + i[:, None] + base[None, :]
+    w = tl.load(row + f, mask=f <= half, other=0)
+    re, im = _as_pair(w)
+    # f > n/2: X[f] = conj(r[n - f]); the tile is read flipped along a (ascending addresses)
+    fr = a0 + (TA - 1 - i)[:, None] + base[None, :]  # the frequency whose mirror row i' holds
+    g = n - a0 - (TA - 1) + i[:, None] - base[None, :]  # = n - fr
+    wm = tl.load(row + g, mask=fr > half, other=0)
+    mre, mim = _as_pair(tl.flip(wm, 0))
+    mirror = f > half
+    re = tl.where(mirror, mre, re) * scale
+    im = tl.where(mirror, -mim, im) * scale
     if HAS_KEEP:
-        keep = tl.load(keep_ptr + f, mask=inside, other=0.0)
-        v = v * keep[:, None]
-    tl.store(out_ptr + h * (2 * nh) + 2 * f[:, None] + c[None, :], v, mask=m2)
+        kp = tl.load(keep_ptr + f)
+        re = re * kp
+        im = im * kp
+    p = (a0 + i)[:, None] * (n // A) + m * C + c[None, :]
+    dst = out_ptr + h * n + p
+    tl.store(dst, re)
+    tl.store(dst + plane, im)
+
+
+@triton.jit
+def _natural_spectrum_kernel(
+    s_ptr,  # (H * n / inner, 2, inner) fp32
+    mid_ptr,  # (M,) int32
+    keep_ptr,  # (n,) fp32 natural-order mask (read only when HAS_KEEP)
+    out_ptr,  # (H, n) int64 words: complex64 (re | im << 32)
+    n,
+    inner,
+    M,
+    A: tl.constexpr,
+    C: tl.constexpr,
+    TA: tl.constexpr,
+    TC: tl.constexpr,
+    HAS_KEEP: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    h = (pid // M).to(tl.int64)
+    m = pid % M
+    a = tl.program_id(1) * TA + tl.arange(0, TA)
+    c = tl.program_id(2) * TC + tl.arange(0, TC)
+    p = a[:, None] * (n // A) + m * C + c[None, :]  # contiguous along c
+    src = s_ptr + h * (2 * n) + (p // inner) * (2 * inner) + p % inner
+    re = tl.load(src)
+    im = tl.load(src + inner)
+    f = a[:, None] + A * tl.load(mid_ptr + m) + (n // C) * c[None, :]  # contiguous along a
+    if HAS_KEEP:
+        kp = tl.load(keep_ptr + f)
+        re = re * kp
+        im = im * kp
+    lo = re.to(tl.int32, bitcast=True).to(tl.int64) & 0xFFFFFFFF
+    hi = im.to(tl.int32, bitcast=True).to(tl.int64) << 32
+    tl.store(out_ptr + h * n + f, hi | lo)
 
 
 # ============================================================================================
@@ -127,32 +187,32 @@ def _hermitian_natural_kernel(
 
 
 def storage_spectrum_ref(
-    r: Tensor, order: Tensor, n: int, scale: float, keep: Tensor | None = None
+    r: Tensor, layout: StorageLayout, scale: float, keep: Tensor | None = None
 ) -> Tensor:
-    """PyTorch twin of :func:`storage_spectrum` (same arguments, same result)."""
-    _check_storage(r, order, n, keep)
+    """PyTorch twin of :func:`storage_spectrum` (a gather by the order; float64 input stays
+    float64 until the last rounding to float32)."""
+    n = layout.n
+    _check_storage(r, layout, keep)
     re = torch.view_as_real(r.resolve_conj())  # (H, n/2 + 1, 2)
     tail = re[:, 1 : n // 2].flip(1) * re.new_tensor([1.0, -1.0])  # conj(r[n - f]), f > n/2
-    full = torch.cat([re, tail], dim=1)  # (H, n, 2), natural order
-    full = full * scale
+    full = torch.cat([re, tail], dim=1) * scale  # (H, n, 2), natural order
     if keep is not None:
-        full = full * keep.to(torch.float32)[:, None]
-    planes = full.permute(2, 0, 1)  # (2, H, n)
-    out = torch.index_select(planes, 2, order.to(torch.int64))
+        full = full * keep.to(full.dtype)[:, None]
+    out = torch.index_select(full.permute(2, 0, 1), 2, layout.order)
     return out.to(torch.float32, memory_format=torch.contiguous_format)
 
 
-def hermitian_natural_ref(s: Tensor, idx: Tensor, n: int, keep: Tensor | None = None) -> Tensor:
-    """PyTorch twin of :func:`hermitian_natural` (same arguments, same result)."""
-    _check_hermitian(s, idx, n, keep)
-    heads, nh = s.shape[0], n // 2 + 1
-    nat = torch.index_select(s, 1, idx.to(torch.int64)).view(heads, n, 2)
-    f = torch.arange(nh, device=s.device)
-    b = nat[:, (n - f) % n] * s.new_tensor([1.0, -1.0])  # conj(S[(n - f) % n])
-    out = (nat[:, :nh] + b) * 0.5
+def natural_spectrum_ref(s: Tensor, layout: StorageLayout, keep: Tensor | None = None) -> Tensor:
+    """PyTorch twin of :func:`natural_spectrum` (a scatter by the order)."""
+    _check_natural(s, layout, keep)
+    n, inner = layout.n, layout.inner
+    heads = s.shape[0] * inner // n
+    planes = s.reshape(heads, n // inner, 2, inner).permute(2, 0, 1, 3).reshape(2, heads, n)
+    out = torch.empty((heads, n), dtype=torch.complex64, device=s.device)
+    out[:, layout.order] = torch.complex(planes[0], planes[1])
     if keep is not None:
-        out = out * keep.to(torch.float32)[:nh, None]
-    return torch.view_as_complex(out.contiguous())
+        out = out * keep.to(torch.float32)
+    return out
 
 
 # ============================================================================================
@@ -165,178 +225,110 @@ def _uses_triton(device: torch.device) -> bool:
     return device.type == "cuda" or (device.type == "cpu" and interpret_requested())
 
 
-def _block(device: torch.device, size: int, block: int | None) -> int:
-    if block is not None:
-        if block < 2 or block & (block - 1):
-            raise ValueError(f"block must be a power of two >= 2, got {block}")
-        return block
-    if device.type == "cuda":
-        return BLOCK
-    return min(INTERPRETER_BLOCK, 1 << max(1, (size - 1).bit_length()))
-
-
-def _check_n(name: str, n: int) -> None:
-    if not isinstance(n, int) or n < 2 or n % 2:
-        raise ValueError(f"{name}: n must be an even integer >= 2, got {n!r}")
-
-
 def _check_keep(name: str, keep: Tensor | None, n: int, device: torch.device) -> None:
     if keep is None:
         return
-    if keep.shape != (n,):
-        raise ValueError(f"{name}: keep must be ({n},), got shape {tuple(keep.shape)}")
-    if keep.dtype not in (torch.float32, torch.bool):
-        raise ValueError(f"{name}: keep must be float32 (or bool), got {keep.dtype}")
+    if keep.shape != (n,) or keep.dtype not in (torch.float32, torch.bool):
+        raise ValueError(
+            f"{name}: keep must be ({n},) float32 or bool, got {keep.shape} {keep.dtype}"
+        )
     if keep.device != device:
         raise ValueError(f"{name}: keep is on {keep.device}, the spectrum on {device}")
 
 
-def _check_index(name: str, what: str, t: Tensor, size: int, device: torch.device) -> None:
-    if t.shape != (size,):
-        raise ValueError(f"{name}: {what} must be ({size},), got shape {tuple(t.shape)}")
-    if t.dtype not in (torch.int64, torch.int32):
-        raise ValueError(f"{name}: {what} must be int64 or int32, got {t.dtype}")
-    if t.device != device:
-        raise ValueError(f"{name}: {what} is on {t.device}, the spectrum on {device}")
+def _check_layout(name: str, layout: StorageLayout, device: torch.device) -> None:
+    if layout.order.device != device:
+        raise ValueError(
+            f"{name}: the layout is on {layout.order.device}, the spectrum on {device}"
+        )
 
 
-def _check_storage(r: Tensor, order: Tensor, n: int, keep: Tensor | None) -> None:
-    name = "storage_spectrum"
-    _check_n(name, n)
+def _check_storage(r: Tensor, layout: StorageLayout, keep: Tensor | None) -> None:
+    name, n = "storage_spectrum", layout.n
     if r.dim() != 2 or r.shape[1] != n // 2 + 1:
         raise ValueError(f"{name}: r must be (H, {n // 2 + 1}), got shape {tuple(r.shape)}")
     if r.dtype not in (torch.complex64, torch.complex128):
         raise ValueError(f"{name}: r must be complex64 (or complex128), got {r.dtype}")
-    _check_index(name, "order", order, n, r.device)
+    _check_layout(name, layout, r.device)
     _check_keep(name, keep, n, r.device)
 
 
-def _check_hermitian(s: Tensor, idx: Tensor, n: int, keep: Tensor | None) -> None:
-    name = "hermitian_natural"
-    _check_n(name, n)
-    if s.dim() != 2 or s.shape[1] != 2 * n:
-        raise ValueError(f"{name}: s must be (H, {2 * n}), got shape {tuple(s.shape)}")
+def _check_natural(s: Tensor, layout: StorageLayout, keep: Tensor | None) -> None:
+    name, n, inner = "natural_spectrum", layout.n, layout.inner
+    if s.dim() != 3 or s.shape[1:] != (2, inner) or (s.shape[0] * inner) % n:
+        raise ValueError(
+            f"{name}: s must be (H * {n // inner}, 2, {inner}), got shape {tuple(s.shape)}"
+        )
     if s.dtype != torch.float32:
         raise ValueError(f"{name}: s must be float32, got {s.dtype}")
-    _check_index(name, "idx", idx, 2 * n, s.device)
+    _check_layout(name, layout, s.device)
     _check_keep(name, keep, n, s.device)
 
 
+def _tiles(layout: StorageLayout) -> tuple[int, int, int, int]:
+    """(TA, TC, M, n_programs_dim0_per_head)."""
+    ta, tc = min(layout.a, TILE), min(layout.c, TILE)
+    return ta, tc, layout.n // (layout.a * layout.c), layout.a // ta
+
+
 def storage_spectrum(
-    r: Tensor,
-    order: Tensor,
-    n: int,
-    scale: float,
-    keep: Tensor | None = None,
-    *,
-    block: int | None = None,
+    r: Tensor, layout: StorageLayout, scale: float, keep: Tensor | None = None
 ) -> Tensor:
     """Full spectrum of a real filter in storage order, from its real FFT.
 
-    ``out[0, h, p] + 1j * out[1, h, p] = scale * keep[f] * X[h, f]`` with ``f = order[p]`` and
-    ``X[h, f] = r[h, f]`` for ``f <= n/2``, ``conj(r[h, n - f])`` above.
-
-    Runs the Triton kernel on CUDA tensors, or on CPU tensors under ``TRITON_INTERPRET=1``;
-    otherwise :func:`storage_spectrum_ref`.
-
     Args:
-        r: (H, n/2 + 1) complex64 (or complex128), ``torch.fft.rfft(k, n=n)`` of a real
-            filter.
-        order: (n,) int64 or int32, storage position -> natural frequency
-            (:func:`dnastream.kernels.monarch.spectrum_order`).
-        n: the FFT length, even, >= 2.
-        scale: factor applied to every value (``1 / n`` for the kernels' ``norm="forward"``).
-        keep: optional (n,) float32 (or bool) mask in natural frequency order
-            (:func:`dnastream.kernels.monarch.freq_mask`).
-        block: storage positions per program, a power of two (tests force it); None chooses.
+        r: (H, n/2 + 1) complex64 (complex128 takes the reference), ``rfft(k, n=n)``.
+        layout: the storage order's digits (:func:`storage_layout`), on ``r``'s device.
+        scale: factor of every value (``1 / n`` for the kernels' ``norm="forward"``).
+        keep: optional (n,) float32 (or bool) mask in natural frequency order.
 
     Returns:
-        (2, H, n) float32 (planes re, im), contiguous, on ``r``'s device.
-
-    Raises:
-        ValueError: on a wrong shape, dtype or device, or an odd ``n``.
+        (2, H, n) float32 planes (re, im): ``out[:, h, p] = scale * keep[f] * X[h, f]`` with
+        ``f = layout.order[p]``, ``X[f] = r[f]`` (``f <= n/2``) or ``conj(r[n - f])``.
     """
-    _check_storage(r, order, n, keep)
-    if not _uses_triton(r.device):
-        return storage_spectrum_ref(r, order, n, scale, keep)
-    heads = r.shape[0]
-    rr = torch.view_as_real(r.resolve_conj()).contiguous()
-    order = order.contiguous()
+    _check_storage(r, layout, keep)
+    if not _uses_triton(r.device) or r.dtype != torch.complex64:
+        return storage_spectrum_ref(r, layout, scale, keep)
+    n, heads = layout.n, r.shape[0]
     out = torch.empty((2, heads, n), dtype=torch.float32, device=r.device)
     if heads == 0:
         return out
+    words = torch.view_as_real(r.resolve_conj()).contiguous().view(torch.int64).view(heads, -1)
     kp = keep.to(torch.float32).contiguous() if keep is not None else out
-    blk = _block(r.device, n, block)
-    grid = (heads, triton.cdiv(n, blk))
+    ta, tc, mids, _ = _tiles(layout)
+    grid = (heads * mids, layout.a // ta, layout.c // tc)
     _storage_spectrum_kernel[grid](
-        rr,
-        order,
-        kp,
-        out,
-        n,
-        n // 2,
-        heads * n,
-        float(scale),
-        HAS_KEEP=keep is not None,
-        BLOCK=blk,
-        num_warps=NUM_WARPS,
-    )
+        words, layout.mid, kp, out, n, n // 2, mids, heads * n, float(scale),
+        A=layout.a, C=layout.c, TA=ta, TC=tc, HAS_KEEP=keep is not None, num_warps=NUM_WARPS,
+    )  # fmt: skip
     return out
 
 
-def hermitian_natural(
-    s: Tensor,
-    idx: Tensor,
-    n: int,
-    keep: Tensor | None = None,
-    *,
-    block: int | None = None,
-) -> Tensor:
-    """Hermitian part, natural order, of per-head spectra held in storage order.
-
-    With ``S[h, f] = s[h, idx[2f]] + 1j * s[h, idx[2f + 1]]``:
-    ``out[h, f] = keep[f] * (S[h, f] + conj(S[h, (n - f) % n])) / 2`` for ``f = 0 .. n/2``, so
-    ``torch.fft.irfft(out, n=n)`` equals ``torch.fft.ifft(S * keep).real`` (``keep`` must be
-    symmetric, ``keep[f] == keep[n - f]``, as :func:`~dnastream.kernels.monarch.freq_mask` is).
-
-    Runs the Triton kernel on CUDA tensors, or on CPU tensors under ``TRITON_INTERPRET=1``;
-    otherwise :func:`hermitian_natural_ref`.
+def natural_spectrum(s: Tensor, layout: StorageLayout, keep: Tensor | None = None) -> Tensor:
+    """Per-head spectra from the kernels' storage order back to natural order.
 
     Args:
-        s: (H, 2n) float32, each head's flat block of 2n values (planes in storage order).
-        idx: (2n,) int64 or int32, offset of natural frequency ``f``'s plane ``c`` (0 re, 1 im)
-            at ``idx[2f + c]`` (``fftconv_triton._natural_gather``).
-        n: the FFT length, even, >= 2.
-        keep: optional (n,) float32 (or bool) symmetric mask in natural frequency order.
-        block: frequencies per program, a power of two (tests force it); None chooses.
+        s: (H * n / inner, 2, inner) float32, each head's ``n / inner`` blocks of ``inner``
+            storage positions as planes (re, im).
+        layout: the storage order's digits (:func:`storage_layout`), on ``s``'s device.
+        keep: optional (n,) float32 (or bool) mask in natural frequency order.
 
     Returns:
-        (H, n/2 + 1) complex64 on ``s``'s device.
-
-    Raises:
-        ValueError: on a wrong shape, dtype or device, or an odd ``n``.
+        (H, n) complex64: ``out[h, layout.order[p]] = keep * (s_re + 1j s_im)`` at position p.
     """
-    _check_hermitian(s, idx, n, keep)
+    _check_natural(s, layout, keep)
     if not _uses_triton(s.device):
-        return hermitian_natural_ref(s, idx, n, keep)
-    heads, nh = s.shape[0], n // 2 + 1
-    s = s.contiguous()
-    idx = idx.contiguous()
-    out = torch.empty((heads, nh, 2), dtype=torch.float32, device=s.device)
-    if heads == 0:
-        return torch.view_as_complex(out)
-    kp = keep.to(torch.float32).contiguous() if keep is not None else out
-    blk = _block(s.device, nh, block)
-    grid = (heads, triton.cdiv(nh, blk))
-    _hermitian_natural_kernel[grid](
-        s,
-        idx,
-        kp,
-        out,
-        n,
-        nh,
-        HAS_KEEP=keep is not None,
-        BLOCK=blk,
-        num_warps=NUM_WARPS,
-    )
-    return torch.view_as_complex(out)
+        return natural_spectrum_ref(s, layout, keep)
+    n, inner = layout.n, layout.inner
+    heads = s.shape[0] * inner // n
+    words = torch.empty((heads, n), dtype=torch.int64, device=s.device)
+    if heads:
+        kp = keep.to(torch.float32).contiguous() if keep is not None else s
+        ta, tc, mids, _ = _tiles(layout)
+        grid = (heads * mids, layout.a // ta, layout.c // tc)
+        _natural_spectrum_kernel[grid](
+            s.contiguous(), layout.mid, kp, words, n, inner, mids,
+            A=layout.a, C=layout.c, TA=ta, TC=tc, HAS_KEEP=keep is not None,
+            num_warps=NUM_WARPS,
+        )  # fmt: skip
+    return words.view(torch.complex64)
