@@ -918,6 +918,24 @@ def test_spectrum_bound_is_memoised_only_for_the_same_unchanged_tensors() -> Non
         assert torch.allclose(_spectrum_bound(inf, None, plan.n, plan.inner), 2 * b3)
 
 
+def test_pair_max_is_memoised_for_the_same_tensors() -> None:
+    """The backward reuses the forward's pair maxima of (u, pregate): same objects and
+    versions give the memo, an in-place change or another tensor recomputes."""
+    from dnastream.kernels.fftconv_triton import _pair_max
+
+    u = torch.randn(5, 3, 40)
+    g = torch.randn(5, 3, 40)
+    want = (u * g).abs().amax(dim=-1)
+    want = torch.cat([want, torch.zeros_like(want[:1])]).view(3, 2, 3).amax(dim=1)
+    m1 = _pair_max(u, g)
+    assert torch.equal(m1, want)
+    assert _pair_max(u, g) is m1
+    u.mul_(2.0)
+    m2 = _pair_max(u, g)
+    assert m2 is not m1 and torch.equal(m2, 2 * want)
+    assert not torch.equal(_pair_max(u, None), m2)
+
+
 @pytest.mark.parametrize("L, max_fused", [(1000, 8192), (3000, 512)])
 def test_natural_spectrum_equals_the_scatter(L, max_fused) -> None:
     """The filter gradient's reordering to natural order equals scattering by the spectrum

@@ -130,6 +130,7 @@ def test_natural_spectrum_real_plans(name: str, heads: int) -> None:
     keep = freq_mask(plan.n, plan.freq_cut).float() if plan.freq_cut else None
     got = natural_spectrum(s, lay, keep)
     want = natural_spectrum_ref(s, lay, keep)
+    assert torch.equal(natural_spectrum(s, lay, keep, scale=0.25), want * 0.25)
     assert got.shape == (heads, plan.n) and got.dtype == torch.complex64
     assert torch.equal(got, want)
     # independently: position p of head h sits at s[h * nr + p // inner, :, p % inner]

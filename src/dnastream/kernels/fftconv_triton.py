@@ -1412,6 +1412,7 @@ def _consts(plan: FFTPlan, device: torch.device) -> tuple[Tensor, Tensor, Tensor
 
 _BOUND_MEMO: list[tuple | None] = [None]
 _SCALE_MEMO: list[tuple | None] = [None]
+_PAIR_MEMO: list[tuple | None] = [None]
 
 
 def _version(t: Tensor | None) -> int | None:
@@ -1515,11 +1516,16 @@ def _pair_max(src: Tensor, gate: Tensor | None) -> Tensor:
     an |.| temporary; gated, one product temporary. The looser max|src| * max|gate| (no
     temporary at all) lost the signal to float16 underflow where the two peak apart (0.89
     relative error, ``test_scaled_fp16_outer_buffers_gate_and_input_peak_apart``)."""
-    x = src if gate is None else src * gate
-    m = torch.linalg.vector_norm(x, ord=float("inf"), dim=-1).float()  # (B, H), exact
-    if m.shape[0] % 2:
-        m = torch.cat([m, torch.zeros_like(m[:1])])
-    return m.view(-1, 2, m.shape[1]).amax(dim=1).clamp_min_(torch.finfo(torch.float32).tiny)
+
+    def compute() -> Tensor:
+        x = src if gate is None else src * gate
+        m = torch.linalg.vector_norm(x, ord=float("inf"), dim=-1).float()  # (B, H), exact
+        if m.shape[0] % 2:
+            m = torch.cat([m, torch.zeros_like(m[:1])])
+        return m.view(-1, 2, m.shape[1]).amax(dim=1).clamp_min_(torch.finfo(torch.float32).tiny)
+
+    # memoised (one entry): the backward reuses the forward's maxima of its input
+    return _spec_memo(_PAIR_MEMO, src, gate, (), compute)
 
 
 def _outer_level(
@@ -1911,7 +1917,8 @@ def _fused_du_dk(
         bufx = torch.empty_like(bufz)
         sz = sx = xw = cs = None
         if _scaled(plan):  # scaled float16 buffers: undo both scales in each pair's product
-            sz, sx = _pair_max(dy, g2), _pair_max(u, g1)
+            sx = _pair_max(u, g1)  # first: the forward's memo entry (one slot)
+            sz = _pair_max(dy, g2)
             xw = sz * sx * float(nr * nr)
             cs = _channel_scale(spec, D, plan.n, plan.inner)
         _outer_forward(plan, dy, g2, bufz, None if sz is None else 1.0 / sz)
@@ -1963,8 +1970,8 @@ def _filter_gradient(plan: FFTPlan, s: Tensor, k: Tensor) -> Tensor:
     else:
         # to natural order in one tiled pass (frequency-sparse: only the kept frequencies)
         keep = keep_mask(plan.n, plan.freq_cut, s.device) if plan.freq_cut else None
-        s_nat = natural_spectrum(s, layout_for(plan, s.device), keep)
-        full = torch.fft.ifft(s_nat, dim=-1).real
+        s_nat = natural_spectrum(s, layout_for(plan, s.device), keep, scale=1.0 / plan.n)
+        full = torch.fft.ifft(s_nat, dim=-1, norm="forward").real  # (1 / N: in the reorder)
         part = full[:, :taps].to(k.dtype, copy=True, memory_format=torch.contiguous_format)
     if taps == k.shape[1]:
         return part

@@ -156,6 +156,7 @@ def _natural_spectrum_kernel(
     n,
     inner,
     M,
+    scale,
     A: tl.constexpr,
     C: tl.constexpr,
     TA: tl.constexpr,
@@ -169,8 +170,8 @@ def _natural_spectrum_kernel(
     c = tl.program_id(2) * TC + tl.arange(0, TC)
     p = a[:, None] * (n // A) + m * C + c[None, :]  # contiguous along c
     src = s_ptr + h * (2 * n) + (p // inner) * (2 * inner) + p % inner
-    re = tl.load(src)
-    im = tl.load(src + inner)
+    re = tl.load(src) * scale
+    im = tl.load(src + inner) * scale
     f = a[:, None] + A * tl.load(mid_ptr + m) + (n // C) * c[None, :]  # contiguous along a
     if HAS_KEEP:
         kp = tl.load(keep_ptr + f)
@@ -202,14 +203,16 @@ def storage_spectrum_ref(
     return out.to(torch.float32, memory_format=torch.contiguous_format)
 
 
-def natural_spectrum_ref(s: Tensor, layout: StorageLayout, keep: Tensor | None = None) -> Tensor:
+def natural_spectrum_ref(
+    s: Tensor, layout: StorageLayout, keep: Tensor | None = None, scale: float = 1.0
+) -> Tensor:
     """PyTorch twin of :func:`natural_spectrum` (a scatter by the order)."""
     _check_natural(s, layout, keep)
     n, inner = layout.n, layout.inner
     heads = s.shape[0] * inner // n
     planes = s.reshape(heads, n // inner, 2, inner).permute(2, 0, 1, 3).reshape(2, heads, n)
     out = torch.empty((heads, n), dtype=torch.complex64, device=s.device)
-    out[:, layout.order] = torch.complex(planes[0], planes[1])
+    out[:, layout.order] = torch.complex(planes[0] * scale, planes[1] * scale)
     if keep is not None:
         out = out * keep.to(torch.float32)
     return out
@@ -304,7 +307,9 @@ def storage_spectrum(
     return out
 
 
-def natural_spectrum(s: Tensor, layout: StorageLayout, keep: Tensor | None = None) -> Tensor:
+def natural_spectrum(
+    s: Tensor, layout: StorageLayout, keep: Tensor | None = None, scale: float = 1.0
+) -> Tensor:
     """Per-head spectra from the kernels' storage order back to natural order.
 
     Args:
@@ -312,13 +317,15 @@ def natural_spectrum(s: Tensor, layout: StorageLayout, keep: Tensor | None = Non
             storage positions as planes (re, im).
         layout: the storage order's digits (:func:`storage_layout`), on ``s``'s device.
         keep: optional (n,) float32 (or bool) mask in natural frequency order.
+        scale: factor of every value (``1 / n`` before an unnormalised inverse FFT).
 
     Returns:
-        (H, n) complex64: ``out[h, layout.order[p]] = keep * (s_re + 1j s_im)`` at position p.
+        (H, n) complex64: ``out[h, layout.order[p]] = keep * scale * (s_re + 1j s_im)`` at
+        storage position p.
     """
     _check_natural(s, layout, keep)
     if not _uses_triton(s.device):
-        return natural_spectrum_ref(s, layout, keep)
+        return natural_spectrum_ref(s, layout, keep, scale)
     n, inner = layout.n, layout.inner
     heads = s.shape[0] * inner // n
     words = torch.empty((heads, n), dtype=torch.int64, device=s.device)
@@ -327,7 +334,7 @@ def natural_spectrum(s: Tensor, layout: StorageLayout, keep: Tensor | None = Non
         ta, tc, mids, _ = _tiles(layout)
         grid = (heads * mids, layout.a // ta, layout.c // tc)
         _natural_spectrum_kernel[grid](
-            s.contiguous(), layout.mid, kp, words, n, inner, mids,
+            s.contiguous(), layout.mid, kp, words, n, inner, mids, float(scale),
             A=layout.a, C=layout.c, TA=ta, TC=tc, HAS_KEEP=keep is not None,
             num_warps=NUM_WARPS,
         )  # fmt: skip
