@@ -59,6 +59,10 @@ VARIANTS = {
     "inner16k": dict(max_fused=16384),
     "inner32k": dict(max_fused=32768),
     "xc32": dict(bwd_chunk=32),
+    # per-tile operand bounds (no per-chunk reductions) in the fused backward's du transform,
+    # and in the forward under outer levels (the float16 buffers' inputs are at most 1)
+    "static_bwd": dict(static_bwd=True),
+    "static_all": dict(static_scale=True, static_bwd=True),
 }
 
 

@@ -609,6 +609,30 @@ def test_fused_backward_equals_the_separate_passes(B, L, dtype, freq_keep, gates
         assert rel_err(a, b.double()) < tol
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_fused_backward_with_static_bounds(dtype) -> None:
+    """static_bwd: du's transform in the fused backward scales its fp16 operands by per-tile
+    bounds; gradients within the bars of float64 autograd and next to the dynamic scaling."""
+    B, H, L = 4, 2, 3000
+    inputs = make_inputs(B, H, L, L, dtype, gates=True, D=True)
+    plan = plan_for(L, L, True, dtype, batch=B)
+    plan = dataclasses.replace(plan, rows=1, bwd_rows=0, fused_bwd=True, static_scale=True)
+    assert not plan.outer and plan.inner == 8192
+    dy = torch.randn(B, H, L, generator=torch.Generator().manual_seed(5)).to(dtype)
+    dy = dy.to(inputs[0].device)
+    grads = []
+    for pl in (dataclasses.replace(plan, static_bwd=True), plan):
+        leaves = [t.clone().requires_grad_(True) for t in inputs]
+        u, k, d, g1, g2 = leaves
+        y = fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=pl)
+        grads.append(torch.autograd.grad(y, leaves, dy))
+    l64 = [t.detach().double().requires_grad_(True) for t in inputs]
+    want = torch.autograd.grad(ref64(*l64), l64, dy.double())
+    for st, dyn, ref in zip(grads[0], grads[1], want, strict=True):
+        assert rel_err(st, ref) < BARS[dtype]
+        assert rel_err(st, dyn.double()) < BARS[dtype]
+
+
 @pytest.mark.parametrize(("programs", "aligned"), [(2, False), (3, True), (5, False)])
 def test_fused_backward_channel_runs(monkeypatch, programs, aligned) -> None:
     """The fused backward's filter-gradient sums: with runs of whole channels per program

@@ -932,7 +932,8 @@ def _conv_nat_kernel(
     and its inverse, with the compacted tables ``f2c`` (2, N2, N2K) = F2[:, kept] and ``f2r``
     (2, N2K, N2) = F2[kept, :]; ``D * x`` is then added in the time domain (it is not sparse).
 
-    ``STATIC`` (fp16 operands, not with ``XCORR``): the per-chunk operands are scaled by bounds
+    ``STATIC`` (fp16 operands; with ``XCORR`` in du's transform only, ``static_bwd``): the
+    per-chunk operands are scaled by bounds
     known per tile -- from the tile's L1 norm and ``kmax`` (per channel, max |K| + |D| / N) --
     instead of their row / column maxima, so a chunk needs no reductions across threads.
 
@@ -1723,7 +1724,7 @@ def _launch_inner_conv(
                 part = torch.zeros(shape, dtype=torch.float32, device=dev)
             ddp = torch.zeros((heads * nr,), dtype=torch.float32, device=dev)
             out = (part, ddp, slots, per, aligned)
-        static = plan.static_scale and plan.mma == "fp16" and xcorr is None
+        static = plan.static_scale and plan.mma == "fp16" and (xcorr is None or plan.static_bwd)
         if xcorr is not None and plan.bwd_warps:  # the fused backward's own launch settings
             flags.update(num_warps=plan.bwd_warps)
             if plan.bwd_maxnreg is not None:

@@ -161,6 +161,8 @@ class FFTPlan:
         static_scale: one-row fused bf16/fp16 kernel: scale the fp16 operands of each spectrum
             chunk by bounds known per tile (the tile's L1 norm, max |K| per spectrum block)
             instead of their row and column maxima (no cross-thread reductions per chunk).
+        static_bwd: ``static_scale`` also in the fused backward's du transform (the second
+            signal's transform keeps its column maxima).
         outer_tw_split: outer kernels compute a tile's twiddles as a per-tile vector times a
             per-program block (P cosines and sines per tile instead of BS * P).
         block: overlap-save ("partial convolution" of a short filter, forward only): the
@@ -204,6 +206,7 @@ class FFTPlan:
     static_scale: bool = False
     outer_fp16: bool = False
     block: bool = False
+    static_bwd: bool = False
     _strides: tuple[int, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
