@@ -63,6 +63,7 @@ VARIANTS = {
     # and in the forward under outer levels (the float16 buffers' inputs are at most 1)
     "static_bwd": dict(static_bwd=True),
     "static_all": dict(static_scale=True, static_bwd=True),
+    "fused_static": dict(fused_bwd=True, static_bwd=True),
 }
 
 
