@@ -64,6 +64,7 @@ VARIANTS = {
     "static_bwd": dict(static_bwd=True),
     "static_all": dict(static_scale=True, static_bwd=True),
     "fused_static": dict(fused_bwd=True, static_bwd=True),
+    "dynamic_bwd": dict(static_bwd=False),
 }
 
 

@@ -609,6 +609,15 @@ def test_fused_backward_equals_the_separate_passes(B, L, dtype, freq_keep, gates
         assert rel_err(a, b.double()) < tol
 
 
+def test_static_bounds_in_the_fused_backward_by_default() -> None:
+    """The fp16 plans with a fused backward (16K fused, outer levels) scale du's transform by
+    per-tile bounds; fp32 plans and the separate-pass plans do not."""
+    assert plan_for(8000, 8000, True, torch.bfloat16, batch=8).static_bwd
+    assert plan_for(65536, 65536, True, torch.float16, batch=8).static_bwd
+    assert not plan_for(65536, 65536, True, torch.float32, batch=8).static_bwd
+    assert not plan_for(3000, 3000, True, torch.bfloat16, batch=8).static_bwd
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 def test_fused_backward_with_static_bounds(dtype) -> None:
     """static_bwd: du's transform in the fused backward scales its fp16 operands by per-tile
@@ -633,41 +642,50 @@ def test_fused_backward_with_static_bounds(dtype) -> None:
         assert rel_err(st, dyn.double()) < BARS[dtype]
 
 
+@pytest.mark.parametrize("freq_keep", [None, 0.25])
 @pytest.mark.parametrize(("programs", "aligned"), [(2, False), (3, True), (5, False)])
-def test_fused_backward_channel_runs(monkeypatch, programs, aligned) -> None:
+def test_fused_backward_channel_runs(monkeypatch, programs, aligned, freq_keep) -> None:
     """The fused backward's filter-gradient sums: with runs of whole channels per program
     (``aligned``) each channel's sum is stored straight into its row; otherwise runs split a
     channel and the launcher adds the programs' slots. Both equal the separate passes
     (B = 6, H = 3: three pairs per channel, 9 tiles; runs of 5 tiles (2 programs) or 2 (5)
-    are not aligned: 6 or 3 would be 1.2x or 1.5x the tiles; 3 programs of 3 are)."""
+    are not aligned: 6 or 3 would be 1.2x or 1.5x the tiles; 3 programs of 3 are).
+    Frequency-sparse: the kernel never stores the dropped frequencies, which must not leave
+    garbage (NaN here) in the sums."""
     import dnastream.kernels.fftconv_triton as ft
 
     B, H, L = 6, 3, 1000
     u, k, d, g1, g2 = make_inputs(B, H, L, L, torch.float32, gates=True, D=True)
     leaves = [t.requires_grad_(True) for t in (u, k, d, g1, g2)]
-    plan = plan_for(L, L, True, torch.float32, batch=B)
+    plan = plan_for(L, L, True, torch.float32, batch=B, freq_keep=freq_keep)
     plan = dataclasses.replace(plan, rows=1, bwd_rows=0, fused_bwd=False)
     fused = dataclasses.replace(plan, fused_bwd=True)
     assert not plan.outer and plan.n // plan.inner == 1
+    assert (plan.n2_kept < plan.n2) == (freq_keep is not None)
     dy = torch.randn(B, H, L, device=u.device)
     want = torch.autograd.grad(fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=plan),
                                leaves, dy)  # fmt: skip
-    seen = []
-    real_empty = torch.empty
+    parts = []  # 4-D per-program slot sums: only when the runs are not aligned
+    real_empty, real_zeros = torch.empty, torch.zeros
 
-    def spy_empty(*shape, **kw):  # the aligned path allocates the (H * NR, 2, inner) sums
-        t = real_empty(*shape, **kw)
-        if len(t.shape) == 3 and tuple(t.shape) == (H, 2, plan.inner):
-            seen.append(True)
-            t.fill_(float("nan"))  # never read before it is written
-        return t
+    def spy(real, nan):
+        def alloc(*shape, **kw):
+            t = real(*shape, **kw)
+            if t.dim() == 4 and tuple(t.shape[2:]) == (2, plan.inner):
+                parts.append(t.shape)
+            if nan and tuple(t.shape) == (H, 2, plan.inner):
+                t.fill_(float("nan"))  # the aligned sums: never read before they are written
+            return t
+
+        return alloc
 
     monkeypatch.setattr(ft, "_programs", lambda n_tiles, ctas, dev: min(n_tiles, programs))
-    monkeypatch.setattr(ft.torch, "empty", spy_empty)
+    monkeypatch.setattr(ft.torch, "empty", spy(real_empty, True))
+    monkeypatch.setattr(ft.torch, "zeros", spy(real_zeros, False))
     got = torch.autograd.grad(fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=fused),
                               leaves, dy)  # fmt: skip
     monkeypatch.undo()
-    assert bool(seen) == aligned
+    assert (not parts) == aligned
     for a, b in zip(got, want, strict=True):
         assert rel_err(a, b.double()) < 1e-6
 
@@ -691,15 +709,18 @@ def test_fused_backward_under_outer_levels(B, L, Lk, dtype, causal, gates) -> No
     assert plan.outer
     # fp32 buffers on both sides (the separate filter-gradient pass always has them; scaled
     # float16 buffers: test_scaled_fp16_outer_buffers_backward)
+    # (like for like: both with dynamic operand scaling; the default static bounds of du's
+    # transform (static_bwd) round differently, they are checked against float64 below)
     plan = dataclasses.replace(
-        plan, rows=1, bwd_rows=0, fused_bwd=False, bwd_warps=0, outer_fp16=False
+        plan, rows=1, bwd_rows=0, fused_bwd=False, bwd_warps=0, outer_fp16=False, static_bwd=False
     )
     fused = dataclasses.replace(plan, fused_bwd=True)
+    static = dataclasses.replace(fused, static_bwd=dtype != torch.float32)
     inputs = make_inputs(B, 2, L, Lk, dtype, gates=gates)
     g = torch.Generator().manual_seed(7)
     dy = torch.randn(B, 2, L, generator=g).to(dtype).to(inputs[0].device)
     grads = []
-    for pl in (fused, plan):
+    for pl in (fused, plan, static):
         leaves = [t.clone().requires_grad_(True) for t in inputs if t is not None]
         u, k, d, *gs = leaves
         g1, g2 = gs if gates else (None, None)
@@ -709,10 +730,11 @@ def test_fused_backward_under_outer_levels(B, L, Lk, dtype, causal, gates) -> No
     y64 = ref64(*(l64 + [None, None])[:5], causal=causal)
     want = torch.autograd.grad(y64, l64, dy.double())
     tol = 1e-4 if dtype != torch.float32 else 1e-6
-    for got, sep, ref in zip(grads[0], grads[1], want, strict=True):
+    for got, sep, st, ref in zip(*grads, want, strict=True):
         assert got.dtype == sep.dtype
         assert rel_err(got, sep.double()) < tol
         assert rel_err(got, ref) < BARS[dtype]
+        assert rel_err(st, ref) < BARS[dtype]
 
 
 def test_filter_gradient_alone_skips_the_fused_pass(monkeypatch) -> None:

@@ -1717,14 +1717,16 @@ def _launch_inner_conv(
             xg = xg_t if xg_t is not None else xa
             if aligned:  # program p's slot j is channel p * slots + j: ``part`` is the sum
                 slots = per // npairs
-                part = torch.empty((heads * nr, 2, plan.inner), dtype=torch.float32, device=dev)
+                # (frequency-sparse: the dropped frequencies are never stored, so zeros)
+                alloc = torch.zeros if plan.n2_kept < plan.n2 else torch.empty
+                part = alloc((heads * nr, 2, plan.inner), dtype=torch.float32, device=dev)
             else:  # slots past a run's last channel stay untouched: zeros for the launcher's sum
                 slots = (per - 1) // npairs + 2  # channels one run of `per` tiles can touch
                 shape = (nprog, slots, 2, plan.inner)
                 part = torch.zeros(shape, dtype=torch.float32, device=dev)
             ddp = torch.zeros((heads * nr,), dtype=torch.float32, device=dev)
             out = (part, ddp, slots, per, aligned)
-        static = plan.static_scale and plan.mma == "fp16" and (xcorr is None or plan.static_bwd)
+        static = plan.mma == "fp16" and (plan.static_bwd if xcorr else plan.static_scale)
         if xcorr is not None and plan.bwd_warps:  # the fused backward's own launch settings
             flags.update(num_warps=plan.bwd_warps)
             if plan.bwd_maxnreg is not None:

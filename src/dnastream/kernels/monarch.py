@@ -161,8 +161,9 @@ class FFTPlan:
         static_scale: one-row fused bf16/fp16 kernel: scale the fp16 operands of each spectrum
             chunk by bounds known per tile (the tile's L1 norm, max |K| per spectrum block)
             instead of their row and column maxima (no cross-thread reductions per chunk).
-        static_bwd: ``static_scale`` also in the fused backward's du transform (the second
-            signal's transform keeps its column maxima).
+        static_bwd: the fused backward's du transform scales its fp16 operands like
+            ``static_scale`` (independently of it; the second signal's transform keeps its
+            column maxima).
         outer_tw_split: outer kernels compute a tile's twiddles as a per-tile vector times a
             per-program block (P cosines and sines per tile instead of BS * P).
         block: overlap-save ("partial convolution" of a short filter, forward only): the
@@ -555,6 +556,11 @@ def plan_for(
         # forward+backward 1.07x at 128K and 1M, 1.01x at 2M, 1.08x at 4M; forward 1.06-1.08x
         # except 2M (1.00x); error 1.77e-3 vs 1.75e-3 (results/ab_fp16buf_h100_stop12.log)
         outer_fp16=fp16 and bool(outer),
+        # per-tile operand bounds in the fused backward's du transform: H100, bf16,
+        # forward+backward 1.08x at 16K (results/ab_static_h100_stop13.log); under outer
+        # levels 1.03x / 1.05x at 128K / 1M (measured with the forward's bounds on too, which
+        # alone gained nothing there: 0.99-1.01x)
+        static_bwd=fp16 and fused_bwd and rows == 1,
     )
 
 
