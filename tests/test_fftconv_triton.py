@@ -964,22 +964,25 @@ def test_spectrum_bound_is_memoised_only_for_the_same_unchanged_tensors() -> Non
         assert torch.allclose(_spectrum_bound(inf, None, plan.n, plan.inner), 2 * b3)
 
 
-def test_pair_max_is_memoised_for_the_same_tensors() -> None:
-    """The backward reuses the forward's pair maxima of (u, pregate): same objects and
-    versions give the memo, an in-place change or another tensor recomputes."""
-    from dnastream.kernels.fftconv_triton import _pair_max
+def test_backward_reuses_the_forwards_pair_maxima(monkeypatch) -> None:
+    """Scaled float16 buffers: a training step computes the pair maxima of the input once (in
+    the forward, kept for the backward) and those of dy once; gradients within the bars."""
+    import dnastream.kernels.fftconv_triton as ft
 
-    u = torch.randn(5, 3, 40)
-    g = torch.randn(5, 3, 40)
-    want = (u * g).abs().amax(dim=-1)
-    want = torch.cat([want, torch.zeros_like(want[:1])]).view(3, 2, 3).amax(dim=1)
-    m1 = _pair_max(u, g)
-    assert torch.equal(m1, want)
-    assert _pair_max(u, g) is m1
-    u.mul_(2.0)
-    m2 = _pair_max(u, g)
-    assert m2 is not m1 and torch.equal(m2, 2 * want)
-    assert not torch.equal(_pair_max(u, None), m2)
+    B, H, L = 2, 1, 3000
+    plan = plan_for(L, L, True, torch.bfloat16, batch=B, max_fused=512)
+    assert plan.outer and plan.outer_fp16 and plan.fused_bwd
+    calls = []
+    real = ft._pair_max
+
+    def counting(src, gate):
+        calls.append(src.data_ptr())
+        return real(src, gate)
+
+    monkeypatch.setattr(ft, "_pair_max", counting)
+    errs = check_backward(B, H, L, L, torch.bfloat16, plan=plan, gates=True, D=True)
+    assert len(calls) == 2 and len(set(calls)) == 2, calls  # u once, dy once
+    assert set(errs) == {"u", "k", "D", "pregate", "postgate"}
 
 
 @pytest.mark.parametrize("L, max_fused", [(1000, 8192), (3000, 512)])

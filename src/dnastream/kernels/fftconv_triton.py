@@ -1413,7 +1413,6 @@ def _consts(plan: FFTPlan, device: torch.device) -> tuple[Tensor, Tensor, Tensor
 
 _BOUND_MEMO: list[tuple | None] = [None]
 _SCALE_MEMO: list[tuple | None] = [None]
-_PAIR_MEMO: list[tuple | None] = [None]
 
 
 def _version(t: Tensor | None) -> int | None:
@@ -1517,16 +1516,11 @@ def _pair_max(src: Tensor, gate: Tensor | None) -> Tensor:
     an |.| temporary; gated, one product temporary. The looser max|src| * max|gate| (no
     temporary at all) lost the signal to float16 underflow where the two peak apart (0.89
     relative error, ``test_scaled_fp16_outer_buffers_gate_and_input_peak_apart``)."""
-
-    def compute() -> Tensor:
-        x = src if gate is None else src * gate
-        m = torch.linalg.vector_norm(x, ord=float("inf"), dim=-1).float()  # (B, H), exact
-        if m.shape[0] % 2:
-            m = torch.cat([m, torch.zeros_like(m[:1])])
-        return m.view(-1, 2, m.shape[1]).amax(dim=1).clamp_min_(torch.finfo(torch.float32).tiny)
-
-    # memoised (one entry): the backward reuses the forward's maxima of its input
-    return _spec_memo(_PAIR_MEMO, src, gate, (), compute)
+    x = src if gate is None else src * gate
+    m = torch.linalg.vector_norm(x, ord=float("inf"), dim=-1).float()  # (B, H), exact
+    if m.shape[0] % 2:
+        m = torch.cat([m, torch.zeros_like(m[:1])])
+    return m.view(-1, 2, m.shape[1]).amax(dim=1).clamp_min_(torch.finfo(torch.float32).tiny)
 
 
 def _outer_level(
@@ -1771,12 +1765,15 @@ def _conv(
     aux: Tensor | None,
     y2_dtype: torch.dtype | None = None,
     ctx: Tensor | None = None,
+    pair_max: list[Tensor | None] | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """y = g2 * (conv(g1 * src) + D * g1 * src); y2 = aux * (conv(g1 * src) + D * g1 * src).
 
     ``conv`` uses the spectrum ``spec`` (conjugated when ``conj``: a correlation).
     All tensors (B, H, L) contiguous except D (H,) and spec (2, H, N); ``ctx`` (B, H, C)
-    (blocked plans): the C samples before ``src``, already gated.
+    (blocked plans): the C samples before ``src``, already gated. ``pair_max`` (scaled float16
+    buffers), a one-item list: a tensor there is :func:`_pair_max` of (src, g1) computed before;
+    None is replaced by the one computed here (the autograd forward keeps it for the backward).
     """
     batch, heads, seq_len = src.shape
     npairs = (batch + 1) // 2
@@ -1794,7 +1791,10 @@ def _conv(
     buf = torch.empty((npairs, heads, 2, plan.n), dtype=_buf_dtype(plan), device=dev)
     sig = cs = None
     if _scaled(plan):  # inputs to max 1, the inner output per channel by cs, undone at the end
-        sig = _pair_max(src, g1)
+        sig = pair_max[0] if pair_max is not None and pair_max[0] is not None else None
+        sig = sig if sig is not None else _pair_max(src, g1)
+        if pair_max is not None:
+            pair_max[0] = sig
         cs = _channel_scale(spec, D, plan.n, plan.inner)
     _outer_forward(plan, src, g1, buf, None if sig is None else 1.0 / sig)
     _launch_inner_conv(
@@ -1901,12 +1901,13 @@ def _fused_du_dk(
     D: Tensor | None,
     need_g1: bool,
     need_d: bool,
+    u_max: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
     """One pass for du (and dpregate) and the filter-gradient spectrum (one-row plans):
     returns (du, dg1, S (H * NR, 2, inner) planes in storage order, dD sums or None).
     Under outer levels the pass is the inner one: postgate * dy and pregate * u go through the
     outer forward levels first, du's inner convolution is written back in place and the outer
-    inverse levels finish it."""
+    inverse levels finish it. ``u_max``: :func:`_pair_max` of (u, g1) from the forward."""
     batch, heads, seq_len = dy.shape
     dev = dy.device
     du = torch.empty_like(dy)
@@ -1920,7 +1921,7 @@ def _fused_du_dk(
         bufx = torch.empty_like(bufz)
         sz = sx = xw = cs = None
         if _scaled(plan):  # scaled float16 buffers: undo both scales in each pair's product
-            sx = _pair_max(u, g1)  # first: the forward's memo entry (one slot)
+            sx = u_max if u_max is not None else _pair_max(u, g1)  # the forward's, if kept
             sz = _pair_max(dy, g2)
             xw = sz * sx * float(nr * nr)
             cs = _channel_scale(spec, D, plan.n, plan.inner)
@@ -1991,9 +1992,11 @@ def _filter_gradient(plan: FFTPlan, s: Tensor, k: Tensor) -> Tensor:
 class _FFTConvFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, k, D, pregate, postgate, plan, spec):  # type: ignore[override]
-        y, _ = _conv(plan, u, pregate, spec, False, D, postgate, None)
+        maxima: list[Tensor | None] = [None]  # (scaled float16 buffers: kept for backward)
+        y, _ = _conv(plan, u, pregate, spec, False, D, postgate, None, pair_max=maxima)
         ctx.save_for_backward(u, k, D, pregate, postgate, spec)
         ctx.plan = plan
+        ctx.u_max = maxima[0]
         return y
 
     @staticmethod
@@ -2006,7 +2009,8 @@ class _FFTConvFn(torch.autograd.Function):
             if plan is None:
                 raise ValueError(f"fftconv_triton: no plan for the backward of L={seq_len}")
             spec = filter_spectrum(k, plan)
-        grads = conv_backward(plan, dy, u, k, D, g1, g2, spec, ctx.needs_input_grad[:5])
+        u_max = None if plan is not ctx.plan else ctx.u_max
+        grads = conv_backward(plan, dy, u, k, D, g1, g2, spec, ctx.needs_input_grad[:5], u_max)
         return (*grads, None, None)
 
 
@@ -2048,9 +2052,11 @@ def conv_backward(
     g2: Tensor | None,
     spec: Tensor,
     needs: tuple[bool, ...],
+    u_max: Tensor | None = None,
 ) -> tuple[Tensor | None, Tensor | None, Tensor | None, Tensor | None, Tensor | None]:
     """Gradients (du, dk, dD, dpregate, dpostgate) by the Triton kernels; ``needs`` says which
-    (entries for inputs that are None are None). dk is accumulated in fp32."""
+    (entries for inputs that are None are None). dk is accumulated in fp32. ``u_max``: the
+    forward's :func:`_pair_max` of (u, g1) under scaled float16 buffers, if it kept it."""
     if plan.block:
         raise ValueError("conv_backward: a blocked (overlap-save) plan is forward-only")
     # the filter-gradient kernel may use other row tiles (same spectrum order); du does not
@@ -2067,7 +2073,7 @@ def conv_backward(
     s_sto = dd = None
     if fused:
         # one pass: du / dpregate and the filter-gradient spectrum share FFT(postgate * dy)
-        du, dg1, s_sto, dd = _fused_du_dk(xplan, dy, u, g1, g2, spec, D, need_g1, need_d)
+        du, dg1, s_sto, dd = _fused_du_dk(xplan, dy, u, g1, g2, spec, D, need_g1, need_d, u_max)
         if not need_u:
             du = None
     elif need_u or need_g1:
@@ -2087,7 +2093,7 @@ def conv_backward(
             du = None
     if need_g2 and g2 is not None:
         # dg2 = dy * (conv(g1 * u, k) + D * g1 * u)
-        z, _ = _conv(plan, u, g1, spec, False, D, dy, None)
+        z, _ = _conv(plan, u, g1, spec, False, D, dy, None, pair_max=[u_max])
         dg2 = z.to(g2.dtype)
     if need_k or need_d:
         if need_k:
