@@ -101,6 +101,15 @@ def _as_pair(w):
 
 
 @triton.jit
+def _tile(M, TA: tl.constexpr, TC: tl.constexpr):
+    """This program's tile: head h (int64), middle digit m, first a (scalar), c (TC,)."""
+    pid = tl.program_id(0)
+    h = (pid // M).to(tl.int64)
+    c = tl.program_id(2) * TC + tl.arange(0, TC)
+    return h, pid % M, tl.program_id(1) * TA, c
+
+
+@triton.jit
 def _storage_spectrum_kernel(
     r_ptr,  # (H, n/2 + 1) int64 words: rfft(k) as (re, im) float32 pairs
     mid_ptr,  # (M,) int32
@@ -117,11 +126,7 @@ def _storage_spectrum_kernel(
     TC: tl.constexpr,
     HAS_KEEP: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    h = (pid // M).to(tl.int64)
-    m = pid % M
-    a0 = tl.program_id(1) * TA
-    c = tl.program_id(2) * TC + tl.arange(0, TC)
+    h, m, a0, c = _tile(M, TA, TC)
     i = tl.arange(0, TA)
     base = A * tl.load(mid_ptr + m) + (n // C) * c  # (TC,) frequency of a = 0
     row = r_ptr + h * (half + 1)
@@ -163,11 +168,8 @@ def _natural_spectrum_kernel(
     TC: tl.constexpr,
     HAS_KEEP: tl.constexpr,
 ):
-    pid = tl.program_id(0)
-    h = (pid // M).to(tl.int64)
-    m = pid % M
-    a = tl.program_id(1) * TA + tl.arange(0, TA)
-    c = tl.program_id(2) * TC + tl.arange(0, TC)
+    h, m, a0, c = _tile(M, TA, TC)
+    a = a0 + tl.arange(0, TA)
     p = a[:, None] * (n // A) + m * C + c[None, :]  # contiguous along c
     src = s_ptr + h * (2 * n) + (p // inner) * (2 * inner) + p % inner
     re = tl.load(src) * scale
