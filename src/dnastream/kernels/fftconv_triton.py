@@ -51,7 +51,10 @@ How it works
   conjugate spectrum (a correlation) and the same epilogue machinery; ``dpostgate`` re-runs the
   forward convolution with ``dy`` as post-gate; ``dk`` is ``ifft(sum_b FFT(dz_b) conj FFT(x_b))``
   accumulated in fp32 by a Triton kernel (the pair packing gives exactly this in the real part,
-  so no mirrored frequencies are needed) and ``dD = sum(dz * x)``.
+  so no mirrored frequencies are needed; :mod:`~dnastream.kernels.spectrum_reorder` brings it to
+  natural order for the ifft) and ``dD = sum(dz * x)`` (in the fused kernels, else
+  :func:`~dnastream.kernels.skip_gradient.skip_gradient`). Under outer levels and at 16K the
+  backward is one fused pass for du and the filter gradient (``fused_bwd``).
 
 Fallbacks (plain PyTorch, documented): circular convolution whose length is not a power of two
 ``>= 256``; float64 inputs; CPU tensors when the Triton interpreter is off.
