@@ -609,6 +609,28 @@ def test_fused_backward_equals_the_separate_passes(B, L, dtype, freq_keep, gates
         assert rel_err(a, b.double()) < tol
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_static_bounds_with_a_spike_in_dy(dtype) -> None:
+    """static_bwd scales du's operands by the tile's L1 norm: a gradient with one spike of 1e3
+    over values of 1e-2 (the rest falls 1e5 below the bound) stays within the bars."""
+    B, H, L = 4, 2, 3000
+    g = torch.Generator().manual_seed(3)
+    u = torch.randn(B, H, L, generator=g).to(dtype)
+    k = torch.randn(H, L, generator=g) / L**0.5
+    dy = torch.randn(B, H, L, generator=g) * 1e-2
+    dy[:, :, 1234] = 1e3
+    dy = dy.to(dtype)
+    u, k, dy = (t.to(DEV) for t in (u, k, dy))
+    plan = plan_for(L, L, True, dtype, batch=B)
+    plan = dataclasses.replace(plan, rows=1, bwd_rows=0, fused_bwd=True, static_bwd=True)
+    leaves = [u.clone().requires_grad_(True), k.clone().requires_grad_(True)]
+    got = torch.autograd.grad(fftconv_triton(*leaves, plan=plan), leaves, dy)
+    l64 = [u.double().requires_grad_(True), k.double().requires_grad_(True)]
+    want = torch.autograd.grad(ref64(*l64, None, None, None), l64, dy.double())
+    for a, b in zip(got, want, strict=True):
+        assert rel_err(a, b) < BARS[dtype]
+
+
 def test_static_bounds_in_the_fused_backward_by_default() -> None:
     """The fp16 plans with a fused backward (16K fused, outer levels) scale du's transform by
     per-tile bounds; fp32 plans and the separate-pass plans do not."""
