@@ -1794,10 +1794,11 @@ def _conv(
     buf = torch.empty((npairs, heads, 2, plan.n), dtype=_buf_dtype(plan), device=dev)
     sig = cs = None
     if _scaled(plan):  # inputs to max 1, the inner output per channel by cs, undone at the end
-        sig = pair_max[0] if pair_max is not None and pair_max[0] is not None else None
-        sig = sig if sig is not None else _pair_max(src, g1)
-        if pair_max is not None:
-            pair_max[0] = sig
+        sig = pair_max[0] if pair_max is not None else None
+        if sig is None:
+            sig = _pair_max(src, g1)
+            if pair_max is not None:
+                pair_max[0] = sig
         cs = _channel_scale(spec, D, plan.n, plan.inner)
     _outer_forward(plan, src, g1, buf, None if sig is None else 1.0 / sig)
     _launch_inner_conv(
