@@ -55,7 +55,10 @@ VARIANTS = {
     # the inner kernel's own settings
     "chunk64": dict(chunk=64),
     "istage2": dict(num_stages=2),
-    # other plan structures: an inner FFT of 16384 / 32768 points (one outer level less)
+    # other plan structures: smaller inner FFTs under an outer radix, or larger (one level less)
+    "inner1k": dict(max_fused=1024),
+    "inner2k": dict(max_fused=2048),
+    "inner4k": dict(max_fused=4096),
     "inner16k": dict(max_fused=16384),
     "inner32k": dict(max_fused=32768),
     "xc32": dict(bwd_chunk=32),

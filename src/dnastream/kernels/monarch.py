@@ -69,6 +69,13 @@ MIN_RADIX = 16  # smallest dot dimension Triton accepts
 MIN_FFT_SIZE = MIN_RADIX * MIN_RADIX  # 256: smallest fused FFT (16 x 16)
 MAX_FUSED_SIZE = 8192  # largest FFT done inside one program (128 x 64)
 MAX_FUSED_CAUSAL = 32768  # ... for causal bf16/fp16 convolutions, which load half of it (256 x 128)
+#: Largest causal bf16/fp16 FFT that :func:`plan_for` fuses by default. The 32768-point fused
+#: kernel (256 x 128) stays available (``plan_for(..., max_fused=32768)``), but since the outer
+#: buffers became scaled float16 an outer radix 16 over 2048 points beats it at N = 32768 on an
+#: H100 (B=16, H=768, bf16; same run): padded forward 5.07 vs 5.85 ms, gated 5.72 vs 6.41 ms,
+#: forward+backward 18.24 vs 22.27 ms, gated forward+backward 30.36 vs 34.95 ms; at 16384 the
+#: fused kernel still wins (outer: 0.83-0.87x) (benchmarks/results/*_32k_outer_h100_stop14.log).
+FUSED_CAUSAL_DEFAULT = 16384
 MAX_OUTER_RADIX = 128  # largest dense DFT of one outer (HBM) level
 MAX_FFT_SIZE = 1 << 27  # two outer levels of 128 on an 8192-point inner FFT
 
@@ -421,19 +428,26 @@ def plan_for(
         max_fused = min(max_fused, MAX_FUSED_SIZE // 2)
         # and a radix-128 outer level needs 240 KB in fp32 (seen on an H100, Triton 3.6)
         max_radix = min(max_radix, MAX_OUTER_RADIX // 2)
-    # Causal bf16/fp16 convolutions up to 32768 points run in one program (the zero half of
+    # Causal bf16/fp16 convolutions up to 16384 points run in one program (the zero half of
     # the input is never loaded); measured on an H100 against an outer radix-16 pass through
-    # HBM (benchmarks/results/explore_plans_h100.log): 16384 padded 5.57 vs 6.48 ms, 32768
-    # 8.19 vs 8.64 ms. Circular 16384 stays split (7.39 fused vs 6.52 ms), and an inner FFT
-    # of 16384 under outer levels lost (13.9 vs 9.9 ms at 1M), so inner FFTs stay <= 8192.
+    # HBM (benchmarks/results/explore_plans_h100.log): 16384 padded 5.57 vs 6.48 ms. 32768 was
+    # fused too (8.19 vs 8.64 ms) until the float16 outer buffers made the outer path faster
+    # (see FUSED_CAUSAL_DEFAULT). Circular 16384 stays split (7.39 fused vs 6.52 ms), and an
+    # inner FFT of 16384 under outer levels lost (13.9 vs 9.9 ms at 1M), so inner FFTs stay
+    # <= 8192.
     fused_limit = max_fused
     if mma == "fp16" and causal and max_fused == MAX_FUSED_SIZE:
-        fused_limit = _fused_causal_limit()
+        # (B = 1 keeps the fused 32768 kernel: the outer plans, which pack a zero row with the
+        # only one, lost inside the model at B = 1, and the dispatch sends them to torch.fft)
+        default = FUSED_CAUSAL_DEFAULT if batch != 1 else MAX_FUSED_CAUSAL
+        fused_limit = min(_fused_causal_limit(), default)
+    elif mma == "fp16" and causal and max_fused > MAX_FUSED_SIZE:  # asked for: if it launches
+        fused_limit = min(max_fused, _fused_causal_limit())
     if n <= fused_limit:
         inner, outer = n, ()
     else:
         outer = None
-        inner = max_fused
+        inner = min(max_fused, fused_limit)
         while inner >= MIN_FFT_SIZE:
             outer = _outer_levels(_log2(n // inner), _log2(max_radix))
             if outer is not None:
