@@ -61,6 +61,9 @@ VARIANTS = {
     "inner4k": dict(max_fused=4096),
     "inner16k": dict(max_fused=16384),
     "inner32k": dict(max_fused=32768),
+    # one-row tiles on a 2048-point inner FFT (default: 2 rows), and the fused backward there
+    "r1": dict(rows=1, bwd_rows=0),
+    "r1_fused": dict(rows=1, bwd_rows=0, fused_bwd=True, bwd_warps=8),
     "xc32": dict(bwd_chunk=32),
     # per-tile operand bounds (no per-chunk reductions) in the fused backward's du transform,
     # and in the forward under outer levels (the float16 buffers' inputs are at most 1)
