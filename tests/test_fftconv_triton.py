@@ -121,13 +121,17 @@ def check_backward(B, H, L, Lk, dtype, causal=True, plan=None, **kw):
         (8192, 8192, True, 16384, 128, 128, ()),  # causal half precision: fused to 16384
         (16384, 16384, True, 32768, 64, 32, (16,)),  # (faster than the fused 32768 kernel)
         (16385, 16385, True, 65536, 64, 64, (16,)),
+        # causal 128K-512K: radix 128 over a 1024-4096-point inner FFT
+        (65536, 65536, True, 131072, 32, 32, (128,)),
+        (131072, 131072, True, 262144, 64, 32, (128,)),
+        (262144, 262144, True, 524288, 64, 64, (128,)),
         (16384, 16384, False, 16384, 32, 32, (16,)),
         (1 << 20, 1 << 20, False, 1 << 20, 128, 64, (128,)),
         (1 << 24, 1 << 24, False, 1 << 24, 128, 64, (64, 32)),
         # causal 2M: one outer level over a 16384-point inner FFT, not two over 8192
         (1 << 20, 1 << 20, True, 1 << 21, 128, 128, (128,)),
         (1 << 21, 1 << 21, False, 1 << 21, 128, 64, (16, 16)),  # circular 2M: two levels
-        (1 << 21, 1 << 21, True, 1 << 22, 128, 64, (32, 16)),  # 4M: two levels either way
+        (1 << 21, 1 << 21, True, 1 << 22, 32, 32, (64, 64)),  # 4M: two levels over 1024
     ],
 )
 def test_plan_sizes(L, Lk, causal, n, n1, n2, outer) -> None:

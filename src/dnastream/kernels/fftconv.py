@@ -98,12 +98,15 @@ def triton_is_faster(plan: FFTPlan, batch: int, dtype: torch.dtype, needs_grad: 
       (256 eager: 0.77-1.15x over four runs, bound by the host's Python, so it stays on
       torch.fft), 1.69x at 16K, 1.17x at 32K, and with the fused backward under outer levels
       and float16 buffers 1.30-1.48x from 64K to 1M, 1.12x at 2M (1.19x with its one-level
-      plan, ``results/ab_structure_h100_stop12.log``), 0.94x at 4M;
+      plan, ``results/ab_structure_h100_stop12.log``), 0.94x at 4M then; stop 14's plans with
+      smaller inner FFTs under larger outer radices: 2.0-2.25x at 128K-512K
+      (``results/bench_conv_radix128_after_h100_stop14.log``), 1.28x at 4M
+      (``results/ab_outer_radix_2m_4m_h100_stop14.log``), so 4M takes Triton with gradients too;
     * the multi-pass plans forward at B = 8: 1.4-2.4x from 64K to 1M, 1.09-1.65x at 2M-4M. At
       B = 1 half of each packed row pair is zeros: inside the model they lost (1 Mbp slower and
       heavier), so they need B >= 2.
     fp32 (tf32x3) is only taken on fused plans; above 8192, and for the multi-pass plans, only
-    bf16/fp16 with B >= 2, FFT sizes to 4M (2M with gradients). Inside a HyenaDNA-large
+    bf16/fp16 with B >= 2, FFT sizes to 4M (with gradients too). Inside a HyenaDNA-large
     training step (B = 2-4, L = 16K-128K, ``benchmarks/bench_train_step.py``, H100) this policy
     against torch.fft everywhere: 0.98-1.01x the step time (the projections dominate) at 30-36%
     less peak memory (``results/bench_train_step_h100_stop11.log``); with float16 buffers and a
@@ -111,8 +114,8 @@ def triton_is_faster(plan: FFTPlan, batch: int, dtype: torch.dtype, needs_grad: 
     (``results/bench_train_step_pairmax_h100_stop12.log``).
     """
     half = dtype in (torch.bfloat16, torch.float16)
-    if plan.outer:  # forward measured to 4M; forward+backward wins to 2M (0.94x at 4M)
-        return half and batch >= 2 and plan.n <= (1 << 21 if needs_grad else 1 << 22)
+    if plan.outer:  # measured to 4M, forward and forward+backward
+        return half and batch >= 2 and plan.n <= (1 << 22)
     if not needs_grad:
         return True
     if plan.n < 2 * MIN_FFT_SIZE:

@@ -328,6 +328,10 @@ def _outer_levels(e: int, max_exp: int) -> tuple[int, ...] | None:
 _FUSED_CAUSAL_LIMIT: dict[int, int] = {}
 
 
+#: Inner FFT size of the default causal bf16/fp16 plans at these FFT sizes (see plan_for).
+_CAUSAL_HALF_INNER = {1 << 17: 1024, 1 << 18: 2048, 1 << 19: 4096, 1 << 22: 1024}
+
+
 def _fused_causal_limit_uncached() -> int:
     """Largest causal bf16/fp16 FFT one program holds on the current CUDA device. The 16K and
     32K kernels need 147 / 180 KB of shared memory per block (compiled for sm_90): H100/H200
@@ -435,6 +439,24 @@ def plan_for(
     # (see FUSED_CAUSAL_DEFAULT). Circular 16384 stays split (7.39 fused vs 6.52 ms), and an
     # inner FFT of 16384 under outer levels lost (13.9 vs 9.9 ms at 1M), so inner FFTs stay
     # <= 8192.
+    # Causal bf16/fp16 at N = 128K-512K: one outer level of radix 128 over a 1024-4096-point
+    # inner FFT instead of radix 16-64 over 8192 points (that one-row inner kernel is latency
+    # bound; the 2-row kernels of 1024-4096 points are not). H100, B = 8, bench_conv in one run:
+    # forward 1.64x / 1.77x / 1.48x, forward+backward 1.33x / 1.32x / 1.27x at 128K / 256K /
+    # 512K (benchmarks/results/bench_conv_radix128_{before,after}_h100_stop14.log; plan A/Bs:
+    # ab_outer_radix_h100_stop14.log; 64K tied, 1M already is 128 x 8192). At 4M two levels of
+    # 64 over 1024 points instead of 32 x 16 over 8192: forward 1.39x, forward+backward 1.22x
+    # (ab_outer_radix_2m_4m_h100_stop14.log; 2M keeps its one level over 16384).
+    small_inner = _CAUSAL_HALF_INNER.get(n)
+    if (
+        small_inner is not None
+        and mma == "fp16"
+        and causal
+        and freq_keep is None
+        and max_fused == MAX_FUSED_SIZE
+        and max_radix == MAX_OUTER_RADIX
+    ):
+        max_fused = small_inner
     fused_limit = max_fused
     if mma == "fp16" and causal and max_fused == MAX_FUSED_SIZE:
         # (B = 1 keeps the fused 32768 kernel: the outer plans, which pack a zero row with the
