@@ -356,6 +356,7 @@ def test_inference_runs_the_kernels_without_the_operator_wrapper() -> None:
         (500_000, 8, torch.float16, True, True),  # N = 1M
         (600_000, 8, torch.bfloat16, True, True),  # N = 2M: 1.12-1.19x
         (1_500_000, 8, torch.bfloat16, True, True),  # N = 4M with gradients: 1.28x (64x64)
+        (1_500_000, 2, torch.bfloat16, True, False),  # B = 2: 32 x 16 over 8192, 0.94x, torch
         (1_500_000, 8, torch.bfloat16, False, True),  # N = 4M forward: 1.09-1.30x
         (3_000_000, 8, torch.bfloat16, False, False),  # N = 8M: not measured, torch
     ],

@@ -228,6 +228,20 @@ def test_forward_natural_kernel_variants(L, changes) -> None:
         check_forward(6, 2, L, L, dtype, plan=plan)
 
 
+def test_causal_half_plans_take_radix_128_with_two_pairs_or_more() -> None:
+    """Causal bf16 at 128K-512K: radix 128 over 1024-4096 points where the 2-row tiles fill
+    (B >= 3 or B unknown); at B <= 2 the one-level plans over 8192 points (faster there)."""
+    for L, inner in ((65536, 1024), (131072, 2048), (262144, 4096)):
+        for batch in (None, 3, 8):
+            plan = plan_for(L, L, True, torch.bfloat16, batch=batch)
+            assert (plan.outer, plan.inner) == ((128,), inner), (L, batch)
+        for batch in (1, 2):
+            assert plan_for(L, L, True, torch.bfloat16, batch=batch).inner == 8192
+    # the fp32 and frequency-sparse plans are untouched
+    assert plan_for(65536, 65536, True, torch.float32, batch=8).inner != 1024
+    assert plan_for(65536, 65536, True, torch.bfloat16, batch=8, freq_keep=0.25).inner == 8192
+
+
 @pytest.mark.parametrize("L", [8192 - 5, 16384])  # N = 16384 (128 x 128), 32768 (256 x 128)
 def test_forward_large_fused_causal_plans(L) -> None:
     """Causal bf16 convolutions up to N = 16384 run in one program by default, up to 32768

@@ -446,10 +446,14 @@ def plan_for(
     # 512K (benchmarks/results/bench_conv_radix128_{before,after}_h100_stop14.log; plan A/Bs:
     # ab_outer_radix_h100_stop14.log; 64K tied, 1M already is 128 x 8192). At 4M two levels of
     # 64 over 1024 points instead of 32 x 16 over 8192: forward 1.39x, forward+backward 1.22x
-    # (ab_outer_radix_2m_4m_h100_stop14.log; 2M keeps its one level over 16384).
+    # (ab_outer_radix_2m_4m_h100_stop14.log; 2M keeps its one level over 16384). Only with
+    # two batch-row pairs or more (B >= 3, or B unknown), which fill the 2-row tiles: at B = 2
+    # (one-row tiles) the HyenaDNA-large training step at 2 x 64K ran 0.97x of the 8192-point
+    # plan (135.0 vs 131.2 ms, results/bench_train_step_b2_*_h100_stop14.log).
     small_inner = _CAUSAL_HALF_INNER.get(n)
     if (
         small_inner is not None
+        and (batch is None or batch >= 3)
         and mma == "fp16"
         and causal
         and freq_keep is None
