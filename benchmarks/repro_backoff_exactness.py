@@ -10,7 +10,15 @@ Triton kernels in the CPU interpreter instead (the Triton backend forced on the 
     python benchmarks/repro_backoff_exactness.py --interpret     # CPU, ~4 min
 
 Prints the back-offs, the kernel launches and the max difference between the two runs (0.0
-when the back-off leaves no trace). Stop 13: 0.0 in the interpreter (4 windows a step).
+when the back-off leaves no trace). Stop 13: 0.0 in the interpreter (4 windows a step); stop 14:
+0.0 on an H100 (``results/repro_backoff_exactness_cuda_h100_stop14.log``).
+
+What the GPU test had caught (stop 14, ``results/gpu_oom_diag_steps_h100_stop14.log``): under
+the real cap a 512K-token first step fitted and the back-off came at a later step, so the
+capped run's steps were not those of a run with the final step size throughout. A different
+split changes which overlap-save windows share a packed complex row at a step's tail, hence
+float32 rounding there (1.7e-6, from token 84 x 3071). The test now replays the capped run's
+own steps as its exact reference.
 """
 
 from __future__ import annotations
