@@ -661,7 +661,10 @@ def test_static_bounds_in_the_fused_backward_by_default() -> None:
     """The fp16 plans with a fused backward (16K fused, outer levels) scale du's transform by
     per-tile bounds; fp32 plans and the separate-pass plans do not."""
     assert plan_for(8000, 8000, True, torch.bfloat16, batch=8).static_bwd
-    assert plan_for(65536, 65536, True, torch.float16, batch=8).static_bwd
+    assert plan_for(65536, 65536, True, torch.float16, batch=2).static_bwd  # [16] x 8192
+    assert plan_for(524288, 524288, True, torch.float16, batch=8).static_bwd  # [128] x 8192
+    # (the 2-row radix-128 plans at B >= 3 take the separate backward passes)
+    assert not plan_for(65536, 65536, True, torch.float16, batch=8).static_bwd
     assert not plan_for(65536, 65536, True, torch.float32, batch=8).static_bwd
     assert not plan_for(3000, 3000, True, torch.bfloat16, batch=8).static_bwd
 
