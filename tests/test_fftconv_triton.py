@@ -560,6 +560,16 @@ class TestGPUAllSizes:
     def test_circular_backward(self, n) -> None:
         check_backward(4, 4, n, n, torch.float16, causal=False)
 
+    @pytest.mark.parametrize("n", [1 << 17, 1 << 18, 1 << 19, 1 << 22])
+    def test_radix_128_and_64x64_plans(self, n) -> None:
+        """The B >= 3 plans of 128K-512K (radix 128 over 1024-4096 points) and 4M (64 x 64
+        over 1024): forward with gates and D, and backward, on real tiles."""
+        B, H = 3, 2
+        plan = plan_for(n // 2, n // 2, True, torch.bfloat16, batch=B)
+        assert plan.outer == ((64, 64) if n == 1 << 22 else (128,)), plan.describe()
+        check_forward(B, H, n // 2, n // 2, torch.bfloat16, plan=plan, decay=True)
+        check_backward(B, H, n // 2, n // 2, torch.bfloat16, plan=plan)
+
     @pytest.mark.parametrize("n", [65536, 1 << 20, 1 << 21, 1 << 22])
     @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
     def test_scaled_fp16_outer_buffers(self, n, dtype) -> None:
