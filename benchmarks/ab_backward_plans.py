@@ -5,7 +5,9 @@ L = N/2, B and H capped as FlashFFTConv's benchmark) for the default plan and fo
 its backward settings (``fused_bwd``: du and the filter-gradient spectrum in one inner pass,
 under outer levels too; ``num_warps``; ``bwd_chunk``), beside PyTorch's rfft convolution,
 alternating ``--rounds`` times, and prints medians and each variant's gradients' distance
-from the default's. ``--gated`` adds pre/post gates and D (the Hyena operator's case).
+from the default's, the forward alone, and errors against float64. ``--gated`` adds pre/post
+gates and D (the Hyena operator's case); ``--circular`` runs the circular convolution of
+``bench_conv``'s ``circular`` workload (L = N) instead.
 
     python benchmarks/ab_backward_plans.py --sizes 131072,1048576 --variants fused,fused_w8
 """
@@ -80,6 +82,7 @@ def main() -> None:
     ap.add_argument("--variants", default="fused,fused_w8", help=",".join(VARIANTS))
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--gated", action="store_true", help="pre/post gates and D")
+    ap.add_argument("--circular", action="store_true", help="circular convolution, L = N")
     ap.add_argument("--max-fused", type=int, default=0, help="cap the fused size (smoke runs)")
     args = ap.parse_args()
     dev = "cuda" if torch.cuda.is_available() else "cpu"  # cpu: TRITON_INTERPRET=1 smoke run
@@ -98,7 +101,7 @@ def main() -> None:
     names = ["default"] + [v for v in args.variants.split(",") if v and v != "default"]
     name = torch.cuda.get_device_name() if dev == "cuda" else "cpu (interpreter)"
     print(f"# device: {name} | torch {torch.__version__}")
-    print(f"# gates and D: {args.gated}")
+    print(f"# gates and D: {args.gated} | circular: {args.circular}")
     print(
         "N | B | H | variant | ms | torch ms | speed-up vs torch | vs default | grad dist"
         " | fwd err64 | du err64 | fwd ms | fwd vs default"
@@ -111,7 +114,8 @@ def main() -> None:
 
 def run_size(n: int, args: argparse.Namespace, names: list[str], bench, dev: str) -> None:
     """Time the default plan and the variants at FFT size ``n``; print one row each."""
-    b, h, seq = workload("padded_bwd", n, {})
+    causal = not args.circular
+    b, h, seq = workload("padded_bwd" if causal else "circular", n, {})
     if dev == "cpu":
         b, h = 3, 2
     gen = torch.Generator(device=dev).manual_seed(0)
@@ -127,12 +131,13 @@ def run_size(n: int, args: argparse.Namespace, names: list[str], bench, dev: str
     if args.gated:
         leaves += [g1.requires_grad_(True), g2.requires_grad_(True), d]
     extra = {"max_fused": args.max_fused} if args.max_fused else {}
-    base = plan_for(seq, seq, True, u.dtype, batch=b, **extra)
+    base = plan_for(seq, seq, causal, u.dtype, batch=b, **extra)
     plans = {}
     for v in names:
         kw = dict(VARIANTS[v])
         if "max_fused" in kw:  # a structure variant: plan_for's own choice at that limit
-            plans[v] = plan_for(seq, seq, True, u.dtype, batch=b, max_fused=kw.pop("max_fused"))
+            mf = kw.pop("max_fused")
+            plans[v] = plan_for(seq, seq, causal, u.dtype, batch=b, max_fused=mf)
             print(f"# {n} {v}: {plans[v].describe()}", flush=True)
         else:
             plans[v] = dataclasses.replace(base, **kw)
@@ -140,12 +145,12 @@ def run_size(n: int, args: argparse.Namespace, names: list[str], bench, dev: str
     def step(plan) -> None:
         for t in leaves:
             t.grad = None
-        fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=plan).backward(dy)
+        fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, causal=causal, plan=plan).backward(dy)
 
     def theirs() -> None:
         for t in leaves:
             t.grad = None
-        y = torch_rfft_conv(torch, u, k, g1, g2, True)
+        y = torch_rfft_conv(torch, u, k, g1, g2, causal)
         if d is not None:
             x = u.float() if g1 is None else u.float() * g1.float()
             y = y + d[:, None] * x * (1.0 if g2 is None else g2.float())
@@ -165,7 +170,7 @@ def run_size(n: int, args: argparse.Namespace, names: list[str], bench, dev: str
     g1s = None if g1 is None else g1[sl].detach().double()
     g2s = None if g2 is None else g2[sl].detach().double()
     u64 = u[sl].detach().double().requires_grad_(True)
-    y64 = ref64(torch, u64, k[:8].detach(), g1s, g2s)
+    y64 = ref64(torch, u64, k[:8].detach(), g1s, g2s, causal)
     if d is not None:
         x64 = u64 * (1.0 if g1s is None else g1s)
         y64 = y64 + d[:8, None].detach().double() * x64 * (1.0 if g2s is None else g2s)
@@ -173,7 +178,7 @@ def run_size(n: int, args: argparse.Namespace, names: list[str], bench, dev: str
     err = {}
     with torch.no_grad():
         for v in names:
-            y = fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=plans[v])
+            y = fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, causal=causal, plan=plans[v])
             du = grads[v][0][sl]
             err[v] = (
                 float((y[sl].double() - y64).norm() / y64.norm()),
@@ -191,7 +196,7 @@ def run_size(n: int, args: argparse.Namespace, names: list[str], bench, dev: str
 
     def forward(plan) -> None:
         with torch.no_grad():
-            fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=plan)
+            fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, causal=causal, plan=plan)
 
     for _ in range(args.rounds):
         for v in names:
