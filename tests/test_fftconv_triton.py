@@ -246,10 +246,11 @@ def test_causal_half_plans_take_radix_128_with_two_pairs_or_more() -> None:
 def test_forward_large_fused_causal_plans(L) -> None:
     """Causal bf16 convolutions up to N = 16384 run in one program by default, up to 32768
     on request (``max_fused``) (8 warps, 16-row chunks)."""
-    if L > 8192:  # by default 32768 takes an outer level (faster on an H100), not at B = 1
+    if L > 8192:  # by default 32768 takes an outer level (faster on an H100), not at B <= 2
         assert plan_for(L, L, True, torch.bfloat16, batch=3).outer == (16,)
         assert plan_for(L, L, True, torch.bfloat16).outer == (16,)
         assert not plan_for(L, L, True, torch.bfloat16, batch=1).outer
+        assert not plan_for(L, L, True, torch.bfloat16, batch=2).outer
     plan = plan_for(L, L, True, torch.bfloat16, batch=3, max_fused=32768 if L > 8192 else 8192)
     assert not plan.outer and plan.inner == 2 * 8192 * (1 + (L > 8192))
     assert (plan.num_warps, plan.chunk) == (8, 16)

@@ -392,7 +392,8 @@ def plan_for(
             least 256) or circular convolution of length L.
         dtype: the I/O dtype of ``u`` (bf16/fp16 use fp16 tensor-core operands, fp32 uses
             3xTF32).
-        batch: B, to size the row tiles (optional).
+        batch: B, to size the row tiles and, at causal bf16/fp16 N = 32K, 128K-512K and 4M, to
+            pick the structure (B >= 3 or None: the 2-row structures measured faster there).
         max_fused: largest FFT done in one fused kernel (tests lower it to reach the outer
             path at small N).
         max_radix: largest radix of one outer level.
@@ -463,9 +464,10 @@ def plan_for(
         max_fused = small_inner
     fused_limit = max_fused
     if mma == "fp16" and causal and max_fused == MAX_FUSED_SIZE:
-        # (B = 1 keeps the fused 32768 kernel: the outer plans, which pack a zero row with the
-        # only one, lost inside the model at B = 1, and the dispatch sends them to torch.fft)
-        default = FUSED_CAUSAL_DEFAULT if batch != 1 else MAX_FUSED_CAUSAL
+        # (B <= 2 keeps the fused 32768 kernel: the outer plan was measured at B = 16, where its
+        # 2-row tiles fill; at B = 2 they would be one-row tiles, which lost at 128K (see
+        # the radix-128 rule above), and at B = 1 the dispatch sends outer plans to torch.fft)
+        default = FUSED_CAUSAL_DEFAULT if batch is None or batch >= 3 else MAX_FUSED_CAUSAL
         fused_limit = min(_fused_causal_limit(), default)
     elif mma == "fp16" and causal and max_fused > MAX_FUSED_SIZE:  # asked for: if it launches
         fused_limit = min(max_fused, _fused_causal_limit())
