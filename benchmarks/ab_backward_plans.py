@@ -83,6 +83,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--gated", action="store_true", help="pre/post gates and D")
     ap.add_argument("--circular", action="store_true", help="circular convolution, L = N")
+    ap.add_argument("--batch", type=int, default=0, help="B instead of the workload's")
     ap.add_argument("--max-fused", type=int, default=0, help="cap the fused size (smoke runs)")
     args = ap.parse_args()
     dev = "cuda" if torch.cuda.is_available() else "cpu"  # cpu: TRITON_INTERPRET=1 smoke run
@@ -118,6 +119,7 @@ def run_size(n: int, args: argparse.Namespace, names: list[str], bench, dev: str
     b, h, seq = workload("padded_bwd" if causal else "circular", n, {})
     if dev == "cpu":
         b, h = 3, 2
+    b = args.batch or b
     gen = torch.Generator(device=dev).manual_seed(0)
     u = torch.randn(b, h, seq, device=dev, generator=gen).to(torch.bfloat16)
     k = torch.randn(h, seq, device=dev, generator=gen) / math.sqrt(seq)
