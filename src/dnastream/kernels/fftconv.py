@@ -96,12 +96,14 @@ def triton_is_faster(plan: FFTPlan, batch: int, dtype: torch.dtype, needs_grad: 
       (``results/bench_conv_h100_stop10.log``);
     * forward+backward (``results/bench_conv_h100_stop12.log``): 1.08-3.9x from 256 to 8192
       (256 eager: 0.77-1.15x over four runs, bound by the host's Python, so it stays on
-      torch.fft), 1.69x at 16K, 1.17x at 32K, and with the fused backward under outer levels
-      and float16 buffers 1.30-1.48x from 64K to 1M, 1.12x at 2M (1.19x with its one-level
-      plan, ``results/ab_structure_h100_stop12.log``), 0.94x at 4M then; stop 14's plans with
-      smaller inner FFTs under larger outer radices: 2.0-2.25x at 128K-512K
-      (``results/bench_conv_radix128_after_h100_stop14.log``), 1.28x at 4M
-      (``results/ab_outer_radix_2m_4m_h100_stop14.log``), so 4M takes Triton with gradients too;
+      torch.fft), 1.69x at 16K, 1.17x at 32K (1.48x with stop 14's outer plan at B >= 3,
+      ``results/bench_conv_32k_outer_h100_stop14.log``), and with the fused backward under
+      outer levels and float16 buffers 1.30-1.48x from 64K to 1M, 1.12x at 2M (1.19x with
+      its one-level plan, ``results/ab_structure_h100_stop12.log``), 0.94x at 4M then;
+      stop 14's plans with smaller inner FFTs under larger outer radices (B >= 3):
+      2.0-2.25x at 128K-512K (``results/bench_conv_radix128_after_h100_stop14.log``), 1.28x
+      at 4M (``results/ab_outer_radix_2m_4m_h100_stop14.log``), so 4M takes Triton with
+      gradients too;
     * the multi-pass plans forward at B = 8: 1.4-2.4x from 64K to 1M, 1.09-1.65x at 2M-4M. At
       B = 1 half of each packed row pair is zeros: inside the model they lost (1 Mbp slower and
       heavier), so they need B >= 2.

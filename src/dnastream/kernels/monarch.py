@@ -75,6 +75,7 @@ MAX_FUSED_CAUSAL = 32768  # ... for causal bf16/fp16 convolutions, which load ha
 #: H100 (B=16, H=768, bf16; same run): padded forward 5.07 vs 5.85 ms, gated 5.72 vs 6.41 ms,
 #: forward+backward 18.24 vs 22.27 ms, gated forward+backward 30.36 vs 34.95 ms; at 16384 the
 #: fused kernel still wins (outer: 0.83-0.87x) (benchmarks/results/*_32k_outer_h100_stop14.log).
+#: Used at B >= 3 (or B unknown); B <= 2 keeps the fused 32768-point kernel (see plan_for).
 FUSED_CAUSAL_DEFAULT = 16384
 MAX_OUTER_RADIX = 128  # largest dense DFT of one outer (HBM) level
 MAX_FFT_SIZE = 1 << 27  # two outer levels of 128 on an 8192-point inner FFT
