@@ -126,7 +126,10 @@ def check_backward(B, H, L, Lk, dtype, causal=True, plan=None, **kw):
         (131072, 131072, True, 262144, 64, 32, (128,)),
         (262144, 262144, True, 524288, 64, 64, (128,)),
         (16384, 16384, False, 16384, 32, 32, (16,)),
-        (1 << 20, 1 << 20, False, 1 << 20, 128, 64, (128,)),
+        # circular 256K and 1M: 4096-point inner FFTs; 512K keeps radix 64 over 8192 points
+        (1 << 18, 1 << 18, False, 1 << 18, 64, 64, (64,)),
+        (1 << 19, 1 << 19, False, 1 << 19, 128, 64, (64,)),
+        (1 << 20, 1 << 20, False, 1 << 20, 64, 64, (16, 16)),
         (1 << 24, 1 << 24, False, 1 << 24, 128, 64, (64, 32)),
         # causal 2M: one outer level over a 16384-point inner FFT, not two over 8192
         (1 << 20, 1 << 20, True, 1 << 21, 128, 128, (128,)),
@@ -230,13 +233,23 @@ def test_forward_natural_kernel_variants(L, changes) -> None:
 
 def test_causal_half_plans_take_radix_128_with_two_pairs_or_more() -> None:
     """Causal bf16 at 128K-512K: radix 128 over 1024-4096 points where the 2-row tiles fill
-    (B >= 3 or B unknown); at B <= 2 the one-level plans over 8192 points (faster there)."""
+    (B >= 3 or B unknown); at B <= 2 (one-row tiles) 8192 points at 128K and 4096 points at
+    256K / 512K, as measured there. Circular 256K and 1M take 4096-point inner FFTs."""
     for L, inner in ((65536, 1024), (131072, 2048), (262144, 4096)):
         for batch in (None, 3, 8):
             plan = plan_for(L, L, True, torch.bfloat16, batch=batch)
             assert (plan.outer, plan.inner) == ((128,), inner), (L, batch)
+        # one row pair: 8192 points at 128K, a 4096-point inner FFT at 256K / 512K
         for batch in (1, 2):
-            assert plan_for(L, L, True, torch.bfloat16, batch=batch).inner == 8192
+            plan = plan_for(L, L, True, torch.bfloat16, batch=batch)
+            want = ((16,), 8192) if L == 65536 else ((L // 2048,), 4096)
+            assert (plan.outer, plan.inner, plan.rows) == (*want, 1), (L, batch)
+    # circular: 4096 points at 256K and 1M with two row pairs or more; at B <= 2 the former plans
+    for n, outer in ((1 << 18, (64,)), (1 << 20, (16, 16))):
+        for batch in (None, 3, 8):
+            plan = plan_for(n, n, False, torch.bfloat16, batch=batch)
+            assert (plan.outer, plan.inner) == (outer, 4096), (n, batch)
+        assert plan_for(n, n, False, torch.bfloat16, batch=2).inner == 8192
     # the fp32 and frequency-sparse plans are untouched
     assert plan_for(65536, 65536, True, torch.float32, batch=8).inner != 1024
     assert plan_for(65536, 65536, True, torch.bfloat16, batch=8, freq_keep=0.25).inner == 8192
@@ -570,6 +583,24 @@ class TestGPUAllSizes:
         assert plan.outer == ((64, 64) if n == 1 << 22 else (128,)), plan.describe()
         check_forward(B, H, n // 2, n // 2, torch.bfloat16, plan=plan, decay=True)
         check_backward(B, H, n // 2, n // 2, torch.bfloat16, plan=plan)
+
+    @pytest.mark.parametrize(
+        "n, causal, B, outer",
+        [
+            (1 << 18, True, 2, (64,)),  # one row pair: 4096-point inner FFTs at 256K / 512K
+            (1 << 19, True, 2, (128,)),
+            (1 << 18, False, 3, (64,)),  # circular 256K / 1M: 4096-point inner FFTs
+            (1 << 20, False, 3, (16, 16)),
+        ],
+    )
+    def test_4096_point_inner_plans(self, n, causal, B, outer) -> None:
+        """The default plans over 4096-point inner FFTs at one row pair (causal) and for
+        circular mode: forward with gates and D, and backward, on real tiles."""
+        L = n // 2 if causal else n
+        plan = plan_for(L, L, causal, torch.bfloat16, batch=B)
+        assert (plan.outer, plan.inner) == (outer, 4096), plan.describe()
+        check_forward(B, 2, L, L, torch.bfloat16, causal=causal, plan=plan, decay=True)
+        check_backward(B, 2, L, L, torch.bfloat16, causal=causal, plan=plan)
 
     @pytest.mark.parametrize("n", [65536, 1 << 20, 1 << 21, 1 << 22])
     @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)

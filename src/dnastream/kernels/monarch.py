@@ -329,8 +329,16 @@ def _outer_levels(e: int, max_exp: int) -> tuple[int, ...] | None:
 _FUSED_CAUSAL_LIMIT: dict[int, int] = {}
 
 
-#: Inner FFT size of the default causal bf16/fp16 plans at these FFT sizes (see plan_for).
-_CAUSAL_HALF_INNER = {1 << 17: 1024, 1 << 18: 2048, 1 << 19: 4096, 1 << 22: 1024}
+#: Inner FFT size of the default dense bf16/fp16 plans at these FFT sizes (see plan_for), keyed
+#: by (causal, two batch-row pairs or more: B >= 3 or B unknown). Measured on an H100 with
+#: benchmarks/ab_backward_plans.py (B = 8, or B = 2 for the one-pair rows; same run per size):
+#: causal, B >= 3: results/ab_outer_radix*_h100_stop14.log; causal B = 2 and circular B = 8:
+#: results/ab_structures_{b2,circular}_h100_stop15.log.
+_DEFAULT_INNER: dict[tuple[bool, bool], dict[int, int]] = {
+    (True, True): {1 << 17: 1024, 1 << 18: 2048, 1 << 19: 4096, 1 << 22: 1024},
+    (True, False): {1 << 18: 4096, 1 << 19: 4096},
+    (False, True): {1 << 18: 4096, 1 << 20: 4096},
+}
 
 
 def _fused_causal_limit_uncached() -> int:
@@ -393,8 +401,9 @@ def plan_for(
             least 256) or circular convolution of length L.
         dtype: the I/O dtype of ``u`` (bf16/fp16 use fp16 tensor-core operands, fp32 uses
             3xTF32).
-        batch: B, to size the row tiles and, at causal bf16/fp16 N = 32K, 128K-512K and 4M, to
-            pick the structure (B >= 3 or None: the 2-row structures measured faster there).
+        batch: B, to size the row tiles and, for bf16/fp16 at N = 32K-1M and 4M, to pick the
+            structure (B >= 3 or None fills 2-row tiles; B <= 2 runs one-row tiles, which
+            favour other inner FFT sizes: see ``_DEFAULT_INNER``).
         max_fused: largest FFT done in one fused kernel (tests lower it to reach the outer
             path at small N).
         max_radix: largest radix of one outer level.
@@ -452,12 +461,18 @@ def plan_for(
     # two batch-row pairs or more (B >= 3, or B unknown), which fill the 2-row tiles: at B = 2
     # (one-row tiles) the HyenaDNA-large training step at 2 x 64K ran 0.97x of the 8192-point
     # plan (135.0 vs 131.2 ms, results/bench_train_step_b2_*_h100_stop14.log).
-    small_inner = _CAUSAL_HALF_INNER.get(n)
+    # One row pair (B <= 2, one-row tiles): at 256K / 512K causal an outer radix 64 / 128 over a
+    # 4096-point inner FFT instead of 32 / 64 over 8192: forward+backward 1.05x / 1.15x, forward
+    # 1.04x / 1.19x (128K tied, 0.99-1.00x; 32K keeps the fused kernel: the outer plans ran
+    # 0.82-0.87x forward+backward). Circular (B = 8): 4096-point inner FFTs at 256K (radix 64)
+    # and 1M (16 x 16) instead of 8192 points: forward+backward 1.15x / 1.10x, forward 1.17x /
+    # 1.14x; 64K / 128K tied (1.01x / 1.02x), 512K lost (0.94x); 1024-2048-point inner FFTs lost
+    # at every circular size (0.69-0.99x) (results/ab_structures_*_h100_stop15.log).
+    pairs = batch is None or batch >= 3
+    small_inner = _DEFAULT_INNER.get((causal, pairs), {}).get(n)
     if (
         small_inner is not None
-        and (batch is None or batch >= 3)
         and mma == "fp16"
-        and causal
         and freq_keep is None
         and max_fused == MAX_FUSED_SIZE
         and max_radix == MAX_OUTER_RADIX
