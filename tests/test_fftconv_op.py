@@ -356,7 +356,7 @@ def test_inference_runs_the_kernels_without_the_operator_wrapper() -> None:
         (500_000, 8, torch.float16, True, True),  # N = 1M
         (600_000, 8, torch.bfloat16, True, True),  # N = 2M: 1.12-1.19x
         (1_500_000, 8, torch.bfloat16, True, True),  # N = 4M with gradients: 1.28x (64x64)
-        (1_500_000, 2, torch.bfloat16, True, False),  # B = 2: 32 x 16 over 8192, 0.94x, torch
+        (1_500_000, 2, torch.bfloat16, True, True),  # B = 2: 32 x 32 over 4096, 1.09x
         (1_500_000, 8, torch.bfloat16, False, True),  # N = 4M forward: 1.09-1.30x
         (3_000_000, 8, torch.bfloat16, False, False),  # N = 8M: not measured, torch
     ],
@@ -370,3 +370,19 @@ def test_dispatch_policy_follows_the_measurements(L, batch, dtype, grad, want) -
 
     plan = plan_for(L, L, True, dtype, batch=batch)
     assert triton_is_faster(plan, batch, dtype, grad) is want, plan.describe()
+
+
+def test_dispatch_of_circular_4m_with_gradients() -> None:
+    """Circular 4M with gradients: Triton on the 64 x 64 plan over 1024 points (B >= 3, 1.20x
+    torch.fft), torch.fft on the B = 2 plan, 32 x 16 over 8192 points (that structure lost)."""
+    from dnastream.kernels.fftconv import triton_is_faster
+    from dnastream.kernels.monarch import plan_for
+
+    n = 1 << 22
+    wide = plan_for(n, n, False, torch.bfloat16, batch=8)
+    assert (wide.outer, wide.inner) == ((64, 64), 1024)
+    assert triton_is_faster(wide, 8, torch.bfloat16, True)
+    pair = plan_for(n, n, False, torch.bfloat16, batch=2)
+    assert (pair.outer, pair.inner) == ((32, 16), 8192)
+    assert not triton_is_faster(pair, 2, torch.bfloat16, True)
+    assert triton_is_faster(pair, 2, torch.bfloat16, False)

@@ -234,7 +234,8 @@ def test_forward_natural_kernel_variants(L, changes) -> None:
 def test_causal_half_plans_take_radix_128_with_two_pairs_or_more() -> None:
     """Causal bf16 at 128K-512K: radix 128 over 1024-4096 points where the 2-row tiles fill
     (B >= 3 or B unknown); at B <= 2 (one-row tiles) 8192 points at 128K and 4096 points at
-    256K / 512K, as measured there. Circular 256K and 1M take 4096-point inner FFTs."""
+    256K / 512K / 4M, as measured there. Circular 256K and 1M take 4096-point inner FFTs, 4M
+    64 x 64 over 1024 points (B >= 3)."""
     for L, inner in ((65536, 1024), (131072, 2048), (262144, 4096)):
         for batch in (None, 3, 8):
             plan = plan_for(L, L, True, torch.bfloat16, batch=batch)
@@ -245,11 +246,15 @@ def test_causal_half_plans_take_radix_128_with_two_pairs_or_more() -> None:
             want = ((16,), 8192) if L == 65536 else ((L // 2048,), 4096)
             assert (plan.outer, plan.inner, plan.rows) == (*want, 1), (L, batch)
     # circular: 4096 points at 256K and 1M with two row pairs or more; at B <= 2 the former plans
-    for n, outer in ((1 << 18, (64,)), (1 << 20, (16, 16))):
+    for n, outer, inner in ((1 << 18, (64,), 4096), (1 << 20, (16, 16), 4096),
+                            (1 << 22, (64, 64), 1024)):  # fmt: skip
         for batch in (None, 3, 8):
             plan = plan_for(n, n, False, torch.bfloat16, batch=batch)
-            assert (plan.outer, plan.inner) == (outer, 4096), (n, batch)
+            assert (plan.outer, plan.inner) == (outer, inner), (n, batch)
         assert plan_for(n, n, False, torch.bfloat16, batch=2).inner == 8192
+    # causal 4M at one row pair: 32 x 32 over 4096 points
+    plan = plan_for(1 << 21, 1 << 21, True, torch.bfloat16, batch=2)
+    assert (plan.outer, plan.inner) == ((32, 32), 4096)
     # the fp32 and frequency-sparse plans are untouched
     assert plan_for(65536, 65536, True, torch.float32, batch=8).inner != 1024
     assert plan_for(65536, 65536, True, torch.bfloat16, batch=8, freq_keep=0.25).inner == 8192
@@ -585,20 +590,24 @@ class TestGPUAllSizes:
         check_backward(B, H, n // 2, n // 2, torch.bfloat16, plan=plan)
 
     @pytest.mark.parametrize(
-        "n, causal, B, outer",
+        "n, causal, B, outer, inner",
         [
-            (1 << 18, True, 2, (64,)),  # one row pair: 4096-point inner FFTs at 256K / 512K
-            (1 << 19, True, 2, (128,)),
-            (1 << 18, False, 3, (64,)),  # circular 256K / 1M: 4096-point inner FFTs
-            (1 << 20, False, 3, (16, 16)),
+            # one row pair: 4096-point inner FFTs at 256K / 512K / 4M
+            (1 << 18, True, 2, (64,), 4096),
+            (1 << 19, True, 2, (128,), 4096),
+            (1 << 22, True, 2, (32, 32), 4096),
+            # circular 256K / 1M: 4096-point inner FFTs; 4M: 64 x 64 over 1024 points
+            (1 << 18, False, 3, (64,), 4096),
+            (1 << 20, False, 3, (16, 16), 4096),
+            (1 << 22, False, 3, (64, 64), 1024),
         ],
     )
-    def test_4096_point_inner_plans(self, n, causal, B, outer) -> None:
-        """The default plans over 4096-point inner FFTs at one row pair (causal) and for
-        circular mode: forward with gates and D, and backward, on real tiles."""
+    def test_one_pair_and_circular_structures(self, n, causal, B, outer, inner) -> None:
+        """The default plans of stop 15 at one row pair (causal) and for circular mode: forward
+        with gates and D, and backward, on real tiles."""
         L = n // 2 if causal else n
         plan = plan_for(L, L, causal, torch.bfloat16, batch=B)
-        assert (plan.outer, plan.inner) == (outer, 4096), plan.describe()
+        assert (plan.outer, plan.inner) == (outer, inner), plan.describe()
         check_forward(B, 2, L, L, torch.bfloat16, causal=causal, plan=plan, decay=True)
         check_backward(B, 2, L, L, torch.bfloat16, causal=causal, plan=plan)
 

@@ -103,7 +103,8 @@ def triton_is_faster(plan: FFTPlan, batch: int, dtype: torch.dtype, needs_grad: 
       stop 14's plans with smaller inner FFTs under larger outer radices (B >= 3):
       2.0-2.25x at 128K-512K (``results/bench_conv_radix128_after_h100_stop14.log``), 1.28x
       at 4M (``results/ab_outer_radix_2m_4m_h100_stop14.log``), so 4M takes Triton with
-      gradients too;
+      gradients too; stop 15's 4M plans: circular (B >= 3) 1.20x, causal B = 2 over 4096-point
+      inner FFTs 1.09x (``results/ab_structures_*_h100_stop15.log``);
     * the multi-pass plans forward at B = 8: 1.4-2.4x from 64K to 1M, 1.09-1.65x at 2M-4M. At
       B = 1 half of each packed row pair is zeros: inside the model they lost (1 Mbp slower and
       heavier), so they need B >= 2.
@@ -119,9 +120,10 @@ def triton_is_faster(plan: FFTPlan, batch: int, dtype: torch.dtype, needs_grad: 
     if plan.outer:  # measured to 4M
         if not (half and batch >= 2) or plan.n > (1 << 22):
             return False
-        # with gradients 4M wins only on the two levels over 1024 points (B >= 3: 1.28x);
-        # 32 x 16 over 8192 points (B = 2) lost (0.94x)
-        return not needs_grad or plan.n <= (1 << 21) or plan.inner <= 1024
+        # with gradients 4M wins on the two-level plans over 1024 points (B >= 3: causal 1.28x,
+        # circular 1.20x) and 4096 points (causal B = 2: 1.09x); 32 x 16 over 8192 points lost
+        # (0.94-0.97x)
+        return not needs_grad or plan.n <= (1 << 21) or plan.inner <= 4096
     if not needs_grad:
         return True
     if plan.n < 2 * MIN_FFT_SIZE:

@@ -336,8 +336,8 @@ _FUSED_CAUSAL_LIMIT: dict[int, int] = {}
 #: results/ab_structures_{b2,circular}_h100_stop15.log.
 _DEFAULT_INNER: dict[tuple[bool, bool], dict[int, int]] = {
     (True, True): {1 << 17: 1024, 1 << 18: 2048, 1 << 19: 4096, 1 << 22: 1024},
-    (True, False): {1 << 18: 4096, 1 << 19: 4096},
-    (False, True): {1 << 18: 4096, 1 << 20: 4096},
+    (True, False): {1 << 18: 4096, 1 << 19: 4096, 1 << 22: 4096},
+    (False, True): {1 << 18: 4096, 1 << 20: 4096, 1 << 22: 1024},
 }
 
 
@@ -464,10 +464,13 @@ def plan_for(
     # One row pair (B <= 2, one-row tiles): at 256K / 512K causal an outer radix 64 / 128 over a
     # 4096-point inner FFT instead of 32 / 64 over 8192: forward+backward 1.05x / 1.15x, forward
     # 1.04x / 1.19x (128K tied, 0.99-1.00x; 32K keeps the fused kernel: the outer plans ran
-    # 0.82-0.87x forward+backward). Circular (B = 8): 4096-point inner FFTs at 256K (radix 64)
-    # and 1M (16 x 16) instead of 8192 points: forward+backward 1.15x / 1.10x, forward 1.17x /
-    # 1.14x; 64K / 128K tied (1.01x / 1.02x), 512K lost (0.94x); 1024-2048-point inner FFTs lost
-    # at every circular size (0.69-0.99x) (results/ab_structures_*_h100_stop15.log).
+    # 0.82-0.87x forward+backward; 1M / 2M keep theirs: 0.83-0.88x). At 4M 32 x 32 over 4096
+    # points instead of 32 x 16 over 8192: forward+backward 1.12x (1.09x torch.fft's speed),
+    # forward 1.16x. Circular (B = 8): 4096-point inner FFTs at 256K (radix 64) and 1M
+    # (16 x 16) instead of 8192 points: forward+backward 1.15x / 1.10x, forward 1.17x / 1.14x;
+    # at 4M 64 x 64 over 1024 points (as causal): 1.18x / 1.34x; 64K / 128K tied (1.01x /
+    # 1.02x); 512K and 2M lost with every smaller inner FFT (0.86-0.94x)
+    # (results/ab_structures_*_h100_stop15.log).
     pairs = batch is None or batch >= 3
     small_inner = _DEFAULT_INNER.get((causal, pairs), {}).get(n)
     if (
