@@ -6,7 +6,7 @@
 #   bash benchmarks/gpu_session.sh tests        # GPU suites of the kernels, model and pipelines
 #   bash benchmarks/gpu_session.sh tune         # tune_conv forward + backward into the cache
 #   bash benchmarks/gpu_session.sh explore      # explore_plans: plan structures side by side
-#   bash benchmarks/gpu_session.sh structures   # stop 14's open plan-structure A/Bs and tests
+#   bash benchmarks/gpu_session.sh structures   # plan-structure A/Bs (circular, B = 2) and tests
 #   bash benchmarks/gpu_session.sh bench        # bench_conv (with the tuned cache), sparse rows,
 #                                               # backward-plan A/B, training step, windows
 #   bash benchmarks/gpu_session.sh pipelines    # bench_pipeline tiny (raw chunks vs always
@@ -77,11 +77,12 @@ if [[ $what == bench || $what == all ]]; then
     step bench_blocked 150 python benchmarks/bench_blocked.py
 fi
 if [[ $what == structures || $what == all ]]; then
-    # stop 14's open items: the B >= 3 radix-128 / 64 x 64 plans under the GPU test, circular
-    # mode's outer radix against its inner FFT size, and the causal structures at B = 2 (one
-    # row pair: one-row tiles), where the 8192-point plans were kept
-    step gpu_radix_plans 240 python -m pytest -m gpu -q -p no:cacheprovider \
-        tests/test_fftconv_triton.py -k radix_128
+    # plan structures by inner FFT size (run in stop 15, results/ab_structures_*_stop15.log):
+    # the radix-128 / 64 x 64 / one-pair / circular plans under the GPU test, circular mode's
+    # outer radix against its inner FFT size, and the causal structures at B = 2 (one row
+    # pair: one-row tiles)
+    step gpu_structures 240 python -m pytest -m gpu -q -p no:cacheprovider \
+        tests/test_fftconv_triton.py -k "radix_128 or one_pair_and_circular"
     step ab_structures_circular 300 python benchmarks/ab_backward_plans.py --circular \
         --sizes 65536,131072,262144,524288,1048576 --variants inner1k,inner2k,inner4k --rounds 2
     step ab_structures_b2 300 python benchmarks/ab_backward_plans.py --batch 2 \
