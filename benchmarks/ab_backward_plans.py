@@ -44,6 +44,7 @@ VARIANTS = {
     # launch settings of the forward kernels with the (half as large) float16 buffers
     "w8": dict(num_warps=8),
     "chunk16": dict(chunk=16),
+    "ob16": dict(outer_block=16),
     "ob32": dict(outer_block=32),
     "ob64": dict(outer_block=64),
     "ow8": dict(outer_warps=8),

@@ -569,7 +569,7 @@ def plan_for(
             maxnreg, ctas_per_sm = 128, 4
     else:
         num_warps = 4 if fp16 else (8 if inner >= 4096 else 4)
-        if inner > MAX_FUSED_SIZE:  # 128 x 128 and 256 x 128: 8 warps, 16-row chunks
+        if inner > MAX_FUSED_SIZE:  # 128 x 128 and 256 x 128: 8 warps
             num_warps = 8
     radix_max = max(outer) if outer else MIN_RADIX
     if fp16 and radix_max >= 128:
@@ -581,6 +581,11 @@ def plan_for(
     # 8 outer programs per SM slot with float16 buffers and 3 stages: H100, forward+backward
     # 1.02x / 1.04x / 1.00x at 128K / 1M / 4M (results/ab_launch2_h100_stop12.log)
     outer_ctas = 8 if fp16 else 0
+    if fp16 and outer == (MAX_OUTER_RADIX,) and rows > 1:
+        # radix 128 over 2-row inner tiles (128K / 256K at B >= 3): uncapped registers and 3
+        # programs per SM slot; launch tuner on an H100, gated 128K forward 5.12 -> 4.79 ms
+        # (results/tune_conv_near_misses_h100_stop15.log)
+        outer_maxnreg, outer_ctas = None, 3
     # 3-stage software pipelining of the outer kernels' tile loop with float16 buffers: H100,
     # bf16, 1.08x / 1.03x / 1.03x forward+backward at 128K / 1M / 4M, forward 1.08x / 1.03x /
     # 1.04x (results/ab_launch_h100_stop12.log)
@@ -604,7 +609,9 @@ def plan_for(
         outer_ctas_per_sm=outer_ctas,
         outer_stages=outer_stages,
         hoist=True,
-        chunk=min(16 if inner > MAX_FUSED_SIZE else 32, n1),
+        # 32 spectrum rows per step, 16 in the fused 32K kernel (the 16K one took 32: launch
+        # tuner on an H100, padded forward 4.09 -> 3.79 ms, results/tune_conv_near_misses_*)
+        chunk=min(16 if inner > 2 * MAX_FUSED_SIZE else 32, n1),
         outer_tw_split=True,
         bwd_rows=bwd_rows,
         static_scale=static_scale,
