@@ -583,8 +583,9 @@ def plan_for(
     outer_ctas = 8 if fp16 else 0
     if fp16 and outer == (MAX_OUTER_RADIX,) and rows > 1:
         # radix 128 over 2-row inner tiles (128K / 256K at B >= 3): uncapped registers and 3
-        # programs per SM slot; launch tuner on an H100, gated 128K forward 5.12 -> 4.79 ms
-        # (results/tune_conv_near_misses_h100_stop15.log)
+        # programs per SM slot (found by the launch tuner, results/tune_conv_near_misses_*).
+        # bench_conv on an H100, one call: forward 1.04-1.06x, gated 1.06x, forward+backward
+        # 1.03-1.04x at 128K / 256K (results/ab_tuned_launch_bench_*_h100_stop15.log)
         outer_maxnreg, outer_ctas = None, 3
     # 3-stage software pipelining of the outer kernels' tile loop with float16 buffers: H100,
     # bf16, 1.08x / 1.03x / 1.03x forward+backward at 128K / 1M / 4M, forward 1.08x / 1.03x /
@@ -609,8 +610,10 @@ def plan_for(
         outer_ctas_per_sm=outer_ctas,
         outer_stages=outer_stages,
         hoist=True,
-        # 32 spectrum rows per step, 16 in the fused 32K kernel (the 16K one took 32: launch
-        # tuner on an H100, padded forward 4.09 -> 3.79 ms, results/tune_conv_near_misses_*)
+        # 32 spectrum rows per step; 16 in the fused 32K kernel. The fused 16K kernel took 16
+        # until the launch tuner found 32 (results/tune_conv_near_misses_*); bench_conv on an
+        # H100, one call: gated forward 1.08x, padded 1.01x, forward+backward 1.00x
+        # (results/ab_tuned_launch_bench_*_h100_stop15.log)
         chunk=min(16 if inner > 2 * MAX_FUSED_SIZE else 32, n1),
         outer_tw_split=True,
         bwd_rows=bwd_rows,
