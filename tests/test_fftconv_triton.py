@@ -919,6 +919,55 @@ def test_scaled_fp16_outer_buffers_backward(fused) -> None:
         assert rel_err(a, b) < BARS[dtype], name
 
 
+@pytest.mark.parametrize(
+    ("B", "rows", "bwd_rows", "gates", "dtype"),
+    [(3, 2, 0, True, torch.bfloat16),  # 2-row tiles (the transposed filter-gradient kernel)
+     (4, 2, 1, True, torch.float16),  # du on 2-row tiles, the filter gradient on one-row ones
+     (3, 1, 0, False, torch.bfloat16)],  # one-row tiles throughout, no gates
+)  # fmt: skip
+def test_shared_bwd_outer_matches_the_separate_passes(B, rows, bwd_rows, gates, dtype) -> None:
+    """shared_bwd_outer: postgate * dy and pregate * u through the outer forward levels once
+    into scaled float16 buffers, the filter-gradient pass undoing both scales per pair, du's
+    inner convolution in place on the dy buffer. Every gradient agrees with the default
+    separate passes (fp32 filter-gradient buffers) to 1e-2 of the bar and is within the bar of
+    float64 autograd; inputs at very different scales per pair (odd B: the last pair is half
+    empty; Lk < L); the pass is really taken."""
+    import dnastream.kernels.fftconv_triton as ft
+
+    L, Lk = 2000, 900
+    plan = plan_for(L, Lk, True, dtype, batch=B, max_fused=256)
+    assert plan.outer and plan.outer_fp16
+    plan = dataclasses.replace(plan, rows=rows, bwd_rows=bwd_rows, fused_bwd=False, bwd_warps=0)
+    shared = dataclasses.replace(plan, shared_bwd_outer=True)
+    inputs = list(make_inputs(B, 2, L, Lk, dtype, gates=gates))
+    scale = torch.tensor([300.0, 1.0, 1e-2, 5.0])[:B, None, None]  # pairs far apart in scale
+    inputs[0] = (inputs[0].float() * scale).to(dtype)
+    dy = torch.randn(B, 2, L, generator=torch.Generator().manual_seed(5)).to(dtype)
+    calls = []
+    real = ft._shared_du_dk
+    grads = []
+    for pl in (shared, plan):
+        leaves = [t.clone().requires_grad_(True) for t in inputs if t is not None]
+        u, k, d, *gs = leaves
+        g1, g2 = gs if gates else (None, None)
+        y = fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=pl)
+        ft._shared_du_dk = lambda *a, **kw: calls.append(1) or real(*a, **kw)
+        try:
+            grads.append(torch.autograd.grad(y, leaves, dy))
+        finally:
+            ft._shared_du_dk = real
+    assert len(calls) == 1  # the shared plan only
+    l64 = [t.detach().double().requires_grad_(True) for t in inputs if t is not None]
+    u64, k64, d64, *g64 = l64
+    y64 = ref64(u64, k64, d64, *(g64 if gates else (None, None)))
+    want = torch.autograd.grad(y64, l64, dy.double())
+    names = ("u", "k", "D", "pregate", "postgate")[: len(want)]
+    for name, got, sep, ref in zip(names, *grads, want, strict=True):
+        assert torch.isfinite(got.float()).all(), name
+        assert rel_err(got, ref) < BARS[dtype], name
+        assert rel_err(got, sep.double()) < 1e-2 * BARS[dtype] + rel_err(sep, ref), name
+
+
 def test_fp16_buffers_can_be_switched_off(monkeypatch) -> None:
     """``DNASTREAM_FFTCONV_FP16_BUFFERS=off``: a default outer plan runs with fp32 buffers,
     exactly as a plan with ``outer_fp16=False``; on by default, its result differs."""

@@ -722,6 +722,8 @@ def _xcorr_kernel(
     HAS_DD: tl.constexpr,
     MMA_FP16: tl.constexpr,
     HOIST: tl.constexpr = True,
+    xw_ptr=None,
+    HAS_XW: tl.constexpr = False,
 ):
     """Partial cross-spectrum S[c, g] = sum over pairs of FFT(b) * conj(FFT(a)) (fp32).
 
@@ -729,6 +731,8 @@ def _xcorr_kernel(
     With a = x (gated input) and b = dz (gated dy), Re(ifft(sum S)) is dk (all lags) because
     the packed pair's imaginary cross terms only reach the imaginary part.
     HAS_DD: also the partial dot product sum(a * b) (= dD's contribution) for real I/O.
+    HAS_XW: each pair's product is weighted by ``xw[pair, h]`` (scaled float16 buffers: the
+    product of both signals' scales, undone before the pairs are summed).
     """
     M: tl.constexpr = N1 * N2
     c = tl.program_id(0)
@@ -803,8 +807,14 @@ def _xcorr_kernel(
             HOIST,
             MMA_FP16,
         )
-        accr += qr * pr + qi * pi
-        acci += qi * pr - qr * pi
+        if HAS_XW:  # one weight per pair: rows r * N1 .. r * N1 + N1 - 1 of the tile
+            pw = j * R + tl.arange(0, R * N1) // N1
+            w = tl.load(xw_ptr + pw * H + h, mask=pw < NPAIRS, other=0.0)[:, None]
+            accr += w * (qr * pr + qi * pi)
+            acci += w * (qi * pr - qr * pi)
+        else:
+            accr += qr * pr + qi * pi
+            acci += qi * pr - qr * pi
     sr = tl.sum(tl.reshape(accr, (R, N1, N2)), axis=0)
     si = tl.sum(tl.reshape(acci, (R, N1, N2)), axis=0)
     offs = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]
@@ -1124,9 +1134,12 @@ def _xcorr_nat_kernel(
     HAS_GB: tl.constexpr,
     HAS_DD: tl.constexpr,
     MMA_FP16: tl.constexpr,
+    xw_ptr=None,
+    HAS_XW: tl.constexpr = False,
 ):
     """Natural-orientation twin of ``_xcorr_kernel``: program (c, g, ch) accumulates spectrum
-    rows k1 in chunk ch of sum over its pairs of FFT(b) * conj(FFT(a)) (and sum(a * b)).
+    rows k1 in chunk ch of sum over its pairs of FFT(b) * conj(FFT(a)) (and sum(a * b)),
+    each pair's product weighted by ``xw[pair, h]`` when HAS_XW.
 
     The grid is flat with the chunk fastest: the NCH programs of one channel, which all load
     the same rows, run side by side and share them through L2 (with the chunk slowest each
@@ -1161,8 +1174,13 @@ def _xcorr_nat_kernel(
             zi = _gload(b_ptr + base1, gb_ptr + base1, n, m1, HAS_GB)
         br, bi, sz = _col_scaled(zr, zi, MMA_FP16)
         qr, qi = _nat_chunk_fwd(br, bi, sz, f1_ptr, f2_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16)
-        accr += qr * pr + qi * pi
-        acci += qi * pr - qr * pi
+        if HAS_XW:
+            w = tl.load(xw_ptr + p * H + h)
+            accr += w * (qr * pr + qi * pi)
+            acci += w * (qi * pr - qr * pi)
+        else:
+            accr += qr * pr + qi * pi
+            acci += qi * pr - qr * pi
     offs = k1[:, None] * N2 + tl.arange(0, N2)[None, :]
     base = tl.cast(c * G + g, tl.int64) * (2 * M)
     tl.store(s_ptr + base + offs, accr)
@@ -1769,6 +1787,7 @@ def _conv(
     y2_dtype: torch.dtype | None = None,
     ctx: Tensor | None = None,
     pair_max: list[Tensor | None] | None = None,
+    filled: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """y = g2 * (conv(g1 * src) + D * g1 * src); y2 = aux * (conv(g1 * src) + D * g1 * src).
 
@@ -1777,6 +1796,9 @@ def _conv(
     (blocked plans): the C samples before ``src``, already gated. ``pair_max`` (scaled float16
     buffers), a one-item list: a tensor there is :func:`_pair_max` of (src, g1) computed before;
     None is replaced by the one computed here (the autograd forward keeps it for the backward).
+    ``filled`` (plans with outer levels): the outer forward levels of g1 * src already run into
+    this buffer (scaled by ``1 / pair_max[0]`` under scaled float16 buffers); it is reused
+    in place.
     """
     batch, heads, seq_len = src.shape
     npairs = (batch + 1) // 2
@@ -1791,16 +1813,21 @@ def _conv(
         )
         return y, y2
 
-    buf = torch.empty((npairs, heads, 2, plan.n), dtype=_buf_dtype(plan), device=dev)
     sig = cs = None
     if _scaled(plan):  # inputs to max 1, the inner output per channel by cs, undone at the end
         sig = pair_max[0] if pair_max is not None else None
         if sig is None:
+            if filled is not None:
+                raise ValueError("_conv: a filled scaled buffer needs its pair maxima")
             sig = _pair_max(src, g1)
             if pair_max is not None:
                 pair_max[0] = sig
         cs = _channel_scale(spec, D, plan.n, plan.inner)
-    _outer_forward(plan, src, g1, buf, None if sig is None else 1.0 / sig)
+    if filled is not None:
+        buf = filled
+    else:
+        buf = torch.empty((npairs, heads, 2, plan.n), dtype=_buf_dtype(plan), device=dev)
+        _outer_forward(plan, src, g1, buf, None if sig is None else 1.0 / sig)
     _launch_inner_conv(
         plan, buf, None, None, None, D, buf, None, spec, conj, batch, heads, seq_len, True, cs=cs
     )
@@ -1817,17 +1844,22 @@ def _xcorr(
     b: Tensor,
     gb: Tensor | None,
     want_dd: bool,
+    pre: tuple[Tensor, Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Cross-correlation spectrum summed over the batch and the dot products sum(x * dz).
 
     Returns (S (H * NR, 2, inner) fp32 planes in storage order, dd (H,) fp32 or None), where
     S = sum_b FFT(gb * b)_b * conj(FFT(ga * a)_b) and dd = sum_(b, t) (ga * a) (gb * b)
     (:func:`_filter_gradient` turns S into the filter gradient).
+    ``pre`` (plans with outer levels and scaled float16 buffers, ``shared_bwd_outer``): the
+    outer forward levels of ga * a and gb * b, already run into scaled buffers, and the
+    weights (pairs, H) that undo both scales in each pair's product; else this pass runs
+    them itself into unscaled fp32 buffers (its sums mix the pairs).
     """
     batch, heads, seq_len = a.shape
     npairs = (batch + 1) // 2
     dev = a.device
-    if _scaled(plan):  # this pass keeps unscaled fp32 buffers (its sums mix the pairs)
+    if _scaled(plan) and pre is None:
         plan = _with_fp32_buffers(plan)
     f1, f2, tw = _consts(plan, dev)
     rows = max(1, min(plan.rows, _pow2_at_least(npairs)))
@@ -1853,6 +1885,10 @@ def _xcorr(
         srcs = (a, ga if ga is not None else a, b, gb if gb is not None else b)
         complex_io, has_ga, has_gb, has_dd = False, ga is not None, gb is not None, want_dd
         n1_io = plan.io_rows
+    elif pre is not None:
+        bufa, bufb, _ = pre
+        srcs = (bufa, bufa, bufb, bufb)
+        complex_io, has_ga, has_gb, has_dd, n1_io = True, False, False, False, plan.n1
     else:
         bufa = torch.empty((npairs, heads, 2, plan.n), dtype=_buf_dtype(plan), device=dev)
         bufb = torch.empty_like(bufa)
@@ -1875,13 +1911,14 @@ def _xcorr(
         **_regcap(plan.bwd_maxnreg if plan.bwd_maxnreg is not None else plan.maxnreg),
     )
     common = (*srcs, part, dd_part, f1, f2, tw, batch, heads, seq_len, npairs, plan.n)
+    weights = dict(xw_ptr=pre[2], HAS_XW=True) if pre is not None else {}
     if rows == 1:
         _xcorr_nat_kernel[(n_c * groups * nch,)](
-            *common, blk_per_prog, groups, nch, KC=xchunk, **flags
+            *common, blk_per_prog, groups, nch, KC=xchunk, **flags, **weights
         )
     else:
         _xcorr_kernel[(n_c, groups)](
-            *common, n_pblk, blk_per_prog, R=rows, HOIST=plan.hoist, **flags
+            *common, n_pblk, blk_per_prog, R=rows, HOIST=plan.hoist, **flags, **weights
         )
     summed = part[:, 0] if part.shape[1] == 1 else part.sum(dim=1)
     dd = None
@@ -1961,6 +1998,45 @@ def _fused_du_dk(
     s = torch.zeros((n_c, 2, plan.inner), dtype=torch.float32, device=dev)
     s.index_add_(0, idx.reshape(-1), part.reshape(-1, 2, plan.inner))
     return du, dg1, s, dd
+
+
+def _shared_du_dk(
+    plan: FFTPlan,
+    xplan: FFTPlan,
+    dy: Tensor,
+    u: Tensor,
+    g1: Tensor | None,
+    g2: Tensor | None,
+    spec: Tensor,
+    D: Tensor | None,
+    need_g1: bool,
+    need_d: bool,
+    u_max: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
+    """The separate backward passes of a plan with outer levels and scaled float16 buffers
+    (``shared_bwd_outer``), sharing the outer forward levels of postgate * dy: returns
+    (du, dg1, S (H * NR, 2, inner) planes in storage order, dD or None).
+
+    Both signals go through the outer forward levels once, into scaled float16 buffers; the
+    filter-gradient pass (``xplan``'s tiles) reads both and undoes the scales per pair; then
+    du's inner convolution runs in place on the dy buffer and the outer inverse levels finish
+    it. ``u_max``: :func:`_pair_max` of (u, g1) from the forward."""
+    batch, heads, seq_len = dy.shape
+    npairs = (batch + 1) // 2
+    nr = plan.n // plan.inner
+    bufz = torch.empty((npairs, heads, 2, plan.n), dtype=_buf_dtype(plan), device=dy.device)
+    bufx = torch.empty_like(bufz)
+    sx = u_max if u_max is not None else _pair_max(u, g1)
+    sz = _pair_max(dy, g2)
+    _outer_forward(plan, dy, g2, bufz, 1.0 / sz)
+    _outer_forward(plan, u, g1, bufx, 1.0 / sx)
+    s_sto, dd = _xcorr(xplan, u, g1, dy, g2, need_d, pre=(bufx, bufz, sz * sx * float(nr * nr)))
+    del bufx
+    du, dg1 = _conv(
+        plan, dy, g2, spec, True, D, g1, u if need_g1 else None,
+        y2_dtype=g1.dtype if g1 is not None else None, pair_max=[sz], filled=bufz,
+    )  # fmt: skip
+    return du, dg1, s_sto, dd
 
 
 def _filter_gradient(plan: FFTPlan, s: Tensor, k: Tensor) -> Tensor:
@@ -2074,8 +2150,19 @@ def conv_backward(
     du = dk = dD = dg1 = dg2 = None
     # (the fused pass computes du; for the filter gradient alone the separate pass is less work)
     fused = plan.fused_bwd and xplan.rows == 1 and need_k and (need_u or need_g1)
+    # separate passes that share the outer forward levels of postgate * dy (and take pregate
+    # * u's into a scaled float16 buffer too, not fp32)
+    shared = (
+        not fused and plan.shared_bwd_outer and bool(plan.outer) and _scaled(plan)
+        and need_k and (need_u or need_g1)
+    )  # fmt: skip
     s_sto = dd = None
-    if fused:
+    if shared:
+        du, dg1, s_sto, dd = _shared_du_dk(plan, xplan, dy, u, g1, g2, spec, D, need_g1,
+                                           need_d, u_max)  # fmt: skip
+        if not need_u:
+            du = None
+    elif fused:
         # one pass: du / dpregate and the filter-gradient spectrum share FFT(postgate * dy)
         du, dg1, s_sto, dd = _fused_du_dk(xplan, dy, u, g1, g2, spec, D, need_g1, need_d, u_max)
         if not need_u:
@@ -2101,7 +2188,7 @@ def conv_backward(
         dg2 = z.to(g2.dtype)
     if need_k or need_d:
         if need_k:
-            if not fused:
+            if not (fused or shared):
                 s_sto, dd = _xcorr(xplan, u, g1, dy, g2, want_dd=need_d)
             dk = _filter_gradient(plan, s_sto, k)
         else:

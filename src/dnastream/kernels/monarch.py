@@ -172,6 +172,13 @@ class FFTPlan:
         static_bwd: the fused backward's du transform scales its fp16 operands like
             ``static_scale`` (independently of it; the second signal's transform keeps its
             column maxima).
+        shared_bwd_outer: plans with outer levels, scaled float16 buffers and the separate
+            backward passes (not ``fused_bwd``): postgate * dy and pregate * u go through the
+            outer forward levels once, into scaled float16 buffers; the filter-gradient pass
+            reads both (undoing the scales per pair) and du's inner convolution then runs in
+            place on the dy buffer. One outer forward pass less than the separate passes, and
+            half the bytes in the filter-gradient pass (which otherwise runs its own outer
+            levels into fp32 buffers). A tuning option until measured on a GPU.
         outer_tw_split: outer kernels compute a tile's twiddles as a per-tile vector times a
             per-program block (P cosines and sines per tile instead of BS * P).
         block: overlap-save ("partial convolution" of a short filter, forward only): the
@@ -216,6 +223,7 @@ class FFTPlan:
     outer_fp16: bool = False
     block: bool = False
     static_bwd: bool = False
+    shared_bwd_outer: bool = False
     _strides: tuple[int, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
