@@ -74,6 +74,9 @@ VARIANTS = {
     "static_all": dict(static_scale=True, static_bwd=True),
     "fused_static": dict(fused_bwd=True, static_bwd=True),
     "dynamic_bwd": dict(static_bwd=False),
+    # separate backward passes sharing the outer forward of postgate * dy, the filter-gradient
+    # pass on scaled float16 buffers (plans with outer levels that do not take fused_bwd)
+    "shared": dict(shared_bwd_outer=True),
 }
 
 

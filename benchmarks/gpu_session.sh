@@ -85,6 +85,14 @@ if [[ $what == structures || $what == all ]]; then
         tests/test_fftconv_triton.py -k "radix_128 or one_pair_and_circular"
     step ab_structures_circular 300 python benchmarks/ab_backward_plans.py --circular \
         --sizes 65536,131072,262144,524288,1048576 --variants inner1k,inner2k,inner4k --rounds 2
+    # the shared outer forward of the separate backward passes (FFTPlan.shared_bwd_outer, a
+    # tuning option until measured): GPU test, then forward+backward against the default
+    step gpu_shared_bwd 200 python -m pytest -m gpu -q -p no:cacheprovider \
+        tests/test_fftconv_triton.py -k "shared_bwd_outer"
+    step ab_shared_bwd 240 python benchmarks/ab_backward_plans.py \
+        --sizes 32768,131072,262144,4194304 --variants shared --rounds 2
+    step ab_shared_bwd_gated 160 python benchmarks/ab_backward_plans.py \
+        --sizes 131072,262144 --variants shared --rounds 2 --gated
     step ab_structures_b2 300 python benchmarks/ab_backward_plans.py --batch 2 \
         --sizes 32768,131072,262144,524288 --variants inner1k,inner2k,inner4k,inner32k --rounds 2
 fi

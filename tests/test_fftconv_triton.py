@@ -611,6 +611,17 @@ class TestGPUAllSizes:
         check_forward(B, 2, L, L, torch.bfloat16, causal=causal, plan=plan, decay=True)
         check_backward(B, 2, L, L, torch.bfloat16, causal=causal, plan=plan)
 
+    @pytest.mark.parametrize("n", [1 << 15, 1 << 17, 1 << 18, 1 << 22])
+    def test_shared_bwd_outer(self, n) -> None:
+        """shared_bwd_outer on the default B >= 3 plans that take the separate backward passes
+        (32K: radix 16 over 2048 points, 128K / 256K: radix 128 over 1024 / 2048, 4M: 64 x 64
+        over 1024): gradients within the bars of float64 autograd, on real tiles."""
+        B, H = 3, 2
+        plan = plan_for(n // 2, n // 2, True, torch.bfloat16, batch=B)
+        assert plan.outer and not plan.fused_bwd and plan.rows == 2, plan.describe()
+        plan = dataclasses.replace(plan, shared_bwd_outer=True)
+        check_backward(B, H, n // 2, n // 2, torch.bfloat16, plan=plan)
+
     @pytest.mark.parametrize("n", [65536, 1 << 20, 1 << 21, 1 << 22])
     @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
     def test_scaled_fp16_outer_buffers(self, n, dtype) -> None:
