@@ -317,17 +317,32 @@ k = torch.randn(3, 300, generator=g) / 20
 with torch.no_grad():
     y = module.fftconv(u, k)
 assert "torch._dynamo" not in sys.modules, "inference went through the operator wrapper"
-y_op = module.fftconv(u.clone().requires_grad_(True), k)  # with a gradient: the operator
-assert "torch._dynamo" in sys.modules  # (so the check above can fail)
+# eager training: the bodies through a plain autograd.Function, no operator either
+kk = k.clone().requires_grad_(True)
+uu = u.clone().requires_grad_(True)
+y_eager = module.fftconv(uu, kk)
+dy = torch.randn(y_eager.shape, generator=g).to(y_eager.dtype)
+y_eager.backward(dy)
+assert "torch._dynamo" not in sys.modules, "eager training went through the operator wrapper"
+# the operators themselves (what torch.compile traces): same outputs and gradients, bit for bit
+ko = k.clone().requires_grad_(True)
+uo = u.clone().requires_grad_(True)
+y_op = torch.ops.dnastream.fftconv(uo, ko, None, None, None, None, True, None)
+y_op.backward(dy)
+assert "torch._dynamo" in sys.modules  # (so the checks above can fail)
 assert torch.equal(y, y_op.detach()), "the direct call and the operator differ"
+assert torch.equal(y_eager.detach(), y_op.detach()), "eager training and the operator differ"
+assert torch.equal(uu.grad, uo.grad) and torch.equal(kk.grad, ko.grad), "gradients differ"
 print("ok")
 """
 
 
 def test_inference_runs_the_kernels_without_the_operator_wrapper() -> None:
-    """Without gradients and outside torch.compile, fftconv() calls the op's body directly:
-    same output bit for bit, and no ``torch._dynamo`` import (the custom-op wrapper imports it
-    on its first call: seconds of a fresh ``dnastream embed`` process). Fresh interpreter."""
+    """Outside torch.compile, fftconv() calls the op's bodies without the operator wrapper:
+    directly without gradients, through a plain autograd.Function with them. Same outputs
+    and gradients as the operators bit for bit, and no ``torch._dynamo`` import (the custom-op
+    wrapper imports it on its first call: seconds of a fresh ``dnastream embed`` process).
+    Fresh interpreter."""
     import subprocess
     import sys
 

@@ -263,7 +263,7 @@ def test_causal_half_plans_take_radix_128_with_two_pairs_or_more() -> None:
 @pytest.mark.parametrize("L", [8192 - 5, 16384])  # N = 16384 (128 x 128), 32768 (256 x 128)
 def test_forward_large_fused_causal_plans(L) -> None:
     """Causal bf16 convolutions up to N = 16384 run in one program by default, up to 32768
-    on request (``max_fused``) (8 warps, 16-row chunks)."""
+    on request (``max_fused``) (8 warps; 32-row spectrum chunks at 16384, 16 at 32768)."""
     if L > 8192:  # by default 32768 takes an outer level (faster on an H100), not at B <= 2
         assert plan_for(L, L, True, torch.bfloat16, batch=3).outer == (16,)
         assert plan_for(L, L, True, torch.bfloat16).outer == (16,)
@@ -271,7 +271,7 @@ def test_forward_large_fused_causal_plans(L) -> None:
         assert not plan_for(L, L, True, torch.bfloat16, batch=2).outer
     plan = plan_for(L, L, True, torch.bfloat16, batch=3, max_fused=32768 if L > 8192 else 8192)
     assert not plan.outer and plan.inner == 2 * 8192 * (1 + (L > 8192))
-    assert (plan.num_warps, plan.chunk) == (8, 16)
+    assert (plan.num_warps, plan.chunk) == (8, 16 if L > 8192 else 32)
     check_forward(3, 1, L, L, torch.bfloat16, plan=plan, decay=True)
     # circular and fp32 stay split at these sizes
     assert plan_for(16384, 16384, False, torch.bfloat16).outer

@@ -175,10 +175,15 @@ def _triton_backend(
         spectrum = k.cached(
             ("triton", plan), 2 * heads * plan.n * 4, lambda: filter_spectrum(k_tensor, plan)
         )
-    # The op derives the same plan (plan_for with batch=B) from the shapes. Without gradients
-    # and outside torch.compile, its body runs directly (no operator wrapper: see forward_impl).
+    # The op derives the same plan (plan_for with batch=B) from the shapes. Outside
+    # torch.compile its bodies run without the operator wrapper (see forward_impl): directly
+    # without gradients, through a plain autograd.Function with them (eager_fftconv).
     if inference:
         return fftconv_op.forward_impl(
+            u, k_tensor, D, pregate, postgate, spectrum, causal, freq_keep
+        )
+    if not torch.compiler.is_compiling():
+        return fftconv_op.eager_fftconv(
             u, k_tensor, D, pregate, postgate, spectrum, causal, freq_keep
         )
     return torch.ops.dnastream.fftconv(

@@ -1911,7 +1911,8 @@ def _xcorr(
         **_regcap(plan.bwd_maxnreg if plan.bwd_maxnreg is not None else plan.maxnreg),
     )
     common = (*srcs, part, dd_part, f1, f2, tw, batch, heads, seq_len, npairs, plan.n)
-    weights = dict(xw_ptr=pre[2], HAS_XW=True) if pre is not None else {}
+    # (without weights a placeholder pointer: the kernels never read it)
+    weights = dict(xw_ptr=pre[2] if pre is not None else dd_part, HAS_XW=pre is not None)
     if rows == 1:
         _xcorr_nat_kernel[(n_c * groups * nch,)](
             *common, blk_per_prog, groups, nch, KC=xchunk, **flags, **weights
