@@ -301,6 +301,36 @@ def test_compile_through_fftconv_dispatch_triton_branch(triton_on_cpu, monkeypat
     assert rel_err(f(u, k, D, g1, g2), 2.0 * y64) <= 3e-3
 
 
+def test_eager_training_computes_the_filter_spectrum_once(triton_on_cpu, monkeypatch) -> None:
+    """fftconv() with gradients in eager mode and a plain filter tensor: the filter spectrum is
+    computed once per step (in the forward, kept for the backward; the operators compute it in
+    each pass), and the gradients equal the operators' bit for bit."""
+    import sys
+
+    import dnastream.kernels.fftconv_triton as ft
+
+    module = sys.modules["dnastream.kernels.fftconv"]
+    monkeypatch.setattr(module, "_select_backend", lambda u, context: module._triton_backend)
+    monkeypatch.setenv("DNASTREAM_FFTCONV", "triton")
+    calls = []
+    real = ft.filter_spectrum
+    monkeypatch.setattr(ft, "filter_spectrum", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    u, k, D, g1, g2 = make(2, 4, 300, 300, torch.bfloat16)
+    dy = torch.randn(u.shape, generator=torch.Generator().manual_seed(1)).to(u.dtype)
+    grads = []
+    for eager in (True, False):
+        leaves = [t.clone().requires_grad_(True) for t in (u, k, D, g1, g2)]
+        if eager:
+            y = fftconv(leaves[0], leaves[1], leaves[2], pregate=leaves[3], postgate=leaves[4])
+        else:
+            y = torch.ops.dnastream.fftconv(*leaves, None, True, None)
+        y.backward(dy)
+        grads.append([t.grad for t in leaves])
+        assert len(calls) == (1 if eager else 3), calls  # operators: forward and backward
+    for a, b in zip(*grads, strict=True):
+        assert torch.equal(a, b)
+
+
 _NO_DYNAMO_SCRIPT = """
 import os, sys
 os.environ["TRITON_INTERPRET"] = "1"

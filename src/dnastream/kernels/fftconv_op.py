@@ -291,13 +291,18 @@ class _EagerFFTConv(torch.autograd.Function):
     """The operator's autograd formula around its bodies, without the operators (eager
     training): the same kernels and results, less dispatch per step (a CPU here: 375 vs 252 us
     per forward+backward of a small convolution, 139 us of it the work itself) and no
-    ``torch._dynamo`` import."""
+    ``torch._dynamo`` import. Without a cached ``k_spectrum`` the filter spectrum is computed
+    once per step, in the forward, where the operators compute it in both passes."""
 
     @staticmethod
     def forward(ctx, u, k, D, pregate, postgate, k_spectrum, causal, freq_keep):  # type: ignore[override]
+        plan = triton_plan(u, k, causal, pregate, postgate, tuned=True, freq_keep=freq_keep)
+        if plan is not None and k_spectrum is None:
+            # computed once and kept for the backward (the operators compute it in each)
+            k_spectrum = _spectrum(plan, k, None)
         ctx.save_for_backward(u, k, D, pregate, postgate, k_spectrum)
         ctx.causal, ctx.freq_keep = causal, freq_keep
-        return forward_impl(u, k, D, pregate, postgate, k_spectrum, causal, freq_keep)
+        return forward_with_plan(plan, u, k, D, pregate, postgate, k_spectrum, causal, freq_keep)
 
     @staticmethod
     def backward(ctx, dy):  # type: ignore[override]
