@@ -93,6 +93,12 @@ if [[ $what == structures || $what == all ]]; then
         --sizes 32768,131072,262144,4194304 --variants shared --rounds 2
     step ab_shared_bwd_gated 160 python benchmarks/ab_backward_plans.py \
         --sizes 131072,262144 --variants shared --rounds 2 --gated
+    # eager training through a plain autograd.Function (default) against the operators
+    # (DNASTREAM_FFTCONV_EAGER=off): host-bound small steps, same call
+    step train_step_eager 150 python benchmarks/bench_train_step.py --cases 8x1024,4x4096 \
+        --rounds 2
+    step train_step_operators 150 env DNASTREAM_FFTCONV_EAGER=off \
+        python benchmarks/bench_train_step.py --cases 8x1024,4x4096 --rounds 2
     step ab_structures_b2 300 python benchmarks/ab_backward_plans.py --batch 2 \
         --sizes 32768,131072,262144,524288 --variants inner1k,inner2k,inner4k,inner32k --rounds 2
 fi

@@ -182,13 +182,19 @@ def _triton_backend(
         return fftconv_op.forward_impl(
             u, k_tensor, D, pregate, postgate, spectrum, causal, freq_keep
         )
-    if not torch.compiler.is_compiling():
+    if not torch.compiler.is_compiling() and _eager_enabled():
         return fftconv_op.eager_fftconv(
             u, k_tensor, D, pregate, postgate, spectrum, causal, freq_keep
         )
     return torch.ops.dnastream.fftconv(
         u, k_tensor, D, pregate, postgate, spectrum, causal, freq_keep
     )
+
+
+def _eager_enabled() -> bool:
+    """Eager training through :func:`~dnastream.kernels.fftconv_op.eager_fftconv`, unless
+    ``DNASTREAM_FFTCONV_EAGER=off`` (then through the operators, as under torch.compile)."""
+    return os.environ.get("DNASTREAM_FFTCONV_EAGER", "on").strip().lower() not in {"off", "0"}
 
 
 def _blocks_enabled() -> bool:
