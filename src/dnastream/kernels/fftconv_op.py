@@ -291,14 +291,12 @@ class _EagerFFTConv(torch.autograd.Function):
     """The operator's autograd formula around its bodies, without the operators (eager
     training): the same kernels and results, less dispatch per step (a CPU here: 375 vs 252 us
     per forward+backward of a small convolution, 139 us of it the work itself) and no
-    ``torch._dynamo`` import. Without a cached ``k_spectrum`` the filter spectrum is computed
-    once per step, in the forward, where the operators compute it in both passes."""
+    ``torch._dynamo`` import. Like the operators, not for ``torch.func`` transforms."""
 
     @staticmethod
-    def forward(ctx, u, k, D, pregate, postgate, k_spectrum, causal, freq_keep):  # type: ignore[override]
-        plan = triton_plan(u, k, causal, pregate, postgate, tuned=True, freq_keep=freq_keep)
+    def forward(ctx, u, k, D, pregate, postgate, k_spectrum, causal, freq_keep, plan):  # type: ignore[override]
         if plan is not None and k_spectrum is None:
-            # computed once and kept for the backward (the operators compute it in each)
+            # computed once and kept for the backward (the operators compute it in each pass)
             k_spectrum = _spectrum(plan, k, None)
         ctx.save_for_backward(u, k, D, pregate, postgate, k_spectrum)
         ctx.causal, ctx.freq_keep = causal, freq_keep
@@ -312,7 +310,7 @@ class _EagerFFTConv(torch.autograd.Function):
             dy, u, k, D, pregate, postgate, k_spectrum, ctx.causal, *needs, ctx.freq_keep
         )
         out = tuple(g if need else None for g, need in zip(grads, needs, strict=True))
-        return (*out, None, None, None)
+        return (*out, None, None, None, None)
 
 
 def eager_fftconv(
@@ -327,5 +325,8 @@ def eager_fftconv(
 ) -> Tensor:
     """``torch.ops.dnastream.fftconv`` with its gradients, for eager mode: y (B, H, L) from
     the same forward and backward bodies through a plain ``autograd.Function`` (no operator
-    dispatch). Under ``torch.compile`` call the operator, which traces as one node."""
-    return _EagerFFTConv.apply(u, k, D, pregate, postgate, k_spectrum, causal, freq_keep)
+    dispatch). Under ``torch.compile`` call the operator, which traces as one node. Without a
+    cached ``k_spectrum`` the filter spectrum is computed once, in the forward, and kept for the
+    backward (the operators compute it in both passes)."""
+    plan = triton_plan(u, k, causal, pregate, postgate, tuned=True, freq_keep=freq_keep)
+    return _EagerFFTConv.apply(u, k, D, pregate, postgate, k_spectrum, causal, freq_keep, plan)
