@@ -77,6 +77,13 @@ VARIANTS = {
     # separate backward passes sharing the outer forward of postgate * dy, the filter-gradient
     # pass on scaled float16 buffers (plans with outer levels that do not take fused_bwd)
     "shared": dict(shared_bwd_outer=True),
+    "shared_nocap": dict(shared_bwd_outer=True, bwd_maxnreg=0),
+    # the filter-gradient kernel of the R-row plans without the inner kernel's register cap
+    # (sm_90 compile at 128K: 128 registers and 688 B of spills capped), and the fused backward
+    # on R-row tiles under outer levels
+    "sep_nocap": dict(bwd_maxnreg=0),
+    "sep_w8_nocap": dict(bwd_warps=8, bwd_maxnreg=0),
+    "fused_rows_w8_nocap": dict(fused_bwd=True, bwd_warps=8, bwd_maxnreg=0),
 }
 
 

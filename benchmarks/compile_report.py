@@ -32,6 +32,17 @@ from dnastream.kernels.compile_check import MAX_SHARED_BYTES, compile_launches  
 from dnastream.kernels.monarch import plan_for  # noqa: E402
 
 VARIANTS = ("default", "hoist_f2", "fused_bwd", "sparse", "fp32")
+# the backward of R-row plans under outer levels: fused on R-row tiles (warps, register cap)
+# and the shared outer forward of the separate passes (not in the default list)
+ROW_VARIANTS = {
+    "fused_rows": dict(fused_bwd=True),
+    "fused_rows_w8": dict(fused_bwd=True, bwd_warps=8),
+    "fused_rows_w8_nocap": dict(fused_bwd=True, bwd_warps=8, bwd_maxnreg=0),
+    "shared": dict(shared_bwd_outer=True),
+    "shared_nocap": dict(shared_bwd_outer=True, bwd_maxnreg=0),
+    "sep_nocap": dict(bwd_maxnreg=0),
+    "sep_w8_nocap": dict(bwd_warps=8, bwd_maxnreg=0),
+}
 
 
 def report(label: str, run, arch: int, seen: set) -> None:
@@ -48,7 +59,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="256,1024,2048,4096,8192,16384,1048576",
                     help="FFT sizes (padded causal: L = N / 2)")  # fmt: skip
-    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--variants", default=",".join(VARIANTS),
+                    help=f"of {', '.join(VARIANTS + tuple(ROW_VARIANTS))}")  # fmt: skip
     ap.add_argument("--arch", type=int, default=90, help="compute capability x 10")
     ap.add_argument("--batch", type=int, default=8)
     args = ap.parse_args()
@@ -66,6 +78,10 @@ def main() -> None:
                 if base.rows != 1 or (base.outer and variant == "hoist_f2"):
                     continue
                 base = dataclasses.replace(base, **{variant: True})
+            elif variant in ROW_VARIANTS:
+                if base.rows == 1 or not base.outer:
+                    continue
+                base = dataclasses.replace(base, **ROW_VARIANTS[variant])
             h = 2
             u = torch.zeros(args.batch, h, seq, dtype=dtype)
             k = torch.zeros(h, seq)

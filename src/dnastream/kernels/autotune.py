@@ -320,6 +320,8 @@ def _valid_value(name: str, value: Any, plan: FFTPlan) -> bool:
     ):
         return isinstance(value, bool)
     if name in ("maxnreg", "outer_maxnreg", "bwd_maxnreg"):
+        if name == "bwd_maxnreg" and value == 0 and type(value) is int:  # 0: no cap
+            return True
         return value is None or (type(value) is int and 16 <= value <= 255)
     if type(value) is not int:
         return False

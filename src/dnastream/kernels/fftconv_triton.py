@@ -574,6 +574,12 @@ def _conv_kernel(
     HAS_CTX: tl.constexpr = False,
     cs_ptr=None,
     SCALE_NR: tl.constexpr = False,
+    xa_ptr=None,
+    part_ptr=None,
+    xw_ptr=None,
+    SLOTS=1,
+    XCORR: tl.constexpr = False,
+    HAS_XW: tl.constexpr = False,
 ):
     """Fused FFT -> spectrum product -> inverse FFT over tiles of R complex rows.
 
@@ -587,6 +593,11 @@ def _conv_kernel(
     the (B / NB, H, L) tensors (see :func:`_blk_row`), circularly convolved; a window's
     samples from T0 on are stored. ``HAS_CTX`` (streaming): window samples before the start
     come from ``ctx`` (B / NB, H, C) (see :func:`_blk_ctx`), not gated.
+    XCORR (complex I/O, the fused backward under outer levels): also the filter-gradient
+    spectra: each tile's FFT times conj(FFT of the same tile of the ``xa`` buffer), weighted per
+    pair by ``xw`` (HAS_XW), summed per channel c over the program's run of tiles and stored in
+    slot ``c - c_first`` of the program's ``SLOTS`` (2, M) slots in ``part`` (the launcher sums
+    the slots per channel).
     """
     M: tl.constexpr = N1 * N2
     pid = tl.program_id(0)
@@ -602,7 +613,10 @@ def _conv_kernel(
     else:
         h_f1r, h_f1i, h_g1r, h_g1i, h_f2r, h_f2i, h_wr, h_wi = 0, 0, 0, 0, 0, 0, 0, 0
     t0 = pid * tiles_per_prog
-    for t in range(t0, tl.minimum(t0 + tiles_per_prog, n_tiles)):
+    t_end = tl.minimum(t0 + tiles_per_prog, n_tiles)
+    accr = tl.zeros((R * N1, N2), dtype=tl.float32)
+    acci = tl.zeros((R * N1, N2), dtype=tl.float32)
+    for t in range(t0, t_end):
         c = t // n_pblk
         j = t % n_pblk
         h = c // NR
@@ -642,6 +656,31 @@ def _conv_kernel(
             HOIST,
             MMA_FP16,
         )
+
+        if XCORR:  # the filter-gradient spectra: FFT(this tile) * conj(FFT(xa's tile))
+            ar = _gload(xa_ptr, xa_ptr, offs0, m0, False)
+            ai = _gload(xa_ptr, xa_ptr, offs1, m1, False)
+            pr, pi = _inner_fwd(
+                ar, ai, f1_ptr, f2_ptr, tw_ptr, h_f1r, h_f1i, h_f2r, h_f2i, h_wr, h_wi,
+                R, N1, N2, N1_IO, HOIST, MMA_FP16,
+            )  # fmt: skip
+            if HAS_XW:  # one weight per pair: rows r * N1 .. r * N1 + N1 - 1 of the tile
+                pw = j * R + tl.arange(0, R * N1) // N1
+                w = tl.load(xw_ptr + pw * H + h, mask=pw < NPAIRS, other=0.0)[:, None]
+                accr += w * (dr * pr + di * pi)
+                acci += w * (di * pr - dr * pi)
+            else:
+                accr += dr * pr + di * pi
+                acci += di * pr - dr * pi
+            if (t + 1 == t_end) | ((t + 1) // n_pblk != c):  # the run leaves channel c
+                xoffs = tl.arange(0, N1)[:, None] * N2 + tl.arange(0, N2)[None, :]
+                slot = tl.cast(pid, tl.int64) * SLOTS + (c - t0 // n_pblk)
+                tl.store(part_ptr + slot * (2 * M) + xoffs,
+                         tl.sum(tl.reshape(accr, (R, N1, N2)), axis=0))  # fmt: skip
+                tl.store(part_ptr + slot * (2 * M) + M + xoffs,
+                         tl.sum(tl.reshape(acci, (R, N1, N2)), axis=0))  # fmt: skip
+                accr = tl.zeros((R * N1, N2), dtype=tl.float32)
+                acci = tl.zeros((R * N1, N2), dtype=tl.float32)
 
         sbase = spec_ptr + tl.cast(c, tl.int64) * M
         kr = tl.load(sbase + soffs)
@@ -1415,8 +1454,8 @@ def _outer_ctas(plan: FFTPlan) -> int:
 
 
 def _regcap(maxnreg: int | None) -> dict:
-    """Launch option capping registers per thread (only passed when set)."""
-    return {} if maxnreg is None or _interpreting() else {"maxnreg": maxnreg}
+    """Launch option capping registers per thread (only passed when set; 0: no cap)."""
+    return {} if not maxnreg or _interpreting() else {"maxnreg": maxnreg}
 
 
 def _mma_dtype(plan: FFTPlan) -> torch.dtype:
@@ -1755,24 +1794,41 @@ def _launch_inner_conv(
             xw_ptr=xw if xw is not None else spec, HAS_XW=xw is not None,
         )  # fmt: skip
         return out
-    if xcorr is not None:
-        raise ValueError("fused backward needs a one-row plan (rows == 1)")
-    else:
-        _conv_kernel[(nprog,)](
-            *ptrs,
-            batch,
-            heads,
-            seq_len,
-            npairs,
-            plan.n,
-            n_pblk,
-            n_tiles,
-            per,
-            R=rows,
-            HOIST=plan.hoist,
-            **blocked,
-            **flags,
-        )
+    # (pointers are always passed: the buffers of a fused backward, else dummies)
+    fused = dict(xa_ptr=src, part_ptr=spec, xw_ptr=spec)
+    out = None
+    if xcorr is not None:  # the fused backward on R-row tiles: under outer levels only
+        if not complex_io or xcorr[1] is not None or xcorr[2]:
+            raise ValueError("a fused backward on R-row tiles runs under outer levels only")
+        slots = (per - 1) // n_pblk + 2  # channels one run of `per` tiles can touch
+        # slots past a run's last channel stay untouched: zeros for the launcher's sum
+        part = torch.zeros((nprog, slots, 2, plan.inner), dtype=torch.float32, device=dev)
+        fused.update(xa_ptr=xcorr[0], part_ptr=part, SLOTS=slots, XCORR=True)
+        if xw is not None:
+            fused.update(xw_ptr=xw, HAS_XW=True)
+        if plan.bwd_warps:  # the fused backward's own launch settings (bwd_maxnreg 0: no cap)
+            flags.update(num_warps=plan.bwd_warps)
+        if plan.bwd_maxnreg is not None:
+            flags.pop("maxnreg", None)
+            flags.update(_regcap(plan.bwd_maxnreg))
+        out = (part, None, slots, per, False)
+    _conv_kernel[(nprog,)](
+        *ptrs,
+        batch,
+        heads,
+        seq_len,
+        npairs,
+        plan.n,
+        n_pblk,
+        n_tiles,
+        per,
+        R=rows,
+        HOIST=plan.hoist,
+        **blocked,
+        **flags,
+        **fused,
+    )
+    return out
 
 
 def _conv(
@@ -1945,7 +2001,8 @@ def _fused_du_dk(
     need_d: bool,
     u_max: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor, Tensor | None]:
-    """One pass for du (and dpregate) and the filter-gradient spectrum (one-row plans):
+    """One pass for du (and dpregate) and the filter-gradient spectrum (one-row plans; under
+    outer levels also R-row tiles):
     returns (du, dg1, S (H * NR, 2, inner) planes in storage order, dD sums or None).
     Under outer levels the pass is the inner one: postgate * dy and pregate * u go through the
     outer forward levels first, du's inner convolution is written back in place and the outer
@@ -1994,7 +2051,8 @@ def _fused_du_dk(
     # program p's slot j holds channel first_p + j; slots past the last channel hold zeros
     # (never written), so they are added to the last channel: no boolean indexing, which would
     # wait for the GPU (and break CUDA-graph capture)
-    first = torch.arange(part.shape[0], device=dev) * per // npairs
+    rows = max(1, min(plan.rows, _pow2_at_least(npairs)))  # tiles per channel: n_pblk
+    first = torch.arange(part.shape[0], device=dev) * per // triton.cdiv(npairs, rows)
     idx = (first[:, None] + torch.arange(slots, device=dev)[None, :]).clamp_(max=n_c - 1)
     s = torch.zeros((n_c, 2, plan.inner), dtype=torch.float32, device=dev)
     s.index_add_(0, idx.reshape(-1), part.reshape(-1, 2, plan.inner))
@@ -2150,7 +2208,11 @@ def conv_backward(
     dy = dy.contiguous()
     du = dk = dD = dg1 = dg2 = None
     # (the fused pass computes du; for the filter gradient alone the separate pass is less work)
-    fused = plan.fused_bwd and xplan.rows == 1 and need_k and (need_u or need_g1)
+    # (on R-row tiles only under outer levels, where du and the filter gradient share tiles)
+    fused = (
+        plan.fused_bwd and (xplan.rows == 1 or (bool(plan.outer) and xplan.rows == plan.rows))
+        and need_k and (need_u or need_g1)
+    )  # fmt: skip
     # separate passes that share the outer forward levels of postgate * dy (and take pregate
     # * u's into a scaled float16 buffer too, not fp32)
     shared = (

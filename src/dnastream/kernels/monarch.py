@@ -137,13 +137,16 @@ class FFTPlan:
             plan on GPUs with H100-class shared memory (1.21x forward+backward on an H100)
             and for bf16/fp16 plans with outer levels (1.16-1.17x with 8 warps, ``bwd_warps``);
             slower at 2048 (3.58 vs 2.09 ms), so the separate passes stay the default there.
+            Under outer levels R-row tiles (``rows > 1`` with ``bwd_rows`` 0 or ``rows``) take
+            it too, in the transposed kernel (a tuning option until measured on a GPU;
+            ``bwd_maxnreg=0`` lifts the inner kernel's register cap for it).
         bwd_chunk, bwd_warps, bwd_maxnreg: launch settings of the filter-gradient kernels
             (cross-correlation spectra summed over the batch; warps and registers also of the
             fused backward pass, ``fused_bwd``): spectrum rows per program
             (0: 64 for fused bf16/fp16 plans up to 8192 points, else ``max(16, chunk // 2)``;
             the fused 32K plan sets 64 on GPUs with H100-class shared memory),
-            warps (0: ``num_warps``), register cap (None:
-            ``maxnreg``). Tuned for forward+backward by ``benchmarks/tune_conv.py --backward``.
+            warps (0: ``num_warps``), register cap (None: ``maxnreg``; 0: none). Tuned for
+            forward+backward by ``benchmarks/tune_conv.py --backward``.
         freq_cut: frequency-sparse convolution: only frequencies ``f`` with
             ``min(f, N - f) < freq_cut`` of the filter are kept (0: all). The fused one-row
             kernel then skips the spectrum columns that are all zero (:attr:`n2_kept`).
