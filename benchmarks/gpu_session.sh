@@ -87,12 +87,17 @@ if [[ $what == structures || $what == all ]]; then
         --sizes 65536,131072,262144,524288,1048576 --variants inner1k,inner2k,inner4k --rounds 2
     # the shared outer forward of the separate backward passes (FFTPlan.shared_bwd_outer, a
     # tuning option until measured): GPU test, then forward+backward against the default
-    step gpu_shared_bwd 200 python -m pytest -m gpu -q -p no:cacheprovider \
-        tests/test_fftconv_triton.py -k "shared_bwd_outer"
-    step ab_shared_bwd 240 python benchmarks/ab_backward_plans.py \
-        --sizes 32768,131072,262144,4194304 --variants shared --rounds 2
+    # and the fused backward on 2-row tiles, and the filter-gradient kernel without the
+    # register cap (sm_90 compile at 128K: 688 B of spills capped, none uncapped)
+    step gpu_row_tile_bwd 240 python -m pytest -m gpu -q -p no:cacheprovider \
+        tests/test_fftconv_triton.py -k "row_tile_backward_options"
+    step ab_row_tile_bwd 300 python benchmarks/ab_backward_plans.py \
+        --sizes 131072,4194304 --rounds 2 \
+        --variants shared,shared_nocap,sep_nocap,sep_w8_nocap,fused_rows_w8_nocap
+    step ab_shared_bwd 200 python benchmarks/ab_backward_plans.py \
+        --sizes 32768,262144 --variants shared,sep_w8_nocap --rounds 2
     step ab_shared_bwd_gated 160 python benchmarks/ab_backward_plans.py \
-        --sizes 131072,262144 --variants shared --rounds 2 --gated
+        --sizes 131072,262144 --variants shared,shared_nocap --rounds 2 --gated
     # eager training through a plain autograd.Function (default) against the operators
     # (DNASTREAM_FFTCONV_EAGER=off): host-bound small steps, same call
     step train_step_eager 150 python benchmarks/bench_train_step.py --cases 8x1024,4x4096 \

@@ -611,15 +611,24 @@ class TestGPUAllSizes:
         check_forward(B, 2, L, L, torch.bfloat16, causal=causal, plan=plan, decay=True)
         check_backward(B, 2, L, L, torch.bfloat16, causal=causal, plan=plan)
 
-    @pytest.mark.parametrize("n", [1 << 15, 1 << 17, 1 << 18, 1 << 22])
-    def test_shared_bwd_outer(self, n) -> None:
-        """shared_bwd_outer on the default B >= 3 plans that take the separate backward passes
+    @pytest.mark.parametrize(
+        "n, option",
+        [(1 << 15, "shared"), (1 << 17, "shared"), (1 << 18, "shared"), (1 << 22, "shared"),
+         (1 << 17, "fused_rows"), (1 << 22, "fused_rows")],
+    )  # fmt: skip
+    def test_row_tile_backward_options(self, n, option) -> None:
+        """The backward options of the default B >= 3 plans that take the separate passes
         (32K: radix 16 over 2048 points, 128K / 256K: radix 128 over 1024 / 2048, 4M: 64 x 64
-        over 1024): gradients within the bars of float64 autograd, on real tiles."""
+        over 1024): ``shared_bwd_outer``, and ``fused_bwd`` on their 2-row tiles (8 warps, no
+        register cap); gradients within the bars of float64 autograd, on real tiles."""
         B, H = 3, 2
         plan = plan_for(n // 2, n // 2, True, torch.bfloat16, batch=B)
         assert plan.outer and not plan.fused_bwd and plan.rows == 2, plan.describe()
-        plan = dataclasses.replace(plan, shared_bwd_outer=True)
+        if option == "shared":
+            plan = dataclasses.replace(plan, shared_bwd_outer=True)
+        else:
+            assert plan.bwd_rows in (0, 2)
+            plan = dataclasses.replace(plan, fused_bwd=True, bwd_warps=8, bwd_maxnreg=0)
         check_backward(B, H, n // 2, n // 2, torch.bfloat16, plan=plan)
 
     @pytest.mark.parametrize("n", [65536, 1 << 20, 1 << 21, 1 << 22])

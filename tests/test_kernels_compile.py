@@ -3,7 +3,8 @@
 CI has no GPU and runs the kernels under ``TRITON_INTERPRET=1``, which checks their numbers but
 not that Triton can compile them; a construct the interpreter accepts and the compiler does not
 would only show on a lent GPU. Here every kernel specialisation of a few plans (each kernel
-kind, the tuning options, frequency-sparse, fp32, blocked windows with a streaming context) is
+kind, the tuning options (the R-row fused and shared-outer backwards too), frequency-sparse,
+fp32, blocked windows with a streaming context) is
 compiled by Triton and assembled by its ptxas, in a subprocess (the interpreter must be off
 there), and must fit an H100's shared memory;
 so is every autotuning config of the short depthwise conv (both layouts, bf16 and fp32).
@@ -44,6 +45,8 @@ add("one-row 2048 sparse", 2048, freq_keep=0.25, **one)
 add("outer 65536", 65536)
 add("outer 65536 separate backward", 65536, fused_bwd=False, bwd_warps=0)
 add("outer 65536 fp32 buffers", 65536, outer_fp16=False)
+add("outer 131072 2-row fused backward", 131072, fused_bwd=True, bwd_warps=8, bwd_maxnreg=0)
+add("outer 131072 2-row shared outer forward", 131072, shared_bwd_outer=True)
 add("fp32 2048", 2048, torch.float32)
 out, seen = [], set()
 for label, n, dtype, keep, kw in cases:
