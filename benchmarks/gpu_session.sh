@@ -7,6 +7,8 @@
 #   bash benchmarks/gpu_session.sh tune         # tune_conv forward + backward into the cache
 #   bash benchmarks/gpu_session.sh explore      # explore_plans: plan structures side by side
 #   bash benchmarks/gpu_session.sh structures   # plan-structure A/Bs (circular, B = 2) and tests
+#   bash benchmarks/gpu_session.sh bwd_options  # stop 15's backward options: tests and A/Bs
+#   bash benchmarks/gpu_session.sh eager        # eager-training path vs the operators
 #   bash benchmarks/gpu_session.sh bench        # bench_conv (with the tuned cache), sparse rows,
 #                                               # backward-plan A/B, training step, windows
 #   bash benchmarks/gpu_session.sh pipelines    # bench_pipeline tiny (raw chunks vs always
@@ -77,18 +79,20 @@ if [[ $what == bench || $what == all ]]; then
     step bench_blocked 150 python benchmarks/bench_blocked.py
 fi
 if [[ $what == structures || $what == all ]]; then
-    # plan structures by inner FFT size (run in stop 15, results/ab_structures_*_stop15.log):
-    # the radix-128 / 64 x 64 / one-pair / circular plans under the GPU test, circular mode's
-    # outer radix against its inner FFT size, and the causal structures at B = 2 (one row
-    # pair: one-row tiles)
+    # plan structures by inner FFT size (stop 15 measured them: results/ab_structures_*_stop15):
+    # the GPU tests of the adopted ones, and the A/Bs to re-run after a kernel change
     step gpu_structures 240 python -m pytest -m gpu -q -p no:cacheprovider \
         tests/test_fftconv_triton.py -k "radix_128 or one_pair_and_circular"
     step ab_structures_circular 300 python benchmarks/ab_backward_plans.py --circular \
         --sizes 65536,131072,262144,524288,1048576 --variants inner1k,inner2k,inner4k --rounds 2
-    # the shared outer forward of the separate backward passes (FFTPlan.shared_bwd_outer, a
-    # tuning option until measured): GPU test, then forward+backward against the default
-    # and the fused backward on 2-row tiles, and the filter-gradient kernel without the
-    # register cap (sm_90 compile at 128K: 688 B of spills capped, none uncapped)
+    step ab_structures_b2 300 python benchmarks/ab_backward_plans.py --batch 2 \
+        --sizes 32768,131072,262144,524288 --variants inner1k,inner2k,inner4k,inner32k --rounds 2
+fi
+if [[ $what == bwd_options || $what == all ]]; then
+    # the backward options of the 2-row plans under outer levels (stop 15, built on the CPU, off
+    # until measured): the shared outer forward of the separate passes (shared_bwd_outer), the
+    # fused backward on 2-row tiles, and the filter-gradient kernel without the register cap
+    # (sm_90 compile at 128K: 688 B of spills capped, none uncapped). ~8 min on an H100.
     step gpu_row_tile_bwd 240 python -m pytest -m gpu -q -p no:cacheprovider \
         tests/test_fftconv_triton.py -k "row_tile_backward_options"
     step ab_row_tile_bwd 300 python benchmarks/ab_backward_plans.py \
@@ -98,14 +102,14 @@ if [[ $what == structures || $what == all ]]; then
         --sizes 32768,262144 --variants shared,sep_w8_nocap --rounds 2
     step ab_shared_bwd_gated 160 python benchmarks/ab_backward_plans.py \
         --sizes 131072,262144 --variants shared,shared_nocap --rounds 2 --gated
+fi
+if [[ $what == eager || $what == all ]]; then
     # eager training through a plain autograd.Function (default) against the operators
-    # (DNASTREAM_FFTCONV_EAGER=off): host-bound small steps, same call
+    # (DNASTREAM_FFTCONV_EAGER=off): host-bound small steps, same call. ~2 min.
     step train_step_eager 150 python benchmarks/bench_train_step.py --cases 8x1024,4x4096 \
         --rounds 2
     step train_step_operators 150 env DNASTREAM_FFTCONV_EAGER=off \
         python benchmarks/bench_train_step.py --cases 8x1024,4x4096 --rounds 2
-    step ab_structures_b2 300 python benchmarks/ab_backward_plans.py --batch 2 \
-        --sizes 32768,131072,262144,524288 --variants inner1k,inner2k,inner4k,inner32k --rounds 2
 fi
 if [[ $what == multi || $what == all ]]; then
     # torchrun on every GPU of the host against one GPU (needs >= 2 GPUs)
