@@ -102,6 +102,12 @@ if [[ $what == bwd_options || $what == all ]]; then
         --sizes 32768,262144 --variants shared,sep_w8_nocap --rounds 2
     step ab_shared_bwd_gated 160 python benchmarks/ab_backward_plans.py \
         --sizes 131072,262144 --variants shared,shared_nocap --rounds 2 --gated
+    # the fused 16K kernel's spectrum chunk: plan_for's 32 (--untuned) against the shipped
+    # tuning entry's 16 (plain bf16, B = 32), forward and forward+backward
+    step bench_16k_untuned 120 python benchmarks/bench_conv.py --sizes 16384 --untuned \
+        --modes padded,padded_bwd
+    step bench_16k_tuned 120 python benchmarks/bench_conv.py --sizes 16384 \
+        --modes padded,padded_bwd
 fi
 if [[ $what == eager || $what == all ]]; then
     # eager training through a plain autograd.Function (default) against the operators
