@@ -87,6 +87,17 @@ def bwd_grid(plan) -> list[dict]:
                 out.append(dict(bwd_chunk=ch, bwd_warps=nw, bwd_maxnreg=reg))
     if plan.rows == 1 and not plan.outer:  # du and the filter gradient in one pass
         out += [dict(fused_bwd=True), dict(fused_bwd=True, hoist_f2=True)]
+    if plan.rows > 1 and plan.outer and not plan.fused_bwd:
+        # R-row plans under outer levels (separate passes): the filter-gradient kernel without
+        # the inner kernel's register cap, the shared outer forward, the fused R-row backward
+        out += [
+            dict(bwd_maxnreg=0),
+            dict(bwd_warps=8, bwd_maxnreg=0),
+            dict(shared_bwd_outer=True),
+            dict(shared_bwd_outer=True, bwd_maxnreg=0),
+        ]
+        if plan.bwd_rows in (0, plan.rows):
+            out.append(dict(fused_bwd=True, bwd_warps=8, bwd_maxnreg=0))
     return out
 
 

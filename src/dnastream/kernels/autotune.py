@@ -106,6 +106,7 @@ LAUNCH_FIELDS: tuple[str, ...] = (
     "outer_bf16",
     "outer_fp16",
     "static_scale",
+    "shared_bwd_outer",
 )
 
 BARS = {torch.bfloat16: 3e-3, torch.float16: 3e-3, torch.float32: 1e-5}
@@ -317,6 +318,7 @@ def _valid_value(name: str, value: Any, plan: FFTPlan) -> bool:
         "outer_bf16",
         "outer_fp16",
         "static_scale",
+        "shared_bwd_outer",
     ):
         return isinstance(value, bool)
     if name in ("maxnreg", "outer_maxnreg", "bwd_maxnreg"):
