@@ -336,6 +336,40 @@ def test_eager_training_computes_the_filter_spectrum_once(triton_on_cpu, monkeyp
     assert len(calls) == 5
 
 
+def test_eager_training_keeps_the_pair_maxima(triton_on_cpu, monkeypatch) -> None:
+    """Under outer levels (scaled float16 buffers) the eager path hands the forward's pair
+    maxima of (u, pregate) to the backward (here to dpostgate's convolution), which the
+    operators recompute: one reduction less per step, the same gradients bit for bit."""
+    import sys
+
+    import dnastream.kernels.fftconv_triton as ft
+
+    module = sys.modules["dnastream.kernels.fftconv"]
+    monkeypatch.setattr(module, "_select_backend", lambda u, context: module._triton_backend)
+    monkeypatch.setenv("DNASTREAM_FFTCONV", "triton")
+    calls = []
+    real = ft._pair_max
+    monkeypatch.setattr(ft, "_pair_max", lambda *a: calls.append(1) or real(*a))
+    u, k, D, g1, g2 = make(3, 1, 9000, 9000, torch.bfloat16)  # N = 32768: one outer level
+    plan = fftconv_op.triton_plan(u, k, True, g1, g2, tuned=True)
+    assert plan.outer and plan.outer_fp16
+    dy = torch.randn(u.shape, generator=torch.Generator().manual_seed(1)).to(u.dtype)
+    grads, counts = [], []
+    for eager in (True, False):
+        calls.clear()
+        leaves = [t.clone().requires_grad_(True) for t in (u, k, D, g1, g2)]
+        if eager:
+            y = fftconv(leaves[0], leaves[1], leaves[2], pregate=leaves[3], postgate=leaves[4])
+        else:
+            y = torch.ops.dnastream.fftconv(*leaves, None, True, None)
+        y.backward(dy)
+        grads.append([t.grad for t in leaves])
+        counts.append(len(calls))
+    assert counts[0] == counts[1] - 1, counts
+    for a, b in zip(*grads, strict=True):
+        assert torch.equal(a, b)
+
+
 _NO_DYNAMO_SCRIPT = """
 import os, sys
 os.environ["TRITON_INTERPRET"] = "1"

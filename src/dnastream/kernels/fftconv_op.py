@@ -148,16 +148,19 @@ def forward_with_plan(
     causal: bool,
     freq_keep: float | None = None,
     context: Tensor | None = None,
+    pair_max: list[Tensor | None] | None = None,
 ) -> Tensor:
     """:func:`forward_impl` with the Triton plan given (None: the reference), e.g. a blocked
     (overlap-save) plan from :func:`~dnastream.kernels.monarch.block_plan_for`, which only
     inference uses. ``k_spectrum`` must be the plan's (or None). ``context`` (B, H, C):
-    streaming, blocked plans only (the gated samples before u, as in ``fftconv_ref``)."""
+    streaming, blocked plans only (the gated samples before u, as in ``fftconv_ref``).
+    ``pair_max``: see :func:`~dnastream.kernels.fftconv_triton.conv_forward`."""
     if plan is not None:
         from dnastream.kernels.fftconv_triton import conv_forward
 
         spec = _spectrum(plan, k, k_spectrum)
-        args = (plan, u.contiguous(), spec, _opt(D), _opt(pregate), _opt(postgate), _opt(context))
+        args = (plan, u.contiguous(), spec, _opt(D), _opt(pregate), _opt(postgate), _opt(context),
+                pair_max)  # fmt: skip
         y = _unless_out_of_resources(plan, conv_forward, *args)
         if y is not None:
             return y
@@ -210,13 +213,32 @@ def backward_impl(
     (du, dk, dD, dpregate, dpostgate) in the dtypes of (u, k, D, pregate, postgate); a
     gradient that is not needed (or whose input is None) comes back as an empty (0,) tensor."""
     needs = (need_u, need_k, need_d, need_pregate, need_postgate)
+    return _backward_body(dy, u, k, D, pregate, postgate, k_spectrum, causal, needs, freq_keep)
+
+
+def _backward_body(
+    dy: Tensor,
+    u: Tensor,
+    k: Tensor,
+    D: Tensor | None,
+    pregate: Tensor | None,
+    postgate: Tensor | None,
+    k_spectrum: Tensor | None,
+    causal: bool,
+    needs: tuple[bool, ...],
+    freq_keep: float | None = None,
+    u_max: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """:func:`backward_impl`; ``u_max``: the forward's pair maxima of (u, pregate) where it
+    kept them (eager training), else None (recomputed where the plan needs them)."""
     plan = triton_plan(u, k, causal, pregate, postgate, tuned=True, freq_keep=freq_keep)
     grads = None
     if plan is not None:
         from dnastream.kernels.fftconv_triton import conv_backward
 
         spec = _spectrum(plan, k, k_spectrum)
-        args = (plan, dy, u.contiguous(), k, _opt(D), _opt(pregate), _opt(postgate), spec, needs)
+        args = (plan, dy, u.contiguous(), k, _opt(D), _opt(pregate), _opt(postgate), spec, needs,
+                u_max)  # fmt: skip
         grads = _unless_out_of_resources(plan, conv_backward, *args)
     if grads is None:
         grads = fftconv_backward_ref(
@@ -291,24 +313,31 @@ class _EagerFFTConv(torch.autograd.Function):
     """The operator's autograd formula around its bodies, without the operators (eager
     training): the same kernels and results, less dispatch per step (a CPU here: 375 vs 252 us
     per forward+backward of a small convolution, 139 us of it the work itself) and no
-    ``torch._dynamo`` import. Like the operators, not for ``torch.func`` transforms."""
+    ``torch._dynamo`` import; the forward's pair maxima (scaled float16 buffers) reach the
+    backward, which the operators recompute. Like the operators, not for ``torch.func``
+    transforms."""
 
     @staticmethod
     def forward(ctx, u, k, D, pregate, postgate, k_spectrum, causal, freq_keep, plan):  # type: ignore[override]
         if plan is not None and k_spectrum is None:
             # computed once and kept for the backward (the operators compute it in each pass)
             k_spectrum = _spectrum(plan, k, None)
+        maxima: list[Tensor | None] = [None]  # scaled float16 buffers: kept for the backward
+        y = forward_with_plan(
+            plan, u, k, D, pregate, postgate, k_spectrum, causal, freq_keep, pair_max=maxima
+        )
         ctx.save_for_backward(u, k, D, pregate, postgate, k_spectrum)
-        ctx.causal, ctx.freq_keep = causal, freq_keep
-        return forward_with_plan(plan, u, k, D, pregate, postgate, k_spectrum, causal, freq_keep)
+        ctx.causal, ctx.freq_keep, ctx.u_max = causal, freq_keep, maxima[0]
+        return y
 
     @staticmethod
     def backward(ctx, dy):  # type: ignore[override]
         u, k, D, pregate, postgate, k_spectrum = ctx.saved_tensors
         needs = tuple(bool(n) for n in ctx.needs_input_grad[:5])
-        grads = backward_impl(
-            dy, u, k, D, pregate, postgate, k_spectrum, ctx.causal, *needs, ctx.freq_keep
-        )
+        grads = _backward_body(
+            dy, u, k, D, pregate, postgate, k_spectrum, ctx.causal, needs, ctx.freq_keep,
+            ctx.u_max,
+        )  # fmt: skip
         out = tuple(g if need else None for g, need in zip(grads, needs, strict=True))
         return (*out, None, None, None, None)
 

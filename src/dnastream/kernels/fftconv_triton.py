@@ -2161,11 +2161,16 @@ def conv_forward(
     pregate: Tensor | None,
     postgate: Tensor | None,
     context: Tensor | None = None,
+    pair_max: list[Tensor | None] | None = None,
 ) -> Tensor:
     """The forward kernels for contiguous inputs (no autograd): y (B, H, L) in u's dtype.
     ``context`` (B, H, C), blocked plans only: the C gated samples that precede u (streaming;
-    ``plan`` from ``block_plan_for(L, Lk, dtype, context=C)``)."""
-    y, _ = _conv(plan, u, pregate, k_spectrum, False, D, postgate, None, ctx=context)
+    ``plan`` from ``block_plan_for(L, Lk, dtype, context=C)``). ``pair_max``: a one-item list
+    that receives :func:`_pair_max` of (u, pregate) where the plan computes it (scaled float16
+    buffers), for :func:`conv_backward`'s ``u_max``."""
+    y, _ = _conv(
+        plan, u, pregate, k_spectrum, False, D, postgate, None, ctx=context, pair_max=pair_max
+    )
     return y
 
 
