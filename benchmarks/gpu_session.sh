@@ -111,10 +111,10 @@ if [[ $what == bwd_options || $what == all ]]; then
 fi
 if [[ $what == eager || $what == all ]]; then
     # eager training through a plain autograd.Function (default) against the operators
-    # (DNASTREAM_FFTCONV_EAGER=off): host-bound small steps, same call. ~2 min.
+    # (DNASTREAM_EAGER_OPS=off): host-bound small steps, same call. ~2 min.
     step train_step_eager 150 python benchmarks/bench_train_step.py --cases 8x1024,4x4096 \
         --rounds 2
-    step train_step_operators 150 env DNASTREAM_FFTCONV_EAGER=off \
+    step train_step_operators 150 env DNASTREAM_EAGER_OPS=off \
         python benchmarks/bench_train_step.py --cases 8x1024,4x4096 --rounds 2
 fi
 if [[ $what == multi || $what == all ]]; then

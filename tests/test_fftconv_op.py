@@ -329,8 +329,8 @@ def test_eager_training_computes_the_filter_spectrum_once(triton_on_cpu, monkeyp
         assert len(calls) == (1 if eager else 3), calls  # operators: forward and backward
     for a, b in zip(*grads, strict=True):
         assert torch.equal(a, b)
-    # DNASTREAM_FFTCONV_EAGER=off: fftconv() goes through the operators (two more spectra)
-    monkeypatch.setenv("DNASTREAM_FFTCONV_EAGER", "off")
+    # DNASTREAM_EAGER_OPS=off: fftconv() goes through the operators (two more spectra)
+    monkeypatch.setenv("DNASTREAM_EAGER_OPS", "off")
     leaves = [t.clone().requires_grad_(True) for t in (u, k, D, g1, g2)]
     fftconv(leaves[0], leaves[1], leaves[2], pregate=leaves[3], postgate=leaves[4]).backward(dy)
     assert len(calls) == 5

@@ -441,17 +441,42 @@ b = torch.randn(8, generator=g)
 with torch.no_grad():
     y = sc.short_conv(x, w, b)
 assert "torch._dynamo" not in sys.modules, "inference went through the operator wrapper"
-y_op = sc.short_conv(x.clone().requires_grad_(True), w, b)  # with a gradient: the operator
-assert "torch._dynamo" in sys.modules  # (so the check above can fail)
-assert torch.equal(y, y_op.detach()), "the direct call and the operator differ"
+# eager training: the kernels through a plain autograd.Function, no operator either
+s = torch.randn(2, 8, 2, generator=g)
+leaves = [t.clone().requires_grad_(True) for t in (x, w, b, s)]
+y_eager = sc.short_conv(*leaves[:3], state=leaves[3])
+dy = torch.randn(y_eager.shape, generator=g)
+y_eager.backward(dy)
+assert "torch._dynamo" not in sys.modules, "eager training went through the operator wrapper"
+# the operators (what torch.compile traces): same outputs and gradients, bit for bit
+ops = [t.clone().requires_grad_(True) for t in (x, w, b, s)]
+y_op = torch.ops.dnastream.short_conv(*ops)
+y_op.backward(dy)
+assert "torch._dynamo" in sys.modules  # (so the checks above can fail)
+assert torch.equal(y, sc.short_conv(x, w, b).detach()), "inference and training differ"
+assert torch.equal(y_eager.detach(), y_op.detach()), "eager training and the operator differ"
+for a, o in zip(leaves, ops):
+    assert a.grad.dtype == o.grad.dtype and torch.equal(a.grad, o.grad), "gradients differ"
+# DNASTREAM_EAGER_OPS=off: training through the operator
+os.environ["DNASTREAM_EAGER_OPS"] = "off"
+calls = []
+real = sc._EagerShortConv.apply
+sc._EagerShortConv.apply = lambda *a: calls.append(1) or real(*a)
+sc.short_conv(x.clone().requires_grad_(True), w, b).sum().backward()
+del os.environ["DNASTREAM_EAGER_OPS"]
+assert not calls
+sc.short_conv(x.clone().requires_grad_(True), w, b).sum().backward()
+assert calls
 print("ok")
 """
 
 
 def test_inference_runs_the_kernel_without_the_operator_wrapper() -> None:
-    """Without gradients and outside torch.compile, short_conv() calls the Triton forward
-    directly: same output bit for bit, and no ``torch._dynamo`` import (the custom-op wrapper
-    imports it on its first call). Fresh interpreter."""
+    """Outside torch.compile, short_conv() runs the Triton kernels without the operator
+    wrapper: the forward directly without gradients, forward and backward through a plain
+    autograd.Function with them (``DNASTREAM_EAGER_OPS=off``: the operator). Same outputs and
+    gradients as the operators bit for bit, and no ``torch._dynamo`` import (the custom-op
+    wrapper imports it on its first call). Fresh interpreter."""
     import subprocess
     import sys
 

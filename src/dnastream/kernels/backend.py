@@ -40,3 +40,10 @@ def kernel_mode(device: torch.device | str | None = None) -> KernelMode:
     if dev is None:
         return "compiled" if torch.cuda.is_available() else "reference"
     return "compiled" if dev.type == "cuda" else "reference"
+
+
+def eager_ops_enabled() -> bool:
+    """Eager training (outside ``torch.compile``) runs the custom operators' bodies through
+    plain ``autograd.Function`` s, unless ``DNASTREAM_EAGER_OPS=off`` (then through the
+    ``dnastream::`` operators themselves, as under ``torch.compile``)."""
+    return os.environ.get("DNASTREAM_EAGER_OPS", "on").strip().lower() not in {"off", "0"}

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from dnastream.kernels import fftconv_op  # also registers torch.ops.dnastream.fftconv
-from dnastream.kernels.backend import kernel_mode
+from dnastream.kernels.backend import eager_ops_enabled, kernel_mode
 from dnastream.kernels.fftconv_ref import fftconv_ref
 from dnastream.kernels.monarch import MAX_FUSED_SIZE, MIN_FFT_SIZE, FFTPlan
 from dnastream.kernels.spectrum import FFTConv
@@ -182,19 +182,13 @@ def _triton_backend(
         return fftconv_op.forward_impl(
             u, k_tensor, D, pregate, postgate, spectrum, causal, freq_keep
         )
-    if not torch.compiler.is_compiling() and _eager_enabled():
+    if not torch.compiler.is_compiling() and eager_ops_enabled():
         return fftconv_op.eager_fftconv(
             u, k_tensor, D, pregate, postgate, spectrum, causal, freq_keep
         )
     return torch.ops.dnastream.fftconv(
         u, k_tensor, D, pregate, postgate, spectrum, causal, freq_keep
     )
-
-
-def _eager_enabled() -> bool:
-    """Eager training through :func:`~dnastream.kernels.fftconv_op.eager_fftconv`, unless
-    ``DNASTREAM_FFTCONV_EAGER=off`` (then through the operators, as under torch.compile)."""
-    return os.environ.get("DNASTREAM_FFTCONV_EAGER", "on").strip().lower() not in {"off", "0"}
 
 
 def _blocks_enabled() -> bool:

@@ -15,7 +15,7 @@ import os
 import torch
 from torch import Tensor
 
-from dnastream.kernels.backend import interpret_requested, triton_available
+from dnastream.kernels.backend import eager_ops_enabled, interpret_requested, triton_available
 from dnastream.kernels.short_conv_ref import short_conv_ref, short_conv_state_ref
 
 __all__ = [
@@ -100,12 +100,17 @@ def _dispatch(x: Tensor, weight: Tensor, bias: Tensor | None, state: Tensor | No
         needs_grad = torch.is_grad_enabled() and any(
             t is not None and t.requires_grad for t in (x, weight, bias, state)
         )
-        if not needs_grad and not torch.compiler.is_compiling():
-            # inference: the op's body without its wrapper (which imports torch._dynamo on its
-            # first call, seconds in a fresh process, and adds dispatch work to every call)
-            from dnastream.kernels.short_conv_triton import short_conv_fwd_triton
+        if not torch.compiler.is_compiling():
+            # outside torch.compile the op's bodies run without its wrapper (which imports
+            # torch._dynamo on its first call, seconds in a fresh process, and adds dispatch
+            # work to every call): directly in inference, through an autograd.Function in
+            # training (unless DNASTREAM_EAGER_OPS=off)
+            if not needs_grad:
+                from dnastream.kernels.short_conv_triton import short_conv_fwd_triton
 
-            return short_conv_fwd_triton(x, weight, bias, state)
+                return short_conv_fwd_triton(x, weight, bias, state)
+            if eager_ops_enabled():
+                return _EagerShortConv.apply(x, weight, bias, state)
         return torch.ops.dnastream.short_conv(x, weight, bias, state)
     return short_conv_ref(x, weight, bias, state=state)
 
@@ -202,6 +207,33 @@ def _backward(ctx: torch.autograd.function.FunctionCtx, dy: Tensor) -> tuple:
 
 
 _short_conv_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _EagerShortConv(torch.autograd.Function):
+    """The operator's forward, setup and backward around the Triton kernels, without the
+    operators (eager training; :func:`_dispatch`): the same kernels and gradients."""
+
+    @staticmethod
+    def forward(x, weight, bias, state):  # type: ignore[override]
+        from dnastream.kernels.short_conv_triton import short_conv_fwd_triton
+
+        return short_conv_fwd_triton(x, weight, bias, state)
+
+    setup_context = staticmethod(_setup_context)
+
+    @staticmethod
+    def backward(ctx, dy):  # type: ignore[override]
+        from dnastream.kernels.short_conv_triton import short_conv_bwd_triton
+
+        x, weight, state = ctx.saved_tensors
+        dx, dweight, dbias, dstate = short_conv_bwd_triton(dy, x, weight, state)
+        need_x, need_w, need_b, need_s = ctx.needs_input_grad
+        return (
+            dx if need_x else None,
+            dweight.to(weight.dtype) if need_w else None,
+            dbias.to(ctx.bias_dtype) if need_b and ctx.bias_dtype is not None else None,
+            dstate.to(ctx.state_dtype) if need_s and ctx.state_dtype is not None else None,
+        )
 
 
 def short_conv_streaming(
