@@ -8,6 +8,7 @@
 #   bash benchmarks/gpu_session.sh explore      # explore_plans: plan structures side by side
 #   bash benchmarks/gpu_session.sh structures   # plan-structure A/Bs (circular, B = 2) and tests
 #   bash benchmarks/gpu_session.sh bwd_options  # stop 15's backward options: tests and A/Bs
+#   bash benchmarks/gpu_session.sh scaling      # R-row static scaling, fused 16K chunk A/Bs
 #   bash benchmarks/gpu_session.sh eager        # eager-training path vs the operators
 #   bash benchmarks/gpu_session.sh bench        # bench_conv (with the tuned cache), sparse rows,
 #                                               # backward-plan A/B, training step, windows
@@ -102,6 +103,16 @@ if [[ $what == bwd_options || $what == all ]]; then
         --sizes 32768,262144 --variants shared,sep_w8_nocap --rounds 2
     step ab_shared_bwd_gated 160 python benchmarks/ab_backward_plans.py \
         --sizes 131072,262144 --variants shared,shared_nocap --rounds 2 --gated
+fi
+if [[ $what == scaling || $what == all ]]; then
+    # static_scale on the R-row kernels (L1-norm / derived operand scales): forward of the
+    # fused 256-2048 plans and the radix-128 plans, and forward+backward at 128K / 4M
+    step gpu_static_rows 200 python -m pytest -m gpu -q -p no:cacheprovider \
+        tests/test_fftconv_triton.py -k "TestGPUAllSizes and static_scale_on_row_tiles"
+    step explore_static_rows 200 python benchmarks/explore_plans.py --warm-jobs 14 \
+        --cases padded:256,padded:1024,gated_padded:1024,padded:2048,padded:131072
+    step ab_static_rows 160 python benchmarks/ab_backward_plans.py --sizes 131072,4194304 \
+        --variants static_rows --rounds 2
     # the fused 16K kernel's spectrum chunk: plan_for's 32 (--untuned) against the shipped
     # tuning entry's 16 (plain bf16, B = 32), forward and forward+backward
     step bench_16k_untuned 120 python benchmarks/bench_conv.py --sizes 16384 --untuned \

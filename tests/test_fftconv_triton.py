@@ -294,6 +294,38 @@ def test_static_scale_matches_dynamic_scaling(L, causal, dtype) -> None:
     check_backward(3, 2, L, L, dtype, causal=causal, plan=plan)
 
 
+@pytest.mark.parametrize(
+    ("L", "B", "dtype", "extra"),
+    [(100, 8, torch.bfloat16, {}),  # N = 256, 4-row tiles
+     (500, 5, torch.float16, {}),  # N = 1024, 2-row tiles (3 pairs: one half empty)
+     (1000, 4, torch.bfloat16, {}),  # N = 2048, 2-row tiles (one-row filter gradient)
+     (2000, 4, torch.bfloat16, {"max_fused": 256})],  # outer levels over 2-row tiles
+)  # fmt: skip
+def test_static_scale_on_row_tiles(L, B, dtype, extra) -> None:
+    """``static_scale`` in the R-row (transposed) kernels: L1-norm row scales in each
+    transform's first step and a bound derived from them in its second (no row maxima).
+    Forward error within 10% (fp16: 20%) of the row-max scaling's (HyenaDNA-like decaying
+    filter, pairs at scales 1e-3 to 1e3 (bf16; fp16 to 30), a spike ten times the largest),
+    gradients within the bars of float64."""
+    plan = plan_for(L, L, True, dtype, batch=B, **extra)
+    assert plan.rows > 1 and not plan.static_scale
+    static = dataclasses.replace(plan, static_scale=True)
+    u, k, d, g1, g2 = make_inputs(B, 2, L, L, dtype, decay=True)
+    big = 1e3 if dtype == torch.bfloat16 else 10.0  # (fp16 outputs overflow beyond)
+    scale = torch.tensor([big, 1.0, 1e-3, 30.0, 0.5, 2.0, 7.0, 1e-2])[:B, None, None]
+    u = (u.float() * scale).to(dtype)
+    u[1, :, L // 3] = 10 * big  # a spike in the second pair
+    ref = ref64(u, k, d, g1, g2)
+    errs = [rel_err(fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=p), ref)
+            for p in (plan, static)]  # fmt: skip
+    # (interpreter: bf16 0.98-1.01x the row-max scaling's error, fp16 1.01-1.13x, 5.5e-4 at
+    # most against the 1e-3 bar: L1-scaled first-step operands sit lower in fp16's range)
+    slack = 1.2 if dtype == torch.float16 else 1.1
+    assert errs[1] <= max(slack * errs[0], 5e-5 + errs[0]), errs
+    assert errs[1] <= BARS[dtype], errs
+    check_backward(B, 2, L, L, dtype, plan=static, decay=True)
+
+
 def test_static_scale_survives_a_spike_and_extreme_magnitudes() -> None:
     """A bound from max |x| would push the rest of a tile with one huge value into fp16
     subnormals; the L1 bound does not (same error as the dynamic scaling)."""
@@ -610,6 +642,17 @@ class TestGPUAllSizes:
         assert (plan.outer, plan.inner) == (outer, inner), plan.describe()
         check_forward(B, 2, L, L, torch.bfloat16, causal=causal, plan=plan, decay=True)
         check_backward(B, 2, L, L, torch.bfloat16, causal=causal, plan=plan)
+
+    @pytest.mark.parametrize("n", [256, 1024, 2048, 1 << 17, 1 << 22])
+    def test_static_scale_on_row_tiles(self, n) -> None:
+        """static_scale on the R-row (transposed) kernels of the default B >= 3 plans: forward
+        with gates and D (decaying filter) and backward within the bars, on real tiles."""
+        B, H = 5, 2
+        plan = plan_for(n // 2, n // 2, True, torch.bfloat16, batch=B)
+        assert plan.rows > 1, plan.describe()
+        plan = dataclasses.replace(plan, static_scale=True)
+        check_forward(B, H, n // 2, n // 2, torch.bfloat16, plan=plan, decay=True)
+        check_backward(B, H, n // 2, n // 2, torch.bfloat16, plan=plan)
 
     @pytest.mark.parametrize(
         "n, option",

@@ -47,6 +47,8 @@ add("outer 65536 separate backward", 65536, fused_bwd=False, bwd_warps=0)
 add("outer 65536 fp32 buffers", 65536, outer_fp16=False)
 add("outer 131072 2-row fused backward", 131072, fused_bwd=True, bwd_warps=8, bwd_maxnreg=0)
 add("outer 131072 2-row shared outer forward", 131072, shared_bwd_outer=True)
+add("rows 1024 static scale", 1024, static_scale=True)
+add("outer 131072 2-row static scale", 131072, static_scale=True)
 add("fp32 2048", 2048, torch.float32)
 out, seen = [], set()
 for label, n, dtype, keep, kw in cases:

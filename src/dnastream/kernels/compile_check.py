@@ -40,6 +40,7 @@ class KernelReport:
     shared_bytes: int | None
     options: dict
     error: str | None = None
+    cubin: bytes | None = None  # the compiled binary (``compile_launches(keep_cubin=True)``)
 
 
 KERNELS = (
@@ -115,13 +116,15 @@ def compile_launches(
     *,
     module: object = ft,
     kernels: tuple[str, ...] = KERNELS,
+    keep_cubin: bool = False,
 ) -> list[KernelReport]:
     """Compile every kernel launch that ``run()`` makes (CPU tensors; nothing executes).
 
     ``module``/``kernels``: where the launchers look their kernels up (default: the FFT
     convolution's; the short conv's are ``short_conv_triton`` and ``SHORT_CONV_KERNELS``).
     ``seen`` (optional) skips specialisations already compiled by an earlier call. Errors are
-    reported per kernel (``KernelReport.error``), not raised.
+    reported per kernel (``KernelReport.error``), not raised. ``keep_cubin``: each report
+    carries its binary (for a disassembly, ``benchmarks/sass_mix.py``).
     """
     seen = set() if seen is None else seen
     _Capture.calls = []
@@ -147,7 +150,10 @@ def compile_launches(
                 ASTSource(fn, sig, consts), target=GPUTarget("cuda", arch, 32), options=opts
             )
             regs, spill = _ptxas(compiled.asm["ptx"], arch)
-            out.append(KernelReport(fn.__name__, regs, spill, compiled.metadata.shared, opts))
+            cubin = compiled.asm.get("cubin") if keep_cubin else None
+            out.append(
+                KernelReport(fn.__name__, regs, spill, compiled.metadata.shared, opts, None, cubin)
+            )
         except Exception as e:  # noqa: BLE001 - reported, not raised
             out.append(
                 KernelReport(fn.__name__, None, None, None, opts, f"{type(e).__name__}: {e}")

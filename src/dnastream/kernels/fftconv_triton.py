@@ -333,18 +333,28 @@ def _inner_fwd(
     N1_IO: tl.constexpr,
     HOIST: tl.constexpr,
     MMA_FP16: tl.constexpr,
+    DERIVED: tl.constexpr = False,
 ):
     """Forward inner FFT of R complex rows.
 
     In:  (R * N2, N1_IO) with element [r, b, a] = x_r[a * N2 + b] (rows a >= N1_IO are zero).
     Out: (R * N1, N2) with element [r, k1, k2] = X_r[k1 + N1 * k2].
     HOIST: the DFT matrices and twiddles come preloaded (h_*), else they are loaded here.
+    DERIVED (fp16): each row of the first step is scaled by its L1 norm (sum of |re| + |im|)
+    instead of its maximum, and the second step's rows by the row pair's largest such norm (a
+    bound on every first-step output of the pair) instead of their own maxima: one row
+    reduction less per transform. A spike keeps the bounds as tight as the maxima would be.
     """
     if HOIST:
         f1r, f1i = h_f1r, h_f1i
     else:
         f1r, f1i = _load_planes(f1_ptr, N1_IO, N1, N1, N1 * N1)
-    br, bi = _cmatmul(xr, xi, f1r, f1i, False, MMA_FP16)  # [r, b, k1]
+    if DERIVED and MMA_FP16:
+        m = tl.sum(tl.abs(xr) + tl.abs(xi), axis=1)  # [r, b]: L1 norms of the rows
+        m = tl.where(m > 0.0, m, 1.0)
+        br, bi = _cmatmul(xr, xi, f1r, f1i, False, MMA_FP16, m[:, None], True)  # [r, b, k1]
+    else:
+        br, bi = _cmatmul(xr, xi, f1r, f1i, False, MMA_FP16)  # [r, b, k1]
     if HOIST:
         wr, wi = h_wr, h_wi
     else:
@@ -359,6 +369,10 @@ def _inner_fwd(
         f2r, f2i = h_f2r, h_f2i
     else:
         f2r, f2i = _load_planes(f2_ptr, N2, N2, N2, N2 * N2)
+    if DERIVED and MMA_FP16:  # |c[r, k1, b]| <= sum_a |x[r, b, a]| <= max_b m[r, b]
+        mp = tl.max(tl.reshape(m, (R, N2)), axis=1)
+        s2 = tl.reshape(tl.broadcast_to(mp[:, None], (R, N1)), (R * N1,))
+        return _cmatmul(cr, ci, f2r, f2i, False, MMA_FP16, s2[:, None], True)
     return _cmatmul(cr, ci, f2r, f2i, False, MMA_FP16)
 
 
@@ -381,16 +395,24 @@ def _inner_inv(
     N1_IO: tl.constexpr,
     HOIST: tl.constexpr,
     MMA_FP16: tl.constexpr,
+    DERIVED: tl.constexpr = False,
 ):
     """Inverse (unnormalised) inner FFT, the mirror image of :func:`_inner_fwd`.
 
     In:  (R * N1, N2) spectrum [r, k1, k2]. Out: (R * N2, N1_IO) [r, b, a] = y_r[a * N2 + b].
+    DERIVED: as in :func:`_inner_fwd` (first-step rows scaled by their L1 norms, the second
+    step's by the row pair's largest one).
     """
     if HOIST:
         f2r, f2i = h_f2r, h_f2i
     else:
         f2r, f2i = _load_planes(f2_ptr, N2, N2, N2, N2 * N2)
-    er, ei = _cmatmul(yr, yi, f2r, f2i, True, MMA_FP16)  # [r, k1, b]
+    if DERIVED and MMA_FP16:
+        m = tl.sum(tl.abs(yr) + tl.abs(yi), axis=1)  # [r, k1]: L1 norms of the rows
+        m = tl.where(m > 0.0, m, 1.0)
+        er, ei = _cmatmul(yr, yi, f2r, f2i, True, MMA_FP16, m[:, None], True)  # [r, k1, b]
+    else:
+        er, ei = _cmatmul(yr, yi, f2r, f2i, True, MMA_FP16)  # [r, k1, b]
     er3 = tl.permute(tl.reshape(er, (R, N1, N2)), (0, 2, 1))  # [r, b, k1]
     ei3 = tl.permute(tl.reshape(ei, (R, N1, N2)), (0, 2, 1))
     if HOIST:
@@ -403,6 +425,10 @@ def _inner_inv(
         g1r, g1i = h_g1r, h_g1i
     else:
         g1r, g1i = _load_planes(f1_ptr, N1, N1_IO, N1, N1 * N1)
+    if DERIVED and MMA_FP16:  # |c[r, b, k1]| <= sum_k2 |y[r, k1, k2]| <= max_k1 m[r, k1]
+        mp = tl.max(tl.reshape(m, (R, N1)), axis=1)
+        s2 = tl.reshape(tl.broadcast_to(mp[:, None], (R, N2)), (R * N2,))
+        return _cmatmul(cr, ci, g1r, g1i, True, MMA_FP16, s2[:, None], True)
     return _cmatmul(cr, ci, g1r, g1i, True, MMA_FP16)
 
 
@@ -580,6 +606,7 @@ def _conv_kernel(
     SLOTS=1,
     XCORR: tl.constexpr = False,
     HAS_XW: tl.constexpr = False,
+    DERIVED: tl.constexpr = False,
 ):
     """Fused FFT -> spectrum product -> inverse FFT over tiles of R complex rows.
 
@@ -598,6 +625,8 @@ def _conv_kernel(
     pair by ``xw`` (HAS_XW), summed per channel c over the program's run of tiles and stored in
     slot ``c - c_first`` of the program's ``SLOTS`` (2, M) slots in ``part`` (the launcher sums
     the slots per channel).
+    DERIVED: each transform's first step scales its fp16 operand rows by their L1 norms and the
+    second step by a bound derived from them (see :func:`_inner_fwd`), not by row maxima.
     """
     M: tl.constexpr = N1 * N2
     pid = tl.program_id(0)
@@ -655,6 +684,7 @@ def _conv_kernel(
             N1_IO,
             HOIST,
             MMA_FP16,
+            DERIVED,
         )
 
         if XCORR:  # the filter-gradient spectra: FFT(this tile) * conj(FFT(xa's tile))
@@ -662,7 +692,7 @@ def _conv_kernel(
             ai = _gload(xa_ptr, xa_ptr, offs1, m1, False)
             pr, pi = _inner_fwd(
                 ar, ai, f1_ptr, f2_ptr, tw_ptr, h_f1r, h_f1i, h_f2r, h_f2i, h_wr, h_wi,
-                R, N1, N2, N1_IO, HOIST, MMA_FP16,
+                R, N1, N2, N1_IO, HOIST, MMA_FP16, DERIVED,
             )  # fmt: skip
             if HAS_XW:  # one weight per pair: rows r * N1 .. r * N1 + N1 - 1 of the tile
                 pw = j * R + tl.arange(0, R * N1) // N1
@@ -710,6 +740,7 @@ def _conv_kernel(
             N1_IO,
             HOIST,
             MMA_FP16,
+            DERIVED,
         )
 
         if COMPLEX_IO:  # the outer levels' buffer (fp32, bf16 or scaled fp16)
@@ -763,6 +794,7 @@ def _xcorr_kernel(
     HOIST: tl.constexpr = True,
     xw_ptr=None,
     HAS_XW: tl.constexpr = False,
+    DERIVED: tl.constexpr = False,
 ):
     """Partial cross-spectrum S[c, g] = sum over pairs of FFT(b) * conj(FFT(a)) (fp32).
 
@@ -826,6 +858,7 @@ def _xcorr_kernel(
             N1_IO,
             HOIST,
             MMA_FP16,
+            DERIVED,
         )
         qr, qi = _inner_fwd(
             zr,
@@ -845,6 +878,7 @@ def _xcorr_kernel(
             N1_IO,
             HOIST,
             MMA_FP16,
+            DERIVED,
         )
         if HAS_XW:  # one weight per pair: rows r * N1 .. r * N1 + N1 - 1 of the tile
             pw = j * R + tl.arange(0, R * N1) // N1
@@ -1824,6 +1858,7 @@ def _launch_inner_conv(
         per,
         R=rows,
         HOIST=plan.hoist,
+        DERIVED=plan.static_scale,
         **blocked,
         **flags,
         **fused,
@@ -1975,8 +2010,9 @@ def _xcorr(
         )
     else:
         _xcorr_kernel[(n_c, groups)](
-            *common, n_pblk, blk_per_prog, R=rows, HOIST=plan.hoist, **flags, **weights
-        )
+            *common, n_pblk, blk_per_prog, R=rows, HOIST=plan.hoist, DERIVED=plan.static_scale,
+            **flags, **weights,
+        )  # fmt: skip
     summed = part[:, 0] if part.shape[1] == 1 else part.sum(dim=1)
     dd = None
     if want_dd:

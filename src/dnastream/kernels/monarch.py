@@ -172,6 +172,11 @@ class FFTPlan:
         static_scale: one-row fused bf16/fp16 kernel: scale the fp16 operands of each spectrum
             chunk by bounds known per tile (the tile's L1 norm, max |K| per spectrum block)
             instead of their row and column maxima (no cross-thread reductions per chunk).
+            R-row (transposed) kernels, a tuning option until measured: the first step of each
+            transform scales its rows by their L1 norms and the second step by the row pair's
+            largest one (a bound on its inputs), one row reduction less per transform (in SASS,
+            row maxima and their shuffles are ~18% of the 1024-2048-point R-row kernels'
+            instructions, results/sass_mix_*_stop15.log).
         static_bwd: the fused backward's du transform scales its fp16 operands like
             ``static_scale`` (independently of it; the second signal's transform keeps its
             column maxima).
