@@ -6,10 +6,12 @@ the ``nvdisasm`` that ships with Triton, and the instructions counted by class: 
 products (HMMA / HGMMA), fp32 arithmetic, conversions and packed-half arithmetic, shared,
 global and local (spill) memory, shuffles, barriers, integer/address arithmetic and the rest.
 
-The counts are static (instructions in the binary, not executed ones); the kernels' tile loop
-is one straight-line body, so its mix is close to the executed one. What it shows: how much of
-the issue bandwidth the tensor-core products get against the work around them (operand
-scaling and packing, twiddles, layout changes through shared memory). Timings need a GPU.
+The counts are static (instructions in the binary, not executed ones). The inner kernels'
+tile loop is one straight-line body, so their mix is close to the executed one: how much of the
+issue bandwidth the tensor-core products get against the work around them (operand scaling and
+packing, twiddles, layout changes through shared memory). The outer kernels compute their
+twiddles with libdevice ``sinf``/``cosf``, whose range-reduction slow path (integer-heavy, never
+taken for their arguments) dominates their static counts. Timings need a GPU.
 
     python benchmarks/sass_mix.py --sizes 1024,4096,16384,131072
     python benchmarks/sass_mix.py --sizes 131072 --backward --top 12
