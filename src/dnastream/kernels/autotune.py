@@ -459,6 +459,8 @@ def inner_grid(plan: FFTPlan) -> list[dict[str, Any]]:
         for reg, nw, r in itertools.product((128, None), (8, 4), rows):
             for c in (1, 2, 4) if reg is None else (2, 3, 4):
                 out.append(dict(num_warps=nw, maxnreg=reg, rows=r, ctas_per_sm=c))
+        if plan.mma == "fp16" and not plan.static_scale:  # L1-norm / derived operand scales
+            out += [dict(static_scale=True, num_warps=nw) for nw in (4, 8)]
     return out
 
 
