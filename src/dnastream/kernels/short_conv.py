@@ -194,16 +194,22 @@ def _setup_context(ctx: torch.autograd.function.FunctionCtx, inputs: tuple, outp
     ctx.state_dtype = state.dtype if state is not None else None
 
 
-def _backward(ctx: torch.autograd.function.FunctionCtx, dy: Tensor) -> tuple:
-    x, weight, state = ctx.saved_tensors
-    dx, dweight, dbias, dstate = torch.ops.dnastream.short_conv_backward(dy, x, weight, state)
+def _input_grads(ctx: torch.autograd.function.FunctionCtx, grads: tuple) -> tuple:
+    """The backward's (dx, dweight, dbias, dstate) as the inputs' gradients: the needed ones,
+    in their inputs' dtypes."""
+    dx, dweight, dbias, dstate = grads
     need_x, need_w, need_b, need_s = ctx.needs_input_grad
     return (
         dx if need_x else None,
-        dweight.to(weight.dtype) if need_w else None,
+        dweight.to(ctx.saved_tensors[1].dtype) if need_w else None,
         dbias.to(ctx.bias_dtype) if need_b and ctx.bias_dtype is not None else None,
         dstate.to(ctx.state_dtype) if need_s and ctx.state_dtype is not None else None,
     )
+
+
+def _backward(ctx: torch.autograd.function.FunctionCtx, dy: Tensor) -> tuple:
+    x, weight, state = ctx.saved_tensors
+    return _input_grads(ctx, torch.ops.dnastream.short_conv_backward(dy, x, weight, state))
 
 
 _short_conv_op.register_autograd(_backward, setup_context=_setup_context)
@@ -226,14 +232,7 @@ class _EagerShortConv(torch.autograd.Function):
         from dnastream.kernels.short_conv_triton import short_conv_bwd_triton
 
         x, weight, state = ctx.saved_tensors
-        dx, dweight, dbias, dstate = short_conv_bwd_triton(dy, x, weight, state)
-        need_x, need_w, need_b, need_s = ctx.needs_input_grad
-        return (
-            dx if need_x else None,
-            dweight.to(weight.dtype) if need_w else None,
-            dbias.to(ctx.bias_dtype) if need_b and ctx.bias_dtype is not None else None,
-            dstate.to(ctx.state_dtype) if need_s and ctx.state_dtype is not None else None,
-        )
+        return _input_grads(ctx, short_conv_bwd_triton(dy, x, weight, state))
 
 
 def short_conv_streaming(
