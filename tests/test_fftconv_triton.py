@@ -982,6 +982,40 @@ def test_scaled_fp16_outer_buffers_backward(fused) -> None:
         assert rel_err(a, b) < BARS[dtype], name
 
 
+def _backward_grads(plan, inputs, dy, gates, patch=None):
+    """Gradients of every given input through ``plan``; ``patch`` = (name, object) stands in
+    for that attribute of ``fftconv_triton`` during the backward only (a spy)."""
+    import dnastream.kernels.fftconv_triton as ft
+
+    leaves = [t.clone().requires_grad_(True) for t in inputs if t is not None]
+    u, k, d, *gs = leaves
+    g1, g2 = gs if gates else (None, None)
+    y = fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=plan)
+    if patch is None:
+        return torch.autograd.grad(y, leaves, dy)
+    name, obj = patch
+    real = getattr(ft, name)
+    setattr(ft, name, obj)
+    try:
+        return torch.autograd.grad(y, leaves, dy)
+    finally:
+        setattr(ft, name, real)
+
+
+def _assert_like_separate_passes(inputs, dy, gates, dtype, got_grads, separate_grads) -> None:
+    """Each gradient finite, within the bar of float64 autograd, and within 1e-2 of the bar
+    of the separate passes' (beyond their own error)."""
+    l64 = [t.detach().double().requires_grad_(True) for t in inputs if t is not None]
+    u64, k64, d64, *g64 = l64
+    y64 = ref64(u64, k64, d64, *(g64 if gates else (None, None)))
+    want = torch.autograd.grad(y64, l64, dy.double())
+    names = ("u", "k", "D", "pregate", "postgate")[: len(want)]
+    for name, got, sep, ref in zip(names, got_grads, separate_grads, want, strict=True):
+        assert torch.isfinite(got.float()).all(), name
+        assert rel_err(got, ref) < BARS[dtype], name
+        assert rel_err(got, sep.double()) < 1e-2 * BARS[dtype] + rel_err(sep, ref), name
+
+
 @pytest.mark.parametrize(
     ("B", "rows", "bwd_rows", "gates", "dtype"),
     [(3, 2, 0, True, torch.bfloat16),  # 2-row tiles (the transposed filter-gradient kernel)
@@ -1008,27 +1042,10 @@ def test_shared_bwd_outer_matches_the_separate_passes(B, rows, bwd_rows, gates, 
     dy = torch.randn(B, 2, L, generator=torch.Generator().manual_seed(5)).to(dtype)
     calls = []
     real = ft._shared_du_dk
-    grads = []
-    for pl in (shared, plan):
-        leaves = [t.clone().requires_grad_(True) for t in inputs if t is not None]
-        u, k, d, *gs = leaves
-        g1, g2 = gs if gates else (None, None)
-        y = fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=pl)
-        ft._shared_du_dk = lambda *a, **kw: calls.append(1) or real(*a, **kw)
-        try:
-            grads.append(torch.autograd.grad(y, leaves, dy))
-        finally:
-            ft._shared_du_dk = real
+    spy = ("_shared_du_dk", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    grads = [_backward_grads(pl, inputs, dy, gates, spy) for pl in (shared, plan)]
     assert len(calls) == 1  # the shared plan only
-    l64 = [t.detach().double().requires_grad_(True) for t in inputs if t is not None]
-    u64, k64, d64, *g64 = l64
-    y64 = ref64(u64, k64, d64, *(g64 if gates else (None, None)))
-    want = torch.autograd.grad(y64, l64, dy.double())
-    names = ("u", "k", "D", "pregate", "postgate")[: len(want)]
-    for name, got, sep, ref in zip(names, *grads, want, strict=True):
-        assert torch.isfinite(got.float()).all(), name
-        assert rel_err(got, ref) < BARS[dtype], name
-        assert rel_err(got, sep.double()) < 1e-2 * BARS[dtype] + rel_err(sep, ref), name
+    _assert_like_separate_passes(inputs, dy, gates, dtype, *grads)
 
 
 @pytest.mark.parametrize(
@@ -1067,31 +1084,15 @@ def test_fused_backward_on_row_tiles_under_outer_levels(B, rows, fp16_buffers, g
     scale = torch.tensor([300.0, 1.0, 1e-2, 5.0, 0.1])[:B, None, None]  # pairs apart in scale
     inputs[0] = (inputs[0].float() * scale).to(dtype)
     dy = torch.randn(B, 3, L, generator=torch.Generator().manual_seed(5)).to(dtype)
-    grads = []
-    for pl in (fused, plan):
-        leaves = [t.clone().requires_grad_(True) for t in inputs if t is not None]
-        u, k, d, *gs = leaves
-        g1, g2 = gs if gates else (None, None)
-        y = fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=pl)
-        ft._conv_kernel = Spy()
-        try:
-            grads.append(torch.autograd.grad(y, leaves, dy))
-        finally:
-            ft._conv_kernel = real
+    grads = [
+        _backward_grads(pl, inputs, dy, gates, ("_conv_kernel", Spy())) for pl in (fused, plan)
+    ]
     assert len(launches) == 1, launches  # the fused plan only, one inner pass
     (grid,), r, slots, per = launches[0]
     n_pblk = -(-((B + 1) // 2) // r)
     assert r == min(rows, 1 << ((B + 1) // 2 - 1).bit_length()) and r > 1
     assert per > n_pblk or grid > 3 * plan.n // plan.inner, (grid, per, n_pblk)
-    l64 = [t.detach().double().requires_grad_(True) for t in inputs if t is not None]
-    u64, k64, d64, *g64 = l64
-    y64 = ref64(u64, k64, d64, *(g64 if gates else (None, None)))
-    want = torch.autograd.grad(y64, l64, dy.double())
-    names = ("u", "k", "D", "pregate", "postgate")[: len(want)]
-    for name, got, sep, ref in zip(names, *grads, want, strict=True):
-        assert torch.isfinite(got.float()).all(), name
-        assert rel_err(got, ref) < BARS[dtype], name
-        assert rel_err(got, sep.double()) < 1e-2 * BARS[dtype] + rel_err(sep, ref), name
+    _assert_like_separate_passes(inputs, dy, gates, dtype, *grads)
 
 
 def test_fp16_buffers_can_be_switched_off(monkeypatch) -> None:
