@@ -301,63 +301,23 @@ def test_compile_through_fftconv_dispatch_triton_branch(triton_on_cpu, monkeypat
     assert rel_err(f(u, k, D, g1, g2), 2.0 * y64) <= 3e-3
 
 
-def test_eager_training_computes_the_filter_spectrum_once(triton_on_cpu, monkeypatch) -> None:
-    """fftconv() with gradients in eager mode and a plain filter tensor: the filter spectrum is
-    computed once per step (in the forward, kept for the backward; the operators compute it in
-    each pass), and the gradients equal the operators' bit for bit."""
+@pytest.fixture
+def triton_dispatch(triton_on_cpu, monkeypatch):
+    """fftconv() takes the Triton backend at every size (under the interpreter here)."""
     import sys
-
-    import dnastream.kernels.fftconv_triton as ft
 
     module = sys.modules["dnastream.kernels.fftconv"]
     monkeypatch.setattr(module, "_select_backend", lambda u, context: module._triton_backend)
     monkeypatch.setenv("DNASTREAM_FFTCONV", "triton")
-    calls = []
-    real = ft.filter_spectrum
-    monkeypatch.setattr(ft, "filter_spectrum", lambda *a, **kw: calls.append(1) or real(*a, **kw))
-    u, k, D, g1, g2 = make(2, 4, 300, 300, torch.bfloat16)
-    dy = torch.randn(u.shape, generator=torch.Generator().manual_seed(1)).to(u.dtype)
-    grads = []
-    for eager in (True, False):
-        leaves = [t.clone().requires_grad_(True) for t in (u, k, D, g1, g2)]
-        if eager:
-            y = fftconv(leaves[0], leaves[1], leaves[2], pregate=leaves[3], postgate=leaves[4])
-        else:
-            y = torch.ops.dnastream.fftconv(*leaves, None, True, None)
-        y.backward(dy)
-        grads.append([t.grad for t in leaves])
-        assert len(calls) == (1 if eager else 3), calls  # operators: forward and backward
-    for a, b in zip(*grads, strict=True):
-        assert torch.equal(a, b)
-    # DNASTREAM_EAGER_OPS=off: fftconv() goes through the operators (two more spectra)
-    monkeypatch.setenv("DNASTREAM_EAGER_OPS", "off")
-    leaves = [t.clone().requires_grad_(True) for t in (u, k, D, g1, g2)]
-    fftconv(leaves[0], leaves[1], leaves[2], pregate=leaves[3], postgate=leaves[4]).backward(dy)
-    assert len(calls) == 5
 
 
-def test_eager_training_keeps_the_pair_maxima(triton_on_cpu, monkeypatch) -> None:
-    """Under outer levels (scaled float16 buffers) the eager path hands the forward's pair
-    maxima of (u, pregate) to the backward (here to dpostgate's convolution), which the
-    operators recompute: one reduction less per step, the same gradients bit for bit."""
-    import sys
-
-    import dnastream.kernels.fftconv_triton as ft
-
-    module = sys.modules["dnastream.kernels.fftconv"]
-    monkeypatch.setattr(module, "_select_backend", lambda u, context: module._triton_backend)
-    monkeypatch.setenv("DNASTREAM_FFTCONV", "triton")
-    calls = []
-    real = ft._pair_max
-    monkeypatch.setattr(ft, "_pair_max", lambda *a: calls.append(1) or real(*a))
-    u, k, D, g1, g2 = make(3, 1, 9000, 9000, torch.bfloat16)  # N = 32768: one outer level
-    plan = fftconv_op.triton_plan(u, k, True, g1, g2, tuned=True)
-    assert plan.outer and plan.outer_fp16
-    dy = torch.randn(u.shape, generator=torch.Generator().manual_seed(1)).to(u.dtype)
+def _eager_and_operator_grads(inputs, dy, calls: list) -> tuple[list, list[int]]:
+    """Gradients of (u, k, D, pregate, postgate) through fftconv() in eager mode and through
+    the operators, and how many entries each pass added to ``calls`` (a spy's list)."""
     grads, counts = [], []
     for eager in (True, False):
         calls.clear()
-        leaves = [t.clone().requires_grad_(True) for t in (u, k, D, g1, g2)]
+        leaves = [t.clone().requires_grad_(True) for t in inputs]
         if eager:
             y = fftconv(leaves[0], leaves[1], leaves[2], pregate=leaves[3], postgate=leaves[4])
         else:
@@ -365,6 +325,47 @@ def test_eager_training_keeps_the_pair_maxima(triton_on_cpu, monkeypatch) -> Non
         y.backward(dy)
         grads.append([t.grad for t in leaves])
         counts.append(len(calls))
+    return grads, counts
+
+
+def test_eager_training_computes_the_filter_spectrum_once(triton_dispatch, monkeypatch) -> None:
+    """fftconv() with gradients in eager mode and a plain filter tensor: the filter spectrum is
+    computed once per step (in the forward, kept for the backward; the operators compute it in
+    each pass), and the gradients equal the operators' bit for bit."""
+    import dnastream.kernels.fftconv_triton as ft
+
+    calls = []
+    real = ft.filter_spectrum
+    monkeypatch.setattr(ft, "filter_spectrum", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    inputs = make(2, 4, 300, 300, torch.bfloat16)
+    dy = torch.randn(inputs[0].shape, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+    grads, counts = _eager_and_operator_grads(inputs, dy, calls)
+    assert counts == [1, 2], counts  # operators: forward and backward
+    for a, b in zip(*grads, strict=True):
+        assert torch.equal(a, b)
+    # DNASTREAM_EAGER_OPS=off: fftconv() goes through the operators (two spectra)
+    monkeypatch.setenv("DNASTREAM_EAGER_OPS", "off")
+    calls.clear()
+    leaves = [t.clone().requires_grad_(True) for t in inputs]
+    fftconv(leaves[0], leaves[1], leaves[2], pregate=leaves[3], postgate=leaves[4]).backward(dy)
+    assert len(calls) == 2
+
+
+def test_eager_training_keeps_the_pair_maxima(triton_dispatch, monkeypatch) -> None:
+    """Under outer levels (scaled float16 buffers) the eager path hands the forward's pair
+    maxima of (u, pregate) to the backward (here to dpostgate's convolution), which the
+    operators recompute: one reduction less per step, the same gradients bit for bit."""
+    import dnastream.kernels.fftconv_triton as ft
+
+    calls = []
+    real = ft._pair_max
+    monkeypatch.setattr(ft, "_pair_max", lambda *a: calls.append(1) or real(*a))
+    inputs = make(3, 1, 9000, 9000, torch.bfloat16)  # N = 32768: one outer level
+    u, k, _, g1, g2 = inputs
+    plan = fftconv_op.triton_plan(u, k, True, g1, g2, tuned=True)
+    assert plan.outer and plan.outer_fp16
+    dy = torch.randn(u.shape, generator=torch.Generator().manual_seed(1)).to(u.dtype)
+    grads, counts = _eager_and_operator_grads(inputs, dy, calls)
     assert counts[0] == counts[1] - 1, counts
     for a, b in zip(*grads, strict=True):
         assert torch.equal(a, b)
