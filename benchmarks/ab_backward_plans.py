@@ -87,6 +87,11 @@ VARIANTS = {
     # R-row kernels: L1-norm scales in each transform's first step, a derived bound in its
     # second (no row maxima; sm_90 SASS: 12-16% fewer instructions at 1024-2048 points)
     "static_rows": dict(static_scale=True),
+    "shared_static": dict(shared_bwd_outer=True, static_scale=True),
+    # the stop-15 defaults, against stop 16's (static_scale on R-row kernels, shared_bwd_outer
+    # over 1024-point inner FFTs)
+    "dynamic_rows": dict(static_scale=False),
+    "unshared": dict(shared_bwd_outer=False),
 }
 
 

@@ -307,9 +307,9 @@ def test_static_scale_on_row_tiles(L, B, dtype, extra) -> None:
     Forward error within 10% (fp16: 20%) of the row-max scaling's (HyenaDNA-like decaying
     filter, pairs at scales 1e-3 to 1e3 (bf16; fp16 to 30), a spike ten times the largest),
     gradients within the bars of float64."""
-    plan = plan_for(L, L, True, dtype, batch=B, **extra)
-    assert plan.rows > 1 and not plan.static_scale
-    static = dataclasses.replace(plan, static_scale=True)
+    static = plan_for(L, L, True, dtype, batch=B, **extra)
+    assert static.rows > 1 and static.static_scale  # the default since stop 16
+    plan = dataclasses.replace(static, static_scale=False)
     u, k, d, g1, g2 = make_inputs(B, 2, L, L, dtype, decay=True)
     big = 1e3 if dtype == torch.bfloat16 else 10.0  # (fp16 outputs overflow beyond)
     scale = torch.tensor([big, 1.0, 1e-3, 30.0, 0.5, 2.0, 7.0, 1e-2])[:B, None, None]
@@ -324,6 +324,25 @@ def test_static_scale_on_row_tiles(L, B, dtype, extra) -> None:
     assert errs[1] <= max(slack * errs[0], 5e-5 + errs[0]), errs
     assert errs[1] <= BARS[dtype], errs
     check_backward(B, 2, L, L, dtype, plan=static, decay=True)
+
+
+@pytest.mark.parametrize(
+    ("L", "B", "dtype", "static", "shared"),
+    [(100, 64, torch.bfloat16, True, False),  # fused 256, 8-row tiles
+     (1000, 64, torch.float16, True, False),  # fused 2048, 2-row tiles
+     (4000, 64, torch.bfloat16, True, False),  # fused 8192, one-row tiles (since stop 9)
+     (1 << 16, 8, torch.bfloat16, True, True),  # radix 128 over 1024-point 2-row tiles
+     (1 << 17, 8, torch.bfloat16, True, False),  # radix 128 over 2048 points
+     (1 << 21, 8, torch.bfloat16, True, True),  # 64 x 64 over 1024 points
+     (1 << 19, 8, torch.bfloat16, False, False),  # one-row tiles under outer levels
+     (1000, 64, torch.float32, False, False)],  # fp32: no fp16 operands to scale
+)  # fmt: skip
+def test_default_scaling_and_shared_backward(L, B, dtype, static, shared) -> None:
+    """Stop 16's defaults, measured on an H100: static_scale on every R-row kernel (and on the
+    fused one-row ones from 4096 points), shared_bwd_outer on the 2-row plans over
+    1024-point inner FFTs only (it lost over 2048 points)."""
+    plan = plan_for(L, L, True, dtype, batch=B)
+    assert (plan.static_scale, plan.shared_bwd_outer) == (static, shared), plan.describe()
 
 
 def test_static_scale_survives_a_spike_and_extreme_magnitudes() -> None:
@@ -643,32 +662,35 @@ class TestGPUAllSizes:
         check_forward(B, 2, L, L, torch.bfloat16, causal=causal, plan=plan, decay=True)
         check_backward(B, 2, L, L, torch.bfloat16, causal=causal, plan=plan)
 
-    @pytest.mark.parametrize("n", [256, 1024, 2048, 1 << 17, 1 << 22])
-    def test_static_scale_on_row_tiles(self, n) -> None:
-        """static_scale on the R-row (transposed) kernels of the default B >= 3 plans: forward
-        with gates and D (decaying filter) and backward within the bars, on real tiles."""
+    @pytest.mark.parametrize("n", [256, 512, 1024, 2048, 1 << 15, 1 << 17, 1 << 18, 1 << 22])
+    @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+    def test_static_scale_on_row_tiles(self, n, dtype) -> None:
+        """static_scale on the R-row (transposed) kernels, the default of the B >= 3 plans
+        since stop 16: forward with gates and D (decaying filter) and backward within the
+        bars, on real tiles."""
         B, H = 5, 2
-        plan = plan_for(n // 2, n // 2, True, torch.bfloat16, batch=B)
-        assert plan.rows > 1, plan.describe()
-        plan = dataclasses.replace(plan, static_scale=True)
-        check_forward(B, H, n // 2, n // 2, torch.bfloat16, plan=plan, decay=True)
-        check_backward(B, H, n // 2, n // 2, torch.bfloat16, plan=plan)
+        plan = plan_for(n // 2, n // 2, True, dtype, batch=B)
+        assert plan.rows > 1 and plan.static_scale, plan.describe()
+        check_forward(B, H, n // 2, n // 2, dtype, plan=plan, decay=True)
+        check_backward(B, H, n // 2, n // 2, dtype, plan=plan)
 
     @pytest.mark.parametrize(
         "n, option",
-        [(1 << 15, "shared"), (1 << 17, "shared"), (1 << 18, "shared"), (1 << 22, "shared"),
-         (1 << 17, "fused_rows"), (1 << 22, "fused_rows")],
+        [(1 << 15, "shared"), (1 << 17, "separate"), (1 << 18, "shared"),
+         (1 << 22, "separate"), (1 << 17, "fused_rows"), (1 << 22, "fused_rows")],
     )  # fmt: skip
     def test_row_tile_backward_options(self, n, option) -> None:
-        """The backward options of the default B >= 3 plans that take the separate passes
-        (32K: radix 16 over 2048 points, 128K / 256K: radix 128 over 1024 / 2048, 4M: 64 x 64
-        over 1024): ``shared_bwd_outer``, and ``fused_bwd`` on their 2-row tiles (8 warps, no
-        register cap); gradients within the bars of float64 autograd, on real tiles."""
+        """The backward options of the default B >= 3 plans that take separate passes (32K:
+        radix 16 over 2048 points, 128K / 256K: radix 128 over 1024 / 2048, 4M: 64 x 64 over
+        1024) other than their default (``shared_bwd_outer`` over 1024-point inner FFTs since
+        stop 16): ``shared_bwd_outer`` on or off, and ``fused_bwd`` on their 2-row tiles (8
+        warps, no register cap); gradients within the bars of float64 autograd, real tiles."""
         B, H = 3, 2
         plan = plan_for(n // 2, n // 2, True, torch.bfloat16, batch=B)
         assert plan.outer and not plan.fused_bwd and plan.rows == 2, plan.describe()
-        if option == "shared":
-            plan = dataclasses.replace(plan, shared_bwd_outer=True)
+        assert plan.shared_bwd_outer == (plan.inner == 1024), plan.describe()
+        if option in ("shared", "separate"):
+            plan = dataclasses.replace(plan, shared_bwd_outer=option == "shared")
         else:
             assert plan.bwd_rows in (0, 2)
             plan = dataclasses.replace(plan, fused_bwd=True, bwd_warps=8, bwd_maxnreg=0)
@@ -735,7 +757,11 @@ def test_fused_backward_equals_the_separate_passes(B, L, dtype, freq_keep, gates
     leaves = [t.requires_grad_(True) for t in (u, k, d, g1, g2) if t is not None]
     plan = plan_for(L, L, True, dtype, batch=B, freq_keep=freq_keep)
     # the fused pass runs on the filter gradient's tiles (bwd_rows): compare like with like
-    plan = dataclasses.replace(plan, rows=plan.bwd_rows or plan.rows, bwd_rows=0)
+    # (the R-row tiles' static_scale does not carry over to one-row tiles, whose fused du
+    # transform keeps row maxima unless static_bwd)
+    static = plan.static_scale and plan.rows == 1
+    plan = dataclasses.replace(plan, rows=plan.bwd_rows or plan.rows, bwd_rows=0,
+                               static_scale=static)  # fmt: skip
     fused = dataclasses.replace(plan, fused_bwd=True)
     dy = torch.randn(B, 3, L, device=u.device).to(dtype)
     got = torch.autograd.grad(fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=fused),
@@ -877,7 +903,8 @@ def test_fused_backward_under_outer_levels(B, L, Lk, dtype, causal, gates) -> No
     # (like for like: both with dynamic operand scaling; the default static bounds of du's
     # transform (static_bwd) round differently, they are checked against float64 below)
     plan = dataclasses.replace(
-        plan, rows=1, bwd_rows=0, fused_bwd=False, bwd_warps=0, outer_fp16=False, static_bwd=False
+        plan, rows=1, bwd_rows=0, fused_bwd=False, bwd_warps=0, outer_fp16=False, static_bwd=False,
+        static_scale=False,
     )
     fused = dataclasses.replace(plan, fused_bwd=True)
     static = dataclasses.replace(fused, static_bwd=dtype != torch.float32)
@@ -1034,7 +1061,8 @@ def test_shared_bwd_outer_matches_the_separate_passes(B, rows, bwd_rows, gates, 
     L, Lk = 2000, 900
     plan = plan_for(L, Lk, True, dtype, batch=B, max_fused=256)
     assert plan.outer and plan.outer_fp16
-    plan = dataclasses.replace(plan, rows=rows, bwd_rows=bwd_rows, fused_bwd=False, bwd_warps=0)
+    plan = dataclasses.replace(plan, rows=rows, bwd_rows=bwd_rows, fused_bwd=False, bwd_warps=0,
+                               shared_bwd_outer=False)  # fmt: skip
     shared = dataclasses.replace(plan, shared_bwd_outer=True)
     inputs = list(make_inputs(B, 2, L, Lk, dtype, gates=gates))
     scale = torch.tensor([300.0, 1.0, 1e-2, 5.0])[:B, None, None]  # pairs far apart in scale

@@ -172,11 +172,11 @@ class FFTPlan:
         static_scale: one-row fused bf16/fp16 kernel: scale the fp16 operands of each spectrum
             chunk by bounds known per tile (the tile's L1 norm, max |K| per spectrum block)
             instead of their row and column maxima (no cross-thread reductions per chunk).
-            R-row (transposed) kernels, a tuning option until measured: the first step of each
-            transform scales its rows by their L1 norms and the second step by the row pair's
-            largest one (a bound on its inputs), one row reduction less per transform (in SASS,
-            row maxima and their shuffles are ~18% of the 1024-2048-point R-row kernels'
-            instructions, results/sass_mix_*_stop15.log).
+            R-row (transposed) kernels (the default there since stop 16): the first step of
+            each transform scales its rows by their L1 norms and the second step by the row
+            pair's largest one (a bound on its inputs), one row reduction less per transform
+            (in SASS, row maxima and their shuffles are ~18% of the 1024-2048-point R-row
+            kernels' instructions, results/sass_mix_*_stop15.log).
         static_bwd: the fused backward's du transform scales its fp16 operands like
             ``static_scale`` (independently of it; the second signal's transform keeps its
             column maxima).
@@ -186,7 +186,8 @@ class FFTPlan:
             reads both (undoing the scales per pair) and du's inner convolution then runs in
             place on the dy buffer. One outer forward pass less than the separate passes, and
             half the bytes in the filter-gradient pass (which otherwise runs its own outer
-            levels into fp32 buffers). A tuning option until measured on a GPU.
+            levels into fp32 buffers). Default for the 2-row plans over 1024-point inner FFTs
+            (128K and 4M at B >= 3) since stop 16.
         outer_tw_split: outer kernels compute a tile's twiddles as a per-tile vector times a
             per-program block (P cosines and sines per tile instead of BS * P).
         block: overlap-save ("partial convolution" of a short filter, forward only): the
@@ -559,7 +560,15 @@ def plan_for(
     # column maxima: 1.07-1.18x at 4096-32768 on an H100, same error (benchmarks/results/
     # explore_plans_h100_stop9.log); under outer levels it gained nothing (0.99-1.00x at
     # 64K-1M, explore_plans run 1 of stop 9)
-    static_scale = fp16 and rows == 1 and not outer and inner >= 4096
+    # R-row (transposed) kernels too, at every inner size they serve (256-2048 points, fused or
+    # under outer levels): L1-norm / derived scales instead of row maxima. H100, bf16, same
+    # call: forward 1.05x at 256 and 1024, 1.07x gated 1024, 1.46x at 2048; under outer levels
+    # forward 1.05-1.10x and forward+backward 1.05-1.12x at 32K / 128K / 256K / 4M, circular
+    # 4M 1.05x / 1.06x; error unchanged (results/ab_static_rows_h100_stop16.log,
+    # explore_static_rows_h100_stop16.log)
+    static_scale = fp16 and (
+        (rows == 1 and not outer and inner >= 4096) or (rows > 1 and inner <= 2048)
+    )
     # backward of the fused 16K / 32K plans, as tuned on an H100 (forward+backward 1.21x and
     # 1.32x over 16-row filter-gradient chunks; benchmarks/results/tune_backward_h100_stop9.log):
     # 16K shares FFT(postgate * dy) between du and the filter gradient with the step-2 tables
@@ -577,6 +586,13 @@ def plan_for(
     # 1.16-1.17x over the separate passes (results/ab_backward_plans_h100_stop11.log)
     if fp16 and outer and rows == 1:
         fused_bwd, bwd_warps = True, 8
+    # the separate passes of the 2-row plans over 1024-point inner FFTs (128K and 4M at B >= 3)
+    # share the outer forward of postgate * dy, and the filter-gradient pass reads the scaled
+    # float16 buffers. H100, bf16, forward+backward with static_scale: 1.27x at 128K, 1.23x at
+    # 4M, gated 128K 1.17x; over 2048 points (32K, 256K) it lost to the separate passes
+    # (0.97-0.98x alone, 1.04x / 1.02x with static_scale against its 1.06x / 1.05x)
+    # (results/ab_shared_static_h100_stop16.log)
+    shared_bwd_outer = fp16 and bool(outer) and rows > 1 and inner == 1024 and not fused_bwd
     maxnreg = None
     ctas_per_sm = 2
     if rows > 1:
@@ -634,6 +650,7 @@ def plan_for(
         outer_tw_split=True,
         bwd_rows=bwd_rows,
         static_scale=static_scale,
+        shared_bwd_outer=shared_bwd_outer,
         fused_bwd=fused_bwd,
         hoist_f2=hoist_f2,
         bwd_chunk=bwd_chunk,
