@@ -7,8 +7,8 @@
 #   bash benchmarks/gpu_session.sh tune         # tune_conv forward + backward into the cache
 #   bash benchmarks/gpu_session.sh explore      # explore_plans: plan structures side by side
 #   bash benchmarks/gpu_session.sh structures   # plan-structure A/Bs (circular, B = 2) and tests
-#   bash benchmarks/gpu_session.sh bwd_options  # stop 15's backward options: tests and A/Bs
-#   bash benchmarks/gpu_session.sh scaling      # R-row static scaling, fused 16K chunk A/Bs
+#   bash benchmarks/gpu_session.sh bwd_options  # backward options of the 2-row outer plans
+#   bash benchmarks/gpu_session.sh scaling      # R-row static scaling, shipped tuning entries
 #   bash benchmarks/gpu_session.sh eager        # eager-training path vs the operators
 #   bash benchmarks/gpu_session.sh bench        # bench_conv (with the tuned cache), sparse rows,
 #                                               # backward-plan A/B, training step, windows
@@ -17,7 +17,7 @@
 #   bash benchmarks/gpu_session.sh multi        # bench_multi_gpu: torchrun N GPUs vs one
 #   bash benchmarks/gpu_session.sh all
 #
-# Time on an H100 (2026-11-27): tests > 10 min (run the steps in separate calls), tune ~4 min,
+# Time on an H100 (2026-11-27): tests ~5 min with pytest-xdist, tune ~4 min,
 # explore ~1-2 min (parallel pre-compilation), bench ~5 min, multi ~2 min (2 GPUs).
 set -u
 OUT=${OUT:-gpu_out}
@@ -90,35 +90,34 @@ if [[ $what == structures || $what == all ]]; then
         --sizes 32768,131072,262144,524288 --variants inner1k,inner2k,inner4k,inner32k --rounds 2
 fi
 if [[ $what == bwd_options || $what == all ]]; then
-    # the backward options of the 2-row plans under outer levels (stop 15, built on the CPU, off
-    # until measured): the shared outer forward of the separate passes (shared_bwd_outer), the
-    # fused backward on 2-row tiles, and the filter-gradient kernel without the register cap
-    # (sm_90 compile at 128K: 688 B of spills capped, none uncapped). ~8 min on an H100.
-    step gpu_row_tile_bwd 240 python -m pytest -m gpu -q -p no:cacheprovider \
+    # the backward options of the 2-row plans under outer levels (stop 16 measured them,
+    # results/ab_row_tile_bwd_h100_stop16.log): shared_bwd_outer (the default over 1024-point
+    # inner FFTs) against the separate passes, and the options that lost (the fused backward
+    # on 2-row tiles, the filter-gradient kernel without the register cap). ~6 min on an H100.
+    step gpu_row_tile_bwd 240 python -m pytest -m gpu -q -p no:cacheprovider "${XDIST[@]}" \
         tests/test_fftconv_triton.py -k "row_tile_backward_options"
     step ab_row_tile_bwd 300 python benchmarks/ab_backward_plans.py \
-        --sizes 131072,4194304 --rounds 2 \
-        --variants shared,shared_nocap,sep_nocap,sep_w8_nocap,fused_rows_w8_nocap
+        --sizes 131072,4194304 --rounds 2 --variants unshared,sep_nocap,fused_rows_w8_nocap
     step ab_shared_bwd 200 python benchmarks/ab_backward_plans.py \
-        --sizes 32768,262144 --variants shared,sep_w8_nocap --rounds 2
+        --sizes 32768,262144 --variants shared --rounds 2
     step ab_shared_bwd_gated 160 python benchmarks/ab_backward_plans.py \
-        --sizes 131072,262144 --variants shared,shared_nocap --rounds 2 --gated
+        --sizes 131072,262144 --variants unshared,shared --rounds 2 --gated
 fi
 if [[ $what == scaling || $what == all ]]; then
-    # static_scale on the R-row kernels (L1-norm / derived operand scales): forward of the
-    # fused 256-2048 plans and the radix-128 plans, and forward+backward at 128K / 4M
-    step gpu_static_rows 200 python -m pytest -m gpu -q -p no:cacheprovider \
+    # static_scale on the R-row kernels (the default since stop 16) against the row maxima it
+    # replaced: forward of the fused 256-2048 plans, forward+backward at 512-2K, 128K and 4M
+    step gpu_static_rows 200 python -m pytest -m gpu -q -p no:cacheprovider "${XDIST[@]}" \
         tests/test_fftconv_triton.py -k "TestGPUAllSizes and static_scale_on_row_tiles"
     step explore_static_rows 200 python benchmarks/explore_plans.py --warm-jobs 14 \
         --cases padded:256,padded:1024,gated_padded:1024,padded:2048,padded:131072
-    step ab_static_rows 160 python benchmarks/ab_backward_plans.py --sizes 131072,4194304 \
-        --variants static_rows --rounds 2
-    # the fused 16K kernel's spectrum chunk: plan_for's 32 (--untuned) against the shipped
-    # tuning entry's 16 (plain bf16, B = 32), forward and forward+backward
-    step bench_16k_untuned 120 python benchmarks/bench_conv.py --sizes 16384 --untuned \
-        --modes padded,padded_bwd
-    step bench_16k_tuned 120 python benchmarks/bench_conv.py --sizes 16384 \
-        --modes padded,padded_bwd
+    step ab_static_rows 160 python benchmarks/ab_backward_plans.py \
+        --sizes 512,1024,2048,131072,4194304 --variants dynamic_rows --rounds 2
+    # shipped tuning entries against plan_for's defaults, forward and forward+backward, with
+    # CUDA-graph replays (the eager times of the small sizes are host bound)
+    step bench_entries_untuned 150 python benchmarks/bench_conv.py --graphs --untuned \
+        --sizes 256,512,1024,4096,32768,65536 --modes circular,padded,gated_padded,padded_bwd
+    step bench_entries_tuned 150 python benchmarks/bench_conv.py --graphs \
+        --sizes 256,512,1024,4096,32768,65536 --modes circular,padded,gated_padded,padded_bwd
 fi
 if [[ $what == eager || $what == all ]]; then
     # eager training through a plain autograd.Function (default) against the operators

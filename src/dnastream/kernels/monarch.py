@@ -644,8 +644,9 @@ def plan_for(
         hoist=True,
         # 32 spectrum rows per step; 16 in the fused 32K kernel. The fused 16K kernel took 16
         # until the launch tuner found 32 (results/tune_conv_near_misses_*); bench_conv on an
-        # H100, one call: gated forward 1.08x (results/ab_tuned_launch_bench_*_h100_stop15.log;
-        # the padded rows there ran the shipped tuning entry, which keeps 16)
+        # H100, one call: gated forward 1.08x (results/ab_tuned_launch_bench_*_h100_stop15.log);
+        # padded, against the former tuning entry's 16: forward 1.06x, forward+backward 1.20x
+        # (results/bench_16k_*_h100_stop16.log)
         chunk=min(16 if inner > 2 * MAX_FUSED_SIZE else 32, n1),
         outer_tw_split=True,
         bwd_rows=bwd_rows,
