@@ -903,7 +903,13 @@ def test_fused_backward_under_outer_levels(B, L, Lk, dtype, causal, gates) -> No
     # (like for like: both with dynamic operand scaling; the default static bounds of du's
     # transform (static_bwd) round differently, they are checked against float64 below)
     plan = dataclasses.replace(
-        plan, rows=1, bwd_rows=0, fused_bwd=False, bwd_warps=0, outer_fp16=False, static_bwd=False,
+        plan,
+        rows=1,
+        bwd_rows=0,
+        fused_bwd=False,
+        bwd_warps=0,
+        outer_fp16=False,
+        static_bwd=False,
         static_scale=False,
     )
     fused = dataclasses.replace(plan, fused_bwd=True)
