@@ -85,6 +85,7 @@ from dnastream.kernels.monarch import (
     plan_for,
     uses_gemm_spectrum,
 )
+from dnastream.kernels.pair_max import pair_max
 from dnastream.kernels.skip_gradient import skip_gradient
 from dnastream.kernels.spectrum_reorder import natural_spectrum
 
@@ -1606,15 +1607,12 @@ def _scaled(plan: FFTPlan) -> bool:
 
 def _pair_max(src: Tensor, gate: Tensor | None) -> Tensor:
     """(pairs, H) float32: max |gate * src| over both rows of each row pair and all samples
-    (at least the smallest normal float32, so its inverse is finite). One reduction without
-    an |.| temporary; gated, one product temporary. The looser max|src| * max|gate| (no
-    temporary at all) lost the signal to float16 underflow where the two peak apart (0.89
-    relative error, ``test_scaled_fp16_outer_buffers_gate_and_input_peak_apart``)."""
-    x = src if gate is None else src * gate
-    m = torch.linalg.vector_norm(x, ord=float("inf"), dim=-1).float()  # (B, H), exact
-    if m.shape[0] % 2:
-        m = torch.cat([m, torch.zeros_like(m[:1])])
-    return m.view(-1, 2, m.shape[1]).amax(dim=1).clamp_min_(torch.finfo(torch.float32).tiny)
+    (at least the smallest normal float32, so its inverse is finite), in one Triton pass with
+    the product in registers (:func:`dnastream.kernels.pair_max.pair_max`). The looser
+    max|src| * max|gate| (no product at all) lost the signal to float16 underflow where the
+    two peak apart (0.89 relative error,
+    ``test_scaled_fp16_outer_buffers_gate_and_input_peak_apart``)."""
+    return pair_max(src, gate)
 
 
 def _outer_level(
