@@ -2016,10 +2016,8 @@ def _xcorr(
     if want_dd:
         if has_dd:
             dd = dd_part[:, :, 0].sum(dim=1)
-        else:
-            x = a.float() if ga is None else a.float() * ga.float()
-            z = b.float() if gb is None else b.float() * gb.float()
-            dd = (x * z).sum(dim=(0, 2))
+        else:  # under outer levels: the one-pass reduction (no fp32 temporaries)
+            dd = skip_gradient(a, ga, b, gb)
     return summed, dd
 
 
