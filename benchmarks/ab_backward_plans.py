@@ -92,6 +92,11 @@ VARIANTS = {
     # over 1024-point inner FFTs)
     "dynamic_rows": dict(static_scale=False),
     "unshared": dict(shared_bwd_outer=False),
+    # 2048-point inner FFTs (fused 2K, 32K and 256K at B >= 3): the filter gradient on the
+    # forward's 2-row tiles (the transposed kernel, with static_scale's derived bounds since
+    # stop 16) instead of one-row tiles, alone and with the shared outer forward
+    "xc_rows": dict(bwd_rows=0),
+    "xc_rows_shared": dict(bwd_rows=0, shared_bwd_outer=True),
 }
 
 

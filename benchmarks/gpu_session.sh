@@ -9,6 +9,8 @@
 #   bash benchmarks/gpu_session.sh structures   # plan-structure A/Bs (circular, B = 2) and tests
 #   bash benchmarks/gpu_session.sh bwd_options  # backward options of the 2-row outer plans
 #   bash benchmarks/gpu_session.sh scaling      # R-row static scaling, shipped tuning entries
+#   bash benchmarks/gpu_session.sh next         # stop 16's queue: pair maxima, 2-row filter
+#                                               # gradient, profiles, near-miss tuning
 #   bash benchmarks/gpu_session.sh eager        # eager-training path vs the operators
 #   bash benchmarks/gpu_session.sh bench        # bench_conv (with the tuned cache), sparse rows,
 #                                               # backward-plan A/B, training step, windows
@@ -118,6 +120,25 @@ if [[ $what == scaling || $what == all ]]; then
         --sizes 256,512,1024,4096,32768,65536 --modes circular,padded,gated_padded,padded_bwd
     step bench_entries_tuned 150 python benchmarks/bench_conv.py --graphs \
         --sizes 256,512,1024,4096,32768,65536 --modes circular,padded,gated_padded,padded_bwd
+fi
+if [[ $what == next || $what == all ]]; then
+    # queued by stop 16 (built on the CPU): the Triton pair maxima (gate product in registers)
+    # and dD from skip_gradient under outer levels; the filter gradient on 2-row tiles at
+    # 2048 points; where a step's time goes at 128K / 1M / 4M; launch tuning of the circular
+    # and gated near misses and of the backward at 16K-256K. ~9 min on an H100.
+    step gpu_pair_max 120 python -m pytest -m gpu -q -p no:cacheprovider "${XDIST[@]}" \
+        tests/test_pair_max.py tests/test_fftconv_triton.py -k "pair_max or scaled_fp16 or peak"
+    step bench_pair_max 90 python benchmarks/bench_pair_max.py
+    step ab_xc_rows 200 python benchmarks/ab_backward_plans.py --sizes 2048,32768,262144 \
+        --variants xc_rows,xc_rows_shared --rounds 2
+    step profile_steps 150 python benchmarks/profile_backward.py \
+        --sizes 131072,1048576,4194304 --top 16
+    step tune_near_misses 300 python benchmarks/tune_conv.py --write-cache --budget-s 270 \
+        --case-budget-s 45 --json "$OUT/tuned_near_misses.json" \
+        --cases circular:1024,circular:2048,gated_padded:32768,circular:16384,circular:262144,circular:524288
+    step tune_backward_large 300 python benchmarks/tune_conv.py --backward --write-cache \
+        --cases padded:16384,padded:32768,padded:131072,padded:262144 --budget-s 270
+    cp "$DNASTREAM_CACHE_DIR"/fftconv_plans.json "$OUT/" 2>/dev/null
 fi
 if [[ $what == eager || $what == all ]]; then
     # eager training through a plain autograd.Function (default) against the operators
