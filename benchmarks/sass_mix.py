@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import functools
 import re
 import subprocess
@@ -75,6 +76,16 @@ def disassemble(cubin: bytes) -> list[str]:
     return _OPCODE.findall(text)
 
 
+def _field(item: str) -> tuple[str, object]:
+    """``name=value`` -> (name, value) with value parsed as bool, int or None."""
+    name, _, raw = item.partition("=")
+    low = raw.strip().lower()
+    value: object = {"true": True, "false": False, "none": None}.get(low, raw)
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        value = int(value)
+    return name.strip(), value
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="1024,4096,16384,131072", help="FFT sizes (L = N / 2)")
@@ -82,7 +93,10 @@ def main() -> None:
     ap.add_argument("--backward", action="store_true", help="also the backward's kernels")
     ap.add_argument("--arch", type=int, default=90)
     ap.add_argument("--top", type=int, default=0, help="also list each kernel's top opcodes")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="override a plan field (e.g. fold_scale=true); repeatable")  # fmt: skip
     args = ap.parse_args()
+    overrides = dict(_field(item) for item in args.set)
     names = list(CLASSES) + ["other"]
     print(f"# triton {triton.__version__}, sm_{args.arch}, static SASS instruction counts; "
           "classes as % of all instructions")  # fmt: skip
@@ -93,6 +107,7 @@ def main() -> None:
     for n in (int(x) for x in args.sizes.split(",")):
         seq, h = n // 2, 2
         plan = plan_for(seq, seq, True, torch.bfloat16, batch=args.batch)
+        plan = dataclasses.replace(plan, **overrides) if overrides else plan
         u = torch.zeros(args.batch, h, seq, dtype=torch.bfloat16)
         k = torch.zeros(h, seq)
         d = torch.zeros(h)
