@@ -75,6 +75,13 @@ for label, L, Lk, window, dtype, C, gates in (
     for r in compile_launches(run, 90, seen):
         out.append(dict(case=label, kernel=r.kernel, regs=r.registers,
                         spill=r.spill_store_bytes, shared=r.shared_bytes, error=r.error))
+from dnastream.kernels import pair_max as pm
+for gated in (False, True):
+    x = torch.zeros(3, 2, 5000, dtype=torch.bfloat16)
+    run = functools.partial(pm.pair_max_triton, x, x if gated else None)
+    for r in compile_launches(run, 90, seen, module=pm, kernels=("_row_absmax_kernel",)):
+        out.append(dict(case=f"pair max gated={gated}", kernel=r.kernel, regs=r.registers,
+                        spill=r.spill_store_bytes, shared=r.shared_bytes, error=r.error))
 from dnastream.kernels import short_conv_triton as sct
 from dnastream.kernels.compile_check import SHORT_CONV_KERNELS
 for layout, pool in (("contiguous", sct._CONTIG_CONFIGS), ("channels-last", sct._STRIDED_CONFIGS)):
@@ -112,6 +119,12 @@ def test_every_kernel_kind_compiles_for_sm90() -> None:
     cases = {r["case"] for r in rows}
     assert {"one-row 2048 fused_bwd", "one-row 2048 sparse", "one-row 2048 hoist_f2"} <= cases
     assert {"blocked 256 gates", "blocked 4096 fp32 context", "blocked 8192 context"} <= cases
+    assert {"pair max gated=False", "pair max gated=True"} <= cases
+    # the plans with scaled float16 outer buffers reach their inner and outer kernels (their
+    # pair maxima run first, on the CPU through the PyTorch twin)
+    # (the first such case: later cases skip the specialisations compiled before)
+    outer = {r["kernel"] for r in rows if r["case"] == "outer 65536"}
+    assert {"_conv_nat_kernel", "_outer_fwd_kernel", "_outer_inv_kernel"} <= outer
     short = [r for r in rows if r["case"].startswith("short conv")]
     assert {r["kernel"] for r in short} == {"_short_conv_fwd_kernel", "_short_conv_bwd_kernel"}
     assert len(short) >= 20  # every autotuning config of both layouts

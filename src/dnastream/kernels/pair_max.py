@@ -10,12 +10,16 @@ and forms their product in registers, in float32 as the convolution kernels do. 
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-__all__ = ["pair_max", "pair_max_ref"]
+from dnastream.kernels.backend import interpret_requested
+
+__all__ = ["pair_max", "pair_max_ref", "pair_max_triton"]
 
 #: Elements per load; the programs of one row split it into chunks of whole blocks.
 BLOCK = 2048
@@ -81,18 +85,29 @@ def pair_max(src: Tensor, gate: Tensor | None) -> Tensor:
     least the smallest normal float32.
 
     Args:
-        src: (B, H, L) float tensor on a CUDA device (or any device under TRITON_INTERPRET=1).
+        src: (B, H, L) float tensor.
         gate: None or a tensor of ``src``'s shape.
 
-    Non-contiguous inputs take :func:`pair_max_ref` (the product then rounds to their dtype).
+    Runs the Triton pass on CUDA tensors, or on CPU tensors under ``TRITON_INTERPRET=1``;
+    otherwise, and for non-contiguous inputs, :func:`pair_max_ref` (the product then rounds
+    to the inputs' dtype).
     """
     if src.dim() != 3 or (gate is not None and gate.shape != src.shape):
         raise ValueError(
             f"pair_max: src must be (B, H, L) and gate like it, got {tuple(src.shape)} and "
             f"{None if gate is None else tuple(gate.shape)}"
         )
-    if not src.is_contiguous() or (gate is not None and not gate.is_contiguous()):
+    dev = src.device
+    runs = dev.type == "cuda" or (dev.type == "cpu" and interpret_requested())
+    contiguous = src.is_contiguous() and (gate is None or gate.is_contiguous())
+    if not (runs and contiguous):
         return pair_max_ref(src, gate)
+    with torch.cuda.device(dev) if src.is_cuda else contextlib.nullcontext():
+        return pair_max_triton(src, gate)
+
+
+def pair_max_triton(src: Tensor, gate: Tensor | None) -> Tensor:
+    """The Triton pass of :func:`pair_max` for contiguous (B, H, L) inputs (no checks)."""
     b, h, length = src.shape
     rows = b * h
     if rows == 0 or length == 0:
