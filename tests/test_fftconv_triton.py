@@ -327,6 +327,46 @@ def test_static_scale_on_row_tiles(L, B, dtype, extra) -> None:
 
 
 @pytest.mark.parametrize(
+    ("L", "B", "dtype", "max_fused", "bwd"),
+    [(2000, 4, torch.bfloat16, 256, {}),  # 2-row tiles, separate backward passes
+     (2000, 5, torch.float16, 512, {}),  # 4-row tiles (3 pairs: one half empty)
+     (2000, 4, torch.bfloat16, 256, {"shared_bwd_outer": True}),  # weighted filter gradient
+     (2000, 3, torch.float16, 256,  # the fused backward on 2-row tiles
+      {"fused_bwd": True, "bwd_warps": 8, "bwd_maxnreg": 0})],
+)  # fmt: skip
+def test_bounded_fwd_matches_the_scaled_transforms(L, B, dtype, max_fused, bwd) -> None:
+    """bounded_fwd: the R-row kernels' forward transforms of the scaled float16 outer buffers
+    (values at most 1) round their operands unscaled. Forward error against float64 within 5%
+    (and 2e-5) of the scaled transforms' (decaying filter, pairs at scales 1e-3 to 30 and a
+    spike); every gradient within the bar of theirs and of float64 autograd. Only scaled
+    float16 buffers take the unscaled path (fp32 buffers are not bounded)."""
+    import dnastream.kernels.fftconv_triton as ft
+
+    base = plan_for(L, L, True, dtype, batch=B, max_fused=max_fused)
+    assert base.outer and base.rows > 1 and base.outer_fp16
+    base = dataclasses.replace(base, **bwd)
+    bounded = dataclasses.replace(base, bounded_fwd=True)
+    assert ft._bounded_fwd(bounded) and not ft._bounded_fwd(base)
+    assert not ft._bounded_fwd(dataclasses.replace(bounded, outer_fp16=False))
+    u, k, d, g1, g2 = make_inputs(B, 2, L, L, dtype, decay=True)
+    scale = torch.tensor([30.0, 1.0, 1e-3, 5.0, 0.5])[:B, None, None]
+    u = (u.float() * scale.to(u.device)).to(dtype)
+    u[1, :, L // 3] = 300.0  # a spike in the first pair
+    ref = ref64(u, k, d, g1, g2)
+    dy = torch.randn(B, 2, L, generator=torch.Generator().manual_seed(9)).to(dtype).to(u.device)
+    outs = []
+    for p in (base, bounded):
+        leaves = [t.clone().requires_grad_(True) for t in (u, k, d, g1, g2)]
+        y = fftconv_triton(*leaves[:2], D=leaves[2], pregate=leaves[3], postgate=leaves[4], plan=p)
+        outs.append([y, *torch.autograd.grad(y, leaves, dy)])
+    errs = [rel_err(o[0], ref) for o in outs]
+    assert errs[1] <= max(1.05 * errs[0], errs[0] + 2e-5) and errs[1] <= BARS[dtype], errs
+    for a, b in zip(outs[0][1:], outs[1][1:], strict=True):  # the gradients
+        assert rel_err(b, a.double()) < BARS[dtype]
+    check_backward(B, 2, L, L, dtype, plan=bounded, decay=True)
+
+
+@pytest.mark.parametrize(
     ("L", "B", "dtype", "static", "shared"),
     [(100, 64, torch.bfloat16, True, False),  # fused 256, 8-row tiles
      (1000, 64, torch.float16, True, False),  # fused 2048, 2-row tiles

@@ -49,6 +49,9 @@ add("outer 131072 2-row fused backward", 131072, fused_bwd=True, bwd_warps=8, bw
 add("outer 131072 2-row shared outer forward", 131072, shared_bwd_outer=True)
 add("rows 1024 static scale", 1024, static_scale=True)
 add("outer 131072 2-row static scale", 131072, static_scale=True)
+add("outer 131072 2-row bounded forward", 131072, bounded_fwd=True)
+add("outer 131072 2-row fused backward bounded", 131072, bounded_fwd=True, fused_bwd=True,
+    bwd_warps=8, bwd_maxnreg=0)
 add("fp32 2048", 2048, torch.float32)
 out, seen = [], set()
 for label, n, dtype, keep, kw in cases:

@@ -107,6 +107,7 @@ LAUNCH_FIELDS: tuple[str, ...] = (
     "outer_fp16",
     "static_scale",
     "shared_bwd_outer",
+    "bounded_fwd",
 )
 
 BARS = {torch.bfloat16: 3e-3, torch.float16: 3e-3, torch.float32: 1e-5}
@@ -319,6 +320,7 @@ def _valid_value(name: str, value: Any, plan: FFTPlan) -> bool:
         "outer_fp16",
         "static_scale",
         "shared_bwd_outer",
+        "bounded_fwd",
     ):
         return isinstance(value, bool)
     if name in ("maxnreg", "outer_maxnreg", "bwd_maxnreg"):
@@ -461,6 +463,8 @@ def inner_grid(plan: FFTPlan) -> list[dict[str, Any]]:
                 out.append(dict(num_warps=nw, maxnreg=reg, rows=r, ctas_per_sm=c))
         if plan.mma == "fp16" and not plan.static_scale:  # L1-norm / derived operand scales
             out += [dict(static_scale=True, num_warps=nw) for nw in (4, 8)]
+        if plan.mma == "fp16" and plan.outer and not plan.bounded_fwd:  # unscaled forward
+            out += [dict(bounded_fwd=True, num_warps=nw) for nw in (4, 8)]
     return out
 
 

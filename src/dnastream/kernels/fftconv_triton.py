@@ -173,6 +173,26 @@ def _lmatmul(fr, fi, ar, ai, CONJ_F: tl.constexpr, MMA_FP16: tl.constexpr):
 
 
 @triton.jit
+def _cmatmul_unscaled(xr, xi, br, bi, CONJ_B: tl.constexpr):
+    """(xr + i xi) @ (br + i bi) (or @ conj(.) when CONJ_B) with the left operand rounded to
+    fp16 as it is (no scaling: its magnitude is known to stay within fp16's normal range),
+    fp32 accumulation."""
+    if CONJ_B:
+        b_im = -bi
+        b_imn = bi
+    else:
+        b_im = bi
+        b_imn = -bi
+    ar = xr.to(tl.float16)
+    ai = xi.to(tl.float16)
+    cr = tl.dot(ar, br)
+    cr = tl.dot(ai, b_imn, cr)
+    ci = tl.dot(ar, b_im)
+    ci = tl.dot(ai, br, ci)
+    return cr, ci
+
+
+@triton.jit
 def _col_scaled(xr, xi, MMA_FP16: tl.constexpr):
     """Right dot operand: fp16 with every column scaled by its max |.| (returns the scales)."""
     if MMA_FP16:
@@ -335,6 +355,7 @@ def _inner_fwd(
     HOIST: tl.constexpr,
     MMA_FP16: tl.constexpr,
     DERIVED: tl.constexpr = False,
+    BOUNDED: tl.constexpr = False,
 ):
     """Forward inner FFT of R complex rows.
 
@@ -345,12 +366,17 @@ def _inner_fwd(
     instead of its maximum, and the second step's rows by the row pair's largest such norm (a
     bound on every first-step output of the pair) instead of their own maxima: one row
     reduction less per transform. A spike keeps the bounds as tight as the maxima would be.
+    BOUNDED (fp16; ``FFTPlan.bounded_fwd``): the inputs are the scaled float16 outer buffers,
+    at most 1 in magnitude, so neither step scales its operands: the first step's are at most
+    1, the second step's at most N1_IO (both within fp16's range), and no row reductions run.
     """
     if HOIST:
         f1r, f1i = h_f1r, h_f1i
     else:
         f1r, f1i = _load_planes(f1_ptr, N1_IO, N1, N1, N1 * N1)
-    if DERIVED and MMA_FP16:
+    if BOUNDED:
+        br, bi = _cmatmul_unscaled(xr, xi, f1r, f1i, False)  # [r, b, k1]
+    elif DERIVED and MMA_FP16:
         m = tl.sum(tl.abs(xr) + tl.abs(xi), axis=1)  # [r, b]: L1 norms of the rows
         m = tl.where(m > 0.0, m, 1.0)
         br, bi = _cmatmul(xr, xi, f1r, f1i, False, MMA_FP16, m[:, None], True)  # [r, b, k1]
@@ -370,11 +396,15 @@ def _inner_fwd(
         f2r, f2i = h_f2r, h_f2i
     else:
         f2r, f2i = _load_planes(f2_ptr, N2, N2, N2, N2 * N2)
-    if DERIVED and MMA_FP16:  # |c[r, k1, b]| <= sum_a |x[r, b, a]| <= max_b m[r, b]
+    if BOUNDED:  # |c[r, k1, b]| <= N1_IO
+        dr, di = _cmatmul_unscaled(cr, ci, f2r, f2i, False)
+    elif DERIVED and MMA_FP16:  # |c[r, k1, b]| <= sum_a |x[r, b, a]| <= max_b m[r, b]
         mp = tl.max(tl.reshape(m, (R, N2)), axis=1)
         s2 = tl.reshape(tl.broadcast_to(mp[:, None], (R, N1)), (R * N1,))
-        return _cmatmul(cr, ci, f2r, f2i, False, MMA_FP16, s2[:, None], True)
-    return _cmatmul(cr, ci, f2r, f2i, False, MMA_FP16)
+        dr, di = _cmatmul(cr, ci, f2r, f2i, False, MMA_FP16, s2[:, None], True)
+    else:
+        dr, di = _cmatmul(cr, ci, f2r, f2i, False, MMA_FP16)
+    return dr, di
 
 
 @triton.jit
@@ -608,6 +638,7 @@ def _conv_kernel(
     XCORR: tl.constexpr = False,
     HAS_XW: tl.constexpr = False,
     DERIVED: tl.constexpr = False,
+    BOUNDED: tl.constexpr = False,
 ):
     """Fused FFT -> spectrum product -> inverse FFT over tiles of R complex rows.
 
@@ -628,6 +659,8 @@ def _conv_kernel(
     the slots per channel).
     DERIVED: each transform's first step scales its fp16 operand rows by their L1 norms and the
     second step by a bound derived from them (see :func:`_inner_fwd`), not by row maxima.
+    BOUNDED (complex I/O from scaled float16 buffers): the forward transforms scale nothing
+    (see :func:`_inner_fwd`).
     """
     M: tl.constexpr = N1 * N2
     pid = tl.program_id(0)
@@ -686,6 +719,7 @@ def _conv_kernel(
             HOIST,
             MMA_FP16,
             DERIVED,
+            BOUNDED,
         )
 
         if XCORR:  # the filter-gradient spectra: FFT(this tile) * conj(FFT(xa's tile))
@@ -693,7 +727,7 @@ def _conv_kernel(
             ai = _gload(xa_ptr, xa_ptr, offs1, m1, False)
             pr, pi = _inner_fwd(
                 ar, ai, f1_ptr, f2_ptr, tw_ptr, h_f1r, h_f1i, h_f2r, h_f2i, h_wr, h_wi,
-                R, N1, N2, N1_IO, HOIST, MMA_FP16, DERIVED,
+                R, N1, N2, N1_IO, HOIST, MMA_FP16, DERIVED, BOUNDED,
             )  # fmt: skip
             if HAS_XW:  # one weight per pair: rows r * N1 .. r * N1 + N1 - 1 of the tile
                 pw = j * R + tl.arange(0, R * N1) // N1
@@ -796,6 +830,7 @@ def _xcorr_kernel(
     xw_ptr=None,
     HAS_XW: tl.constexpr = False,
     DERIVED: tl.constexpr = False,
+    BOUNDED: tl.constexpr = False,
 ):
     """Partial cross-spectrum S[c, g] = sum over pairs of FFT(b) * conj(FFT(a)) (fp32).
 
@@ -860,6 +895,7 @@ def _xcorr_kernel(
             HOIST,
             MMA_FP16,
             DERIVED,
+            BOUNDED,
         )
         qr, qi = _inner_fwd(
             zr,
@@ -880,6 +916,7 @@ def _xcorr_kernel(
             HOIST,
             MMA_FP16,
             DERIVED,
+            BOUNDED,
         )
         if HAS_XW:  # one weight per pair: rows r * N1 .. r * N1 + N1 - 1 of the tile
             pw = j * R + tl.arange(0, R * N1) // N1
@@ -1600,6 +1637,12 @@ def _buf_dtype(plan: FFTPlan) -> torch.dtype:
     return torch.bfloat16 if plan.outer_bf16 and plan.mma == "fp16" else torch.float32
 
 
+def _bounded_fwd(plan: FFTPlan) -> bool:
+    """Whether the R-row kernels' forward transforms of the outer buffers skip operand
+    scaling (``bounded_fwd``: only for scaled float16 buffers, whose values are at most 1)."""
+    return plan.bounded_fwd and plan.mma == "fp16" and _scaled(plan)
+
+
 def _scaled(plan: FFTPlan) -> bool:
     """Whether the outer buffers are scaled float16 (``outer_fp16``)."""
     return bool(plan.outer) and _buf_dtype(plan) == torch.float16
@@ -1857,6 +1900,7 @@ def _launch_inner_conv(
         R=rows,
         HOIST=plan.hoist,
         DERIVED=plan.static_scale,
+        BOUNDED=complex_io and _bounded_fwd(plan),
         **blocked,
         **flags,
         **fused,
@@ -2009,7 +2053,7 @@ def _xcorr(
     else:
         _xcorr_kernel[(n_c, groups)](
             *common, n_pblk, blk_per_prog, R=rows, HOIST=plan.hoist, DERIVED=plan.static_scale,
-            **flags, **weights,
+            BOUNDED=complex_io and _bounded_fwd(plan), **flags, **weights,
         )  # fmt: skip
     summed = part[:, 0] if part.shape[1] == 1 else part.sum(dim=1)
     dd = None

@@ -177,6 +177,16 @@ class FFTPlan:
             pair's largest one (a bound on its inputs), one row reduction less per transform
             (in SASS, row maxima and their shuffles are ~18% of the 1024-2048-point R-row
             kernels' instructions, results/sass_mix_*_stop15.log).
+        bounded_fwd: R-row (transposed) inner kernels under outer levels with scaled float16
+            buffers (``outer_fp16``): the forward transforms of the buffers' tiles, whose
+            values are at most 1, round their fp16 operands as they are (the second step's
+            are at most N1), with no scaling and no row reductions; the inverse transform
+            keeps its scaling (its input's magnitude follows the filter). In sm_90 SASS,
+            operand scaling is about a third of the R-row kernels' instructions
+            (results/sass_scaling_sm90_triton39_stop16.log); this option removes 12-16% of
+            the inner kernels' at 128K / 256K and 30% of the filter-gradient kernel's
+            (results/sass_bounded_fwd_sm90_triton39_stop16.log). A tuning option until
+            measured on a GPU.
         static_bwd: the fused backward's du transform scales its fp16 operands like
             ``static_scale`` (independently of it; the second signal's transform keeps its
             column maxima).
@@ -229,6 +239,7 @@ class FFTPlan:
     bwd_rows: int = 0
     outer_bf16: bool = False
     static_scale: bool = False
+    bounded_fwd: bool = False
     outer_fp16: bool = False
     block: bool = False
     static_bwd: bool = False
