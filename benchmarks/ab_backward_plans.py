@@ -101,6 +101,11 @@ VARIANTS = {
     # buffers without operand scaling (sm_90 SASS at 128K: -15% instructions in the inner
     # kernel, -30% in the filter-gradient kernel; results/sass_bounded_fwd_*_stop16.log)
     "bounded": dict(bounded_fwd=True),
+    # R-row kernels: the inverse transform scaled by the forward's L1 norm times the spectrum
+    # block's maximum, no row reductions (sm_90 SASS: -17..20% at 512-2048 and 128K / 256K,
+    # -28% with bounded_fwd at 128K; results/sass_static_inv_*_stop16.log)
+    "static_inv": dict(static_inv=True),
+    "static_inv_bounded": dict(static_inv=True, bounded_fwd=True),
 }
 
 

@@ -68,6 +68,8 @@ def variants(mode: str, n: int, batch: int):
         )
     if base.rows > 1 and not base.static_scale:  # R-row kernels: L1-norm / derived scales
         out.append(("static_rows", dataclasses.replace(base, static_scale=True)))
+    if base.rows > 1 and base.mma == "fp16" and not base.static_inv:  # inverse: known bounds
+        out.append(("static_inv", dataclasses.replace(base, static_scale=True, static_inv=True)))
     if base.outer:
         out.append(("tw_split", dataclasses.replace(base, outer_tw_split=True)))
         out.append(("bf16_buffer", dataclasses.replace(base, outer_bf16=True, outer_fp16=False)))

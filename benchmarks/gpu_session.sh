@@ -122,20 +122,26 @@ if [[ $what == scaling || $what == all ]]; then
         --sizes 256,512,1024,4096,32768,65536 --modes circular,padded,gated_padded,padded_bwd
 fi
 if [[ $what == next || $what == all ]]; then
-    # queued by stop 16 (built on the CPU): bounded_fwd (the R-row kernels' forward
-    # transforms of the scaled float16 buffers unscaled); the Triton pair maxima (gate
+    # queued by stop 16 (built on the CPU): bounded_fwd and static_inv (the R-row kernels'
+    # operand scaling without row reductions); the channel factor of the scaled float16
+    # buffers now also scales small filters up (GPU test); the Triton pair maxima (gate
     # product in registers) and dD from skip_gradient under outer levels; the filter gradient
     # on 2-row tiles at 2048 points; where a step's time goes at 128K / 1M / 4M; launch
     # tuning of the circular and gated near misses and of the backward at 16K-256K.
     # ~14 min on an H100: two calls.
     step gpu_pair_max 120 python -m pytest -m gpu -q -p no:cacheprovider "${XDIST[@]}" \
         tests/test_pair_max.py tests/test_fftconv_triton.py -k "pair_max or scaled_fp16 or peak"
-    step gpu_bounded_fwd 150 python -m pytest -m gpu -q -p no:cacheprovider "${XDIST[@]}" \
-        tests/test_fftconv_triton.py -k "bounded_fwd"
-    step ab_bounded_fwd 240 python benchmarks/ab_backward_plans.py \
-        --sizes 32768,131072,262144,4194304 --variants bounded --rounds 2
+    step gpu_scaling_options 150 python -m pytest -m gpu -q -p no:cacheprovider "${XDIST[@]}" \
+        tests/test_fftconv_triton.py -k "bounded_fwd or static_inv or small_and_large"
+    step explore_static_inv 150 python benchmarks/explore_plans.py --warm-jobs 14 \
+        --cases padded:256,padded:512,padded:1024,gated_padded:1024,padded:2048,circular:2048
+    step ab_static_inv_small 120 python benchmarks/ab_backward_plans.py \
+        --sizes 512,1024,2048 --variants static_inv --rounds 2
+    step ab_bounded_fwd 300 python benchmarks/ab_backward_plans.py \
+        --sizes 32768,131072,262144,4194304 --variants bounded,static_inv,static_inv_bounded \
+        --rounds 2
     step ab_bounded_fwd_circ 120 python benchmarks/ab_backward_plans.py --circular \
-        --sizes 4194304 --variants bounded --rounds 2
+        --sizes 4194304 --variants bounded,static_inv_bounded --rounds 2
     step bench_pair_max 90 python benchmarks/bench_pair_max.py
     step ab_xc_rows 200 python benchmarks/ab_backward_plans.py --sizes 2048,32768,262144 \
         --variants xc_rows,xc_rows_shared --rounds 2

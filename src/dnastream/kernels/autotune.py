@@ -108,6 +108,7 @@ LAUNCH_FIELDS: tuple[str, ...] = (
     "static_scale",
     "shared_bwd_outer",
     "bounded_fwd",
+    "static_inv",
 )
 
 BARS = {torch.bfloat16: 3e-3, torch.float16: 3e-3, torch.float32: 1e-5}
@@ -321,6 +322,7 @@ def _valid_value(name: str, value: Any, plan: FFTPlan) -> bool:
         "static_scale",
         "shared_bwd_outer",
         "bounded_fwd",
+        "static_inv",
     ):
         return isinstance(value, bool)
     if name in ("maxnreg", "outer_maxnreg", "bwd_maxnreg"):
@@ -465,6 +467,8 @@ def inner_grid(plan: FFTPlan) -> list[dict[str, Any]]:
             out += [dict(static_scale=True, num_warps=nw) for nw in (4, 8)]
         if plan.mma == "fp16" and plan.outer and not plan.bounded_fwd:  # unscaled forward
             out += [dict(bounded_fwd=True, num_warps=nw) for nw in (4, 8)]
+        if plan.mma == "fp16" and not plan.static_inv:  # inverse scaled by known bounds
+            out += [dict(static_scale=True, static_inv=True, num_warps=nw) for nw in (4, 8)]
     return out
 
 

@@ -356,6 +356,7 @@ def _inner_fwd(
     MMA_FP16: tl.constexpr,
     DERIVED: tl.constexpr = False,
     BOUNDED: tl.constexpr = False,
+    L1_OUT: tl.constexpr = False,
 ):
     """Forward inner FFT of R complex rows.
 
@@ -369,16 +370,25 @@ def _inner_fwd(
     BOUNDED (fp16; ``FFTPlan.bounded_fwd``): the inputs are the scaled float16 outer buffers,
     at most 1 in magnitude, so neither step scales its operands: the first step's are at most
     1, the second step's at most N1_IO (both within fp16's range), and no row reductions run.
+    Returns (re, im, l1): with L1_OUT, l1 (R,) is each row's input L1 norm (sum of |re| +
+    |im|, a bound on every |X_r|, for ``static_inv``); otherwise ones.
     """
     if HOIST:
         f1r, f1i = h_f1r, h_f1i
     else:
         f1r, f1i = _load_planes(f1_ptr, N1_IO, N1, N1, N1 * N1)
+    if L1_OUT:
+        m = tl.sum(tl.abs(xr) + tl.abs(xi), axis=1)  # [r, b]: L1 norms of the rows
+        l1 = tl.sum(tl.reshape(m, (R, N2)), axis=1)
+        m = tl.where(m > 0.0, m, 1.0)
+    else:
+        l1 = tl.full((R,), 1.0, tl.float32)
     if BOUNDED:
         br, bi = _cmatmul_unscaled(xr, xi, f1r, f1i, False)  # [r, b, k1]
     elif DERIVED and MMA_FP16:
-        m = tl.sum(tl.abs(xr) + tl.abs(xi), axis=1)  # [r, b]: L1 norms of the rows
-        m = tl.where(m > 0.0, m, 1.0)
+        if not L1_OUT:
+            m = tl.sum(tl.abs(xr) + tl.abs(xi), axis=1)  # [r, b]: L1 norms of the rows
+            m = tl.where(m > 0.0, m, 1.0)
         br, bi = _cmatmul(xr, xi, f1r, f1i, False, MMA_FP16, m[:, None], True)  # [r, b, k1]
     else:
         br, bi = _cmatmul(xr, xi, f1r, f1i, False, MMA_FP16)  # [r, b, k1]
@@ -404,7 +414,7 @@ def _inner_fwd(
         dr, di = _cmatmul(cr, ci, f2r, f2i, False, MMA_FP16, s2[:, None], True)
     else:
         dr, di = _cmatmul(cr, ci, f2r, f2i, False, MMA_FP16)
-    return dr, di
+    return dr, di, l1
 
 
 @triton.jit
@@ -427,18 +437,26 @@ def _inner_inv(
     HOIST: tl.constexpr,
     MMA_FP16: tl.constexpr,
     DERIVED: tl.constexpr = False,
+    STATIC_INV: tl.constexpr = False,
+    sinv=1.0,
 ):
     """Inverse (unnormalised) inner FFT, the mirror image of :func:`_inner_fwd`.
 
     In:  (R * N1, N2) spectrum [r, k1, k2]. Out: (R * N2, N1_IO) [r, b, a] = y_r[a * N2 + b].
     DERIVED: as in :func:`_inner_fwd` (first-step rows scaled by their L1 norms, the second
     step's by the row pair's largest one).
+    STATIC_INV (fp16; ``FFTPlan.static_inv``): ``sinv`` (R * N1, 1) is the inverse of a bound
+    on |y| known beforehand (the forward's L1 norm times the spectrum's maximum): the first
+    step's operand is y * sinv (at most 1), the second step's rounds as it is (at most N2),
+    and the output stays multiplied by sinv (the caller undoes it); no row reductions.
     """
     if HOIST:
         f2r, f2i = h_f2r, h_f2i
     else:
         f2r, f2i = _load_planes(f2_ptr, N2, N2, N2, N2 * N2)
-    if DERIVED and MMA_FP16:
+    if STATIC_INV:
+        er, ei = _cmatmul_unscaled(yr * sinv, yi * sinv, f2r, f2i, True)  # [r, k1, b]
+    elif DERIVED and MMA_FP16:
         m = tl.sum(tl.abs(yr) + tl.abs(yi), axis=1)  # [r, k1]: L1 norms of the rows
         m = tl.where(m > 0.0, m, 1.0)
         er, ei = _cmatmul(yr, yi, f2r, f2i, True, MMA_FP16, m[:, None], True)  # [r, k1, b]
@@ -456,11 +474,15 @@ def _inner_inv(
         g1r, g1i = h_g1r, h_g1i
     else:
         g1r, g1i = _load_planes(f1_ptr, N1, N1_IO, N1, N1 * N1)
-    if DERIVED and MMA_FP16:  # |c[r, b, k1]| <= sum_k2 |y[r, k1, k2]| <= max_k1 m[r, k1]
+    if STATIC_INV:  # |c[r, b, k1]| <= N2
+        outr, outi = _cmatmul_unscaled(cr, ci, g1r, g1i, True)
+    elif DERIVED and MMA_FP16:  # |c[r, b, k1]| <= sum_k2 |y[r, k1, k2]| <= max_k1 m[r, k1]
         mp = tl.max(tl.reshape(m, (R, N1)), axis=1)
         s2 = tl.reshape(tl.broadcast_to(mp[:, None], (R, N2)), (R * N2,))
-        return _cmatmul(cr, ci, g1r, g1i, True, MMA_FP16, s2[:, None], True)
-    return _cmatmul(cr, ci, g1r, g1i, True, MMA_FP16)
+        outr, outi = _cmatmul(cr, ci, g1r, g1i, True, MMA_FP16, s2[:, None], True)
+    else:
+        outr, outi = _cmatmul(cr, ci, g1r, g1i, True, MMA_FP16)
+    return outr, outi
 
 
 @triton.jit
@@ -639,6 +661,8 @@ def _conv_kernel(
     HAS_XW: tl.constexpr = False,
     DERIVED: tl.constexpr = False,
     BOUNDED: tl.constexpr = False,
+    kmax_ptr=None,
+    STATIC_INV: tl.constexpr = False,
 ):
     """Fused FFT -> spectrum product -> inverse FFT over tiles of R complex rows.
 
@@ -660,7 +684,9 @@ def _conv_kernel(
     DERIVED: each transform's first step scales its fp16 operand rows by their L1 norms and the
     second step by a bound derived from them (see :func:`_inner_fwd`), not by row maxima.
     BOUNDED (complex I/O from scaled float16 buffers): the forward transforms scale nothing
-    (see :func:`_inner_fwd`).
+    (see :func:`_inner_fwd`). STATIC_INV: the inverse transform's operands are scaled by the
+    forward input's L1 norm times ``kmax[c]`` (max |K| + |D| / N of the spectrum block), not
+    by row maxima (see :func:`_inner_inv`); the output takes that factor back.
     """
     M: tl.constexpr = N1 * N2
     pid = tl.program_id(0)
@@ -700,7 +726,7 @@ def _conv_kernel(
             xr += _ctx_load(ctx_ptr, r0, hc, nn, vc, B, H, NB, SOUT, T0, C)
             xi += _ctx_load(ctx_ptr, r0 + 1, hc, nn, vc, B, H, NB, SOUT, T0, C)
 
-        dr, di = _inner_fwd(
+        dr, di, l1x = _inner_fwd(
             xr,
             xi,
             f1_ptr,
@@ -720,12 +746,13 @@ def _conv_kernel(
             MMA_FP16,
             DERIVED,
             BOUNDED,
+            STATIC_INV,
         )
 
         if XCORR:  # the filter-gradient spectra: FFT(this tile) * conj(FFT(xa's tile))
             ar = _gload(xa_ptr, xa_ptr, offs0, m0, False)
             ai = _gload(xa_ptr, xa_ptr, offs1, m1, False)
-            pr, pi = _inner_fwd(
+            pr, pi, _ = _inner_fwd(
                 ar, ai, f1_ptr, f2_ptr, tw_ptr, h_f1r, h_f1i, h_f2r, h_f2i, h_wr, h_wi,
                 R, N1, N2, N1_IO, HOIST, MMA_FP16, DERIVED, BOUNDED,
             )  # fmt: skip
@@ -757,30 +784,27 @@ def _conv_kernel(
         yr = dr * kr - di * ki
         yi = dr * ki + di * kr
 
+        sx = 1.0
+        sinv = 1.0
+        if STATIC_INV:  # |y| <= ||x_r||_1 * kmax[c] (the spectrum block's max, D included)
+            km = tl.load(kmax_ptr + c)
+            sx = tl.where(l1x > 0.0, l1x, 1.0) * tl.where(km > 0.0, km, 1.0)  # (R,)
+            sinv = tl.reshape(tl.broadcast_to((1.0 / sx)[:, None], (R, N1)), (R * N1,))[:, None]
         outr, outi = _inner_inv(
-            yr,
-            yi,
-            f1_ptr,
-            f2_ptr,
-            tw_ptr,
-            h_g1r,
-            h_g1i,
-            h_f2r,
-            h_f2i,
-            h_wr,
-            h_wi,
-            R,
-            N1,
-            N2,
-            N1_IO,
-            HOIST,
-            MMA_FP16,
-            DERIVED,
-        )
+            yr, yi, f1_ptr, f2_ptr, tw_ptr, h_g1r, h_g1i, h_f2r, h_f2i, h_wr, h_wi,
+            R, N1, N2, N1_IO, HOIST, MMA_FP16, DERIVED, STATIC_INV, sinv,
+        )  # fmt: skip
+        if STATIC_INV:  # the bound back (with the scaled buffers' factor cs: one multiply)
+            srow = tl.reshape(tl.broadcast_to(sx[:, None], (R, N2)), (R * N2,))
+            if COMPLEX_IO and SCALE_NR:
+                srow = srow * tl.load(cs_ptr + h)
+            outr = outr * srow[:, None]
+            outi = outi * srow[:, None]
 
         if COMPLEX_IO:  # the outer levels' buffer (fp32, bf16 or scaled fp16)
-            if SCALE_NR:  # scaled fp16 buffers: the inverse levels' inputs at the output's
-                cs = tl.load(cs_ptr + h)  # scale (NR, less where a channel's norm is large)
+            if SCALE_NR and not STATIC_INV:  # scaled fp16 buffers: the inverse levels'
+                cs = tl.load(cs_ptr + h)  # inputs at the output's scale (NR, less for a
+                # channel whose norm is large)
                 outr = outr * cs
                 outi = outi * cs
             _store(y_ptr, offs0, outr, m0, RNE_Y)
@@ -876,7 +900,7 @@ def _xcorr_kernel(
         zi = _gload(b_ptr, gb_ptr, offs1, m1, HAS_GB)
         if HAS_DD:
             dd += tl.sum(tl.sum(xr * zr + xi * zi, axis=1), axis=0)
-        pr, pi = _inner_fwd(
+        pr, pi, _ = _inner_fwd(
             xr,
             xi,
             f1_ptr,
@@ -897,7 +921,7 @@ def _xcorr_kernel(
             DERIVED,
             BOUNDED,
         )
-        qr, qi = _inner_fwd(
+        qr, qi, _ = _inner_fwd(
             zr,
             zi,
             f1_ptr,
@@ -1596,9 +1620,10 @@ def _spectrum_bound(spec: Tensor, D: Tensor | None, n: int, inner: int) -> Tenso
     return _spec_memo(_BOUND_MEMO, spec, D, (n, inner), compute)
 
 
-# Largest magnitude the scaled float16 outer buffers may hold (float16's largest is 65504): a
-# channel whose bound exceeds it is scaled down by the ratio in the inner pass and scaled back
-# up at the last inverse level (see _channel_scale).
+# Largest magnitude the scaled float16 outer buffers may hold (float16's largest is 65504):
+# every channel is scaled in the inner pass so that its bound is this (down when it exceeds
+# it, up when it is smaller, so that a small filter's outputs do not sink into float16's
+# subnormals) and back at the last inverse level (see _channel_scale).
 FP16_BUFFER_LIMIT = 2.0**14
 
 
@@ -1609,14 +1634,17 @@ def _channel_scale(spec: Tensor, D: Tensor | None, n: int, inner: int) -> Tensor
     the channel's sum |k_h| + |D_h|, and sum |k_h| <= sqrt(N) ||k_h||_2 = N sqrt(sum |spec_h|^2)
     (Parseval; ``spec`` is K / N, so the bound covers frequency-sparse spectra too). The factor
     is NR (putting the inner output at the inverse levels' scale) times
-    min(1, FP16_BUFFER_LIMIT / bound): channels whose bound is too large for float16 are scaled
-    down, and the last inverse level multiplies by NR / factor. Memoised (:func:`_spec_memo`)."""
+    FP16_BUFFER_LIMIT / bound: channels whose bound is too large for float16 are scaled down,
+    small ones up (a filter 1e-5 as large otherwise left its outputs in float16's subnormals:
+    4e-3 relative error), and the last inverse level multiplies by NR / factor. A zero
+    channel keeps NR. Memoised (:func:`_spec_memo`)."""
 
     def compute() -> Tensor:
         bound = torch.linalg.vector_norm(spec, ord=2, dim=(0, 2)).mul_(n)  # one pass
         if D is not None:
             bound = bound + D.float().abs()
-        return (FP16_BUFFER_LIMIT / bound.clamp_min(FP16_BUFFER_LIMIT)).mul_(n // inner)
+        ratio = torch.where(bound > 0, FP16_BUFFER_LIMIT / bound, torch.ones_like(bound))
+        return ratio.mul_(n // inner)
 
     return _spec_memo(_SCALE_MEMO, spec, D, (n, inner, FP16_BUFFER_LIMIT), compute)
 
@@ -1871,6 +1899,7 @@ def _launch_inner_conv(
         return out
     # (pointers are always passed: the buffers of a fused backward, else dummies)
     fused = dict(xa_ptr=src, part_ptr=spec, xw_ptr=spec)
+    static_inv = plan.static_inv and plan.static_scale and plan.mma == "fp16"
     out = None
     if xcorr is not None:  # the fused backward on R-row tiles: under outer levels only
         if not complex_io or xcorr[1] is not None or xcorr[2]:
@@ -1901,6 +1930,8 @@ def _launch_inner_conv(
         HOIST=plan.hoist,
         DERIVED=plan.static_scale,
         BOUNDED=complex_io and _bounded_fwd(plan),
+        kmax_ptr=_spectrum_bound(spec, D, plan.n, plan.inner) if static_inv else spec,
+        STATIC_INV=static_inv,
         **blocked,
         **flags,
         **fused,

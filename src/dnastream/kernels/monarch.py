@@ -187,6 +187,11 @@ class FFTPlan:
             the inner kernels' at 128K / 256K and 30% of the filter-gradient kernel's
             (results/sass_bounded_fwd_sm90_triton39_stop16.log). A tuning option until
             measured on a GPU.
+        static_inv: R-row kernels with ``static_scale`` (fp16): the inverse transform's
+            operands scaled by a bound known before it, the forward input's L1 norm times the
+            spectrum block's max |K| + |D| / N (as the one-row kernels' ``static_scale``
+            does), not by row L1 norms: no row reductions in the inverse. A tuning option
+            until measured (SASS: results/sass_static_inv_*_stop16.log).
         static_bwd: the fused backward's du transform scales its fp16 operands like
             ``static_scale`` (independently of it; the second signal's transform keeps its
             column maxima).
@@ -240,6 +245,7 @@ class FFTPlan:
     outer_bf16: bool = False
     static_scale: bool = False
     bounded_fwd: bool = False
+    static_inv: bool = False
     outer_fp16: bool = False
     block: bool = False
     static_bwd: bool = False
