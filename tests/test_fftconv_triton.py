@@ -1346,8 +1346,9 @@ def test_channel_scale_bounds_the_filter_norm() -> None:
         torch.randn(3000, generator=torch.Generator().manual_seed(1), dtype=torch.float64),
         torch.full((3000,), 40.0, dtype=torch.float64),  # sum |k| = 120000: over the limit
         torch.zeros(3000, dtype=torch.float64),  # a zero channel (and no D)
+        torch.full((3000,), 1e-40, dtype=torch.float64),  # far below float32's normals
     ])  # fmt: skip
-    d = torch.tensor([0.5, -2.0, 0.0, 3.0, 0.0])
+    d = torch.tensor([0.5, -2.0, 0.0, 3.0, 0.0, 0.0])
     for p in (plan, dataclasses.replace(plan, freq_cut=plan.n // 8)):
         spec = filter_spectrum(k, p)
         bound = p.n * spec.double().square().sum(dim=(0, 2)).sqrt() + d.abs()
@@ -1357,6 +1358,8 @@ def test_channel_scale_bounds_the_filter_norm() -> None:
         want = nr * FP16_BUFFER_LIMIT / bound[:4]
         torch.testing.assert_close(cs[:4].double(), want, rtol=1e-4, atol=0)  # fp32 norm
         assert cs[0] > nr and cs[3] < nr and cs[4] == nr
+        assert torch.isfinite(cs).all() and torch.isfinite(nr / cs).all() and (nr / cs > 0).all()
+        assert cs[5] > 1e30 * nr  # its squares underflow float32: the max-based bound
         assert _channel_scale(spec, d, p.n, p.inner) is cs  # memoised
         spec.mul_(2.0)  # in place: recomputed
         assert _channel_scale(spec, d, p.n, p.inner) is not cs
