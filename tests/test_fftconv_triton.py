@@ -326,6 +326,31 @@ def test_static_scale_on_row_tiles(L, B, dtype, extra) -> None:
     check_backward(B, 2, L, L, dtype, plan=static, decay=True)
 
 
+def _assert_option_like_base(base, option, B, L, dtype, slack=1.05):
+    """``option`` (a plan differing from ``base`` in its operand scaling) on HyenaDNA-like
+    inputs (decaying filter, gates, D, pairs at scales 1e-3 to 30, a spike in the first pair):
+    its forward error against float64 within ``slack`` (and 3e-5) of ``base``'s and within the
+    bar, every gradient within the bar of ``base``'s and of float64 autograd. Returns the
+    inputs (u, k, d, g1, g2)."""
+    u, k, d, g1, g2 = make_inputs(B, 2, L, L, dtype, decay=True)
+    scale = torch.tensor([30.0, 1.0, 1e-3, 5.0, 0.5, 2.0, 7.0, 1e-2])[:B, None, None]
+    u = (u.float() * scale.to(u.device)).to(dtype)
+    u[1, :, L // 3] = 300.0
+    ref = ref64(u, k, d, g1, g2)
+    dy = torch.randn(B, 2, L, generator=torch.Generator().manual_seed(9)).to(dtype).to(u.device)
+    outs = []
+    for p in (base, option):
+        leaves = [t.clone().requires_grad_(True) for t in (u, k, d, g1, g2)]
+        y = fftconv_triton(*leaves[:2], D=leaves[2], pregate=leaves[3], postgate=leaves[4], plan=p)
+        outs.append([y, *torch.autograd.grad(y, leaves, dy)])
+    errs = [rel_err(o[0], ref) for o in outs]
+    assert errs[1] <= max(slack * errs[0], errs[0] + 3e-5) and errs[1] <= BARS[dtype], errs
+    for a, b in zip(outs[0][1:], outs[1][1:], strict=True):  # the gradients
+        assert rel_err(b, a.double()) < BARS[dtype]
+    check_backward(B, 2, L, L, dtype, plan=option, decay=True)
+    return u, k, d, g1, g2
+
+
 @pytest.mark.parametrize(
     ("L", "B", "dtype", "max_fused", "bwd"),
     [(2000, 4, torch.bfloat16, 256, {}),  # 2-row tiles, separate backward passes
@@ -336,10 +361,9 @@ def test_static_scale_on_row_tiles(L, B, dtype, extra) -> None:
 )  # fmt: skip
 def test_bounded_fwd_matches_the_scaled_transforms(L, B, dtype, max_fused, bwd) -> None:
     """bounded_fwd: the R-row kernels' forward transforms of the scaled float16 outer buffers
-    (values at most 1) round their operands unscaled. Forward error against float64 within 5%
-    (and 2e-5) of the scaled transforms' (decaying filter, pairs at scales 1e-3 to 30 and a
-    spike); every gradient within the bar of theirs and of float64 autograd. Only scaled
-    float16 buffers take the unscaled path (fp32 buffers are not bounded)."""
+    (values at most 1) round their operands unscaled: like the scaled transforms
+    (:func:`_assert_option_like_base`). Only scaled float16 buffers take the unscaled path
+    (fp32 buffers are not bounded)."""
     import dnastream.kernels.fftconv_triton as ft
 
     base = plan_for(L, L, True, dtype, batch=B, max_fused=max_fused)
@@ -348,22 +372,7 @@ def test_bounded_fwd_matches_the_scaled_transforms(L, B, dtype, max_fused, bwd) 
     bounded = dataclasses.replace(base, bounded_fwd=True)
     assert ft._bounded_fwd(bounded) and not ft._bounded_fwd(base)
     assert not ft._bounded_fwd(dataclasses.replace(bounded, outer_fp16=False))
-    u, k, d, g1, g2 = make_inputs(B, 2, L, L, dtype, decay=True)
-    scale = torch.tensor([30.0, 1.0, 1e-3, 5.0, 0.5])[:B, None, None]
-    u = (u.float() * scale.to(u.device)).to(dtype)
-    u[1, :, L // 3] = 300.0  # a spike in the first pair
-    ref = ref64(u, k, d, g1, g2)
-    dy = torch.randn(B, 2, L, generator=torch.Generator().manual_seed(9)).to(dtype).to(u.device)
-    outs = []
-    for p in (base, bounded):
-        leaves = [t.clone().requires_grad_(True) for t in (u, k, d, g1, g2)]
-        y = fftconv_triton(*leaves[:2], D=leaves[2], pregate=leaves[3], postgate=leaves[4], plan=p)
-        outs.append([y, *torch.autograd.grad(y, leaves, dy)])
-    errs = [rel_err(o[0], ref) for o in outs]
-    assert errs[1] <= max(1.05 * errs[0], errs[0] + 2e-5) and errs[1] <= BARS[dtype], errs
-    for a, b in zip(outs[0][1:], outs[1][1:], strict=True):  # the gradients
-        assert rel_err(b, a.double()) < BARS[dtype]
-    check_backward(B, 2, L, L, dtype, plan=bounded, decay=True)
+    _assert_option_like_base(base, bounded, B, L, dtype)
 
 
 @pytest.mark.parametrize(
@@ -378,35 +387,19 @@ def test_bounded_fwd_matches_the_scaled_transforms(L, B, dtype, max_fused, bwd) 
 )  # fmt: skip
 def test_static_inv_matches_the_derived_scaling(L, B, dtype, max_fused, opts) -> None:
     """static_inv: the R-row kernels' inverse transforms scaled by the forward input's L1 norm
-    times the spectrum block's maximum (no row reductions). Forward error against float64
-    within 5% (fp16: 20%; and 3e-5) of the derived scaling's (decaying filter, pairs at scales
-    1e-3 to 30 and a spike, D folded into the bound); every gradient (du's inverse too, with the
-    conjugate spectrum) within the bar of theirs and of float64 autograd."""
+    times the spectrum block's maximum (no row reductions): like the derived scaling
+    (:func:`_assert_option_like_base`, fp16 forward error within 20%; D folded into the bound,
+    du's inverse with the conjugate spectrum), and a filter 1e-5 as large within the bar."""
     extra = {} if max_fused is None else {"max_fused": max_fused}
     base = plan_for(L, L, True, dtype, batch=B, **extra)
     assert base.rows > 1 and base.static_scale
     base = dataclasses.replace(base, **opts)
     sinv = dataclasses.replace(base, static_inv=True)
-    u, k, d, g1, g2 = make_inputs(B, 2, L, L, dtype, decay=True)
-    scale = torch.tensor([30.0, 1.0, 1e-3, 5.0, 0.5, 2.0, 7.0, 1e-2])[:B, None, None]
-    u = (u.float() * scale.to(u.device)).to(dtype)
-    u[1, :, L // 3] = 300.0  # a spike in the first pair
-    ref = ref64(u, k, d, g1, g2)
-    dy = torch.randn(B, 2, L, generator=torch.Generator().manual_seed(9)).to(dtype).to(u.device)
-    outs = []
-    for p in (base, sinv):
-        leaves = [t.clone().requires_grad_(True) for t in (u, k, d, g1, g2)]
-        y = fftconv_triton(*leaves[:2], D=leaves[2], pregate=leaves[3], postgate=leaves[4], plan=p)
-        outs.append([y, *torch.autograd.grad(y, leaves, dy)])
-    errs = [rel_err(o[0], ref) for o in outs]
     # (fp16 I/O: one bound per row for the whole inverse rounds the small spectrum rows of a
     # decaying filter lower in fp16's range: 1024, fp16 in the interpreter 6.1e-4 against
     # 5.2e-4, the bar 1e-3; bf16 outputs round far coarser than that)
     slack = 1.2 if dtype == torch.float16 else 1.05
-    assert errs[1] <= max(slack * errs[0], errs[0] + 3e-5) and errs[1] <= BARS[dtype], errs
-    for a, b in zip(outs[0][1:], outs[1][1:], strict=True):  # the gradients
-        assert rel_err(b, a.double()) < BARS[dtype]
-    check_backward(B, 2, L, L, dtype, plan=sinv, decay=True)
+    u, k, _, g1, g2 = _assert_option_like_base(base, sinv, B, L, dtype, slack)
     # a filter 1e-5 as large (no D): the bound follows the spectrum, nothing underflows
     tiny = k * 1e-5
     y = fftconv_triton(u, tiny, pregate=g1, postgate=g2, plan=sinv)

@@ -100,6 +100,15 @@ _SUPPORTED = (torch.bfloat16, torch.float16, torch.float32)
 
 
 @triton.jit
+def _imag_parts(bi, CONJ_B: tl.constexpr):
+    """(im, -im) of the right operand B, or of conj(B) when CONJ_B."""
+    if CONJ_B:
+        return -bi, bi
+    else:
+        return bi, -bi
+
+
+@triton.jit
 def _cmatmul(
     xr, xi, br, bi, CONJ_B: tl.constexpr, MMA_FP16: tl.constexpr, s=1.0,
     STATIC: tl.constexpr = False,
@@ -111,35 +120,20 @@ def _cmatmul(
     ``STATIC``: by the scalar ``s``, a bound on |x| known beforehand (no reductions).
     fp32 mode: 3xTF32 dots on the fp32 values.
     """
-    if CONJ_B:
-        b_im = -bi
-        b_imn = bi
-    else:
-        b_im = bi
-        b_imn = -bi
     if MMA_FP16 and STATIC:
         inv = 1.0 / s
-        ar = (xr * inv).to(tl.float16)
-        ai = (xi * inv).to(tl.float16)
-        cr = tl.dot(ar, br)
-        cr = tl.dot(ai, b_imn, cr)
-        ci = tl.dot(ar, b_im)
-        ci = tl.dot(ai, br, ci)
+        cr, ci = _cmatmul_unscaled(xr * inv, xi * inv, br, bi, CONJ_B)
         cr = cr * s
         ci = ci * s
     elif MMA_FP16:
         m = tl.maximum(tl.max(tl.abs(xr), axis=1), tl.max(tl.abs(xi), axis=1))
         m = tl.where(m > 0.0, m, 1.0)
         inv = 1.0 / m
-        ar = (xr * inv[:, None]).to(tl.float16)
-        ai = (xi * inv[:, None]).to(tl.float16)
-        cr = tl.dot(ar, br)
-        cr = tl.dot(ai, b_imn, cr)
-        ci = tl.dot(ar, b_im)
-        ci = tl.dot(ai, br, ci)
+        cr, ci = _cmatmul_unscaled(xr * inv[:, None], xi * inv[:, None], br, bi, CONJ_B)
         cr = cr * m[:, None]
         ci = ci * m[:, None]
     else:
+        b_im, b_imn = _imag_parts(bi, CONJ_B)
         cr = tl.dot(xr, br, input_precision="tf32x3")
         cr = tl.dot(xi, b_imn, cr, input_precision="tf32x3")
         ci = tl.dot(xr, b_im, input_precision="tf32x3")
@@ -175,14 +169,9 @@ def _lmatmul(fr, fi, ar, ai, CONJ_F: tl.constexpr, MMA_FP16: tl.constexpr):
 @triton.jit
 def _cmatmul_unscaled(xr, xi, br, bi, CONJ_B: tl.constexpr):
     """(xr + i xi) @ (br + i bi) (or @ conj(.) when CONJ_B) with the left operand rounded to
-    fp16 as it is (no scaling: its magnitude is known to stay within fp16's normal range),
-    fp32 accumulation."""
-    if CONJ_B:
-        b_im = -bi
-        b_imn = bi
-    else:
-        b_im = bi
-        b_imn = -bi
+    fp16 as it is (no scaling: its magnitude is known to stay within fp16's normal range, or
+    the caller scaled it, :func:`_cmatmul`), fp32 accumulation."""
+    b_im, b_imn = _imag_parts(bi, CONJ_B)
     ar = xr.to(tl.float16)
     ai = xi.to(tl.float16)
     cr = tl.dot(ar, br)
