@@ -9,8 +9,8 @@
 #   bash benchmarks/gpu_session.sh structures   # plan-structure A/Bs (circular, B = 2) and tests
 #   bash benchmarks/gpu_session.sh bwd_options  # backward options of the 2-row outer plans
 #   bash benchmarks/gpu_session.sh scaling      # R-row static scaling, shipped tuning entries
-#   bash benchmarks/gpu_session.sh next         # stop 16's queue: pair maxima, 2-row filter
-#                                               # gradient, profiles, near-miss tuning
+#   bash benchmarks/gpu_session.sh next         # stop 16's queue: scaling options, pair maxima
+#   bash benchmarks/gpu_session.sh next_tune    # ... 2-row filter gradient, profiles, tuning
 #   bash benchmarks/gpu_session.sh eager        # eager-training path vs the operators
 #   bash benchmarks/gpu_session.sh bench        # bench_conv (with the tuned cache), sparse rows,
 #                                               # backward-plan A/B, training step, windows
@@ -128,7 +128,7 @@ if [[ $what == next || $what == all ]]; then
     # product in registers) and dD from skip_gradient under outer levels; the filter gradient
     # on 2-row tiles at 2048 points; where a step's time goes at 128K / 1M / 4M; launch
     # tuning of the circular and gated near misses and of the backward at 16K-256K.
-    # ~14 min on an H100: two calls.
+    # About 14 min on an H100, in two calls: `next` (~6 min), then `next_tune`.
     step gpu_pair_max 120 python -m pytest -m gpu -q -p no:cacheprovider "${XDIST[@]}" \
         tests/test_pair_max.py tests/test_fftconv_triton.py -k "pair_max or scaled_fp16 or peak"
     step gpu_scaling_options 150 python -m pytest -m gpu -q -p no:cacheprovider "${XDIST[@]}" \
@@ -143,6 +143,10 @@ if [[ $what == next || $what == all ]]; then
     step ab_bounded_fwd_circ 120 python benchmarks/ab_backward_plans.py --circular \
         --sizes 4194304 --variants bounded,static_inv_bounded --rounds 2
     step bench_pair_max 90 python benchmarks/bench_pair_max.py
+fi
+if [[ $what == next_tune || $what == all ]]; then
+    # the second call of stop 16's queue (~9 min): the filter gradient on 2-row tiles at 2048
+    # points, per-kernel profiles, and launch tuning of the near misses
     step ab_xc_rows 200 python benchmarks/ab_backward_plans.py --sizes 2048,32768,262144 \
         --variants xc_rows,xc_rows_shared --rounds 2
     step profile_steps 150 python benchmarks/profile_backward.py \
