@@ -106,6 +106,12 @@ VARIANTS = {
     # -28% with bounded_fwd at 128K; results/sass_static_inv_*_stop16.log)
     "static_inv": dict(static_inv=True),
     "static_inv_bounded": dict(static_inv=True, bounded_fwd=True),
+    # stop 17's defaults against what they replaced: the scaled forward transforms
+    # (bounded_fwd off), and over 2048-point inner FFTs the filter gradient on one-row tiles
+    # with and without the shared outer forward (stop 16's 2048-point plans, bounded aside)
+    "unbounded": dict(bounded_fwd=False),
+    "xc_one_row": dict(bwd_rows=1),
+    "stop16_2k": dict(bwd_rows=1, shared_bwd_outer=False, bounded_fwd=False),
 }
 
 

@@ -1,6 +1,7 @@
 """Where forward + backward time goes: GPU kernel time against host (launch) time.
 
-For each FFT size (``padded_bwd`` workload of ``bench_conv``: B=64, H=768, L=N/2, bf16), runs
+For each FFT size (``padded_bwd`` workload of ``bench_conv``: B and H as its anchors table, or
+capped as FlashFFTConv's benchmark beyond it; L=N/2, bf16), runs
 ``fftconv_triton(u, k).backward(dy)`` under ``torch.profiler`` and prints, per iteration:
 
 * ``step_ms``   -- median wall time of one step (``triton.testing.do_bench``, as bench_conv),
@@ -24,17 +25,19 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 import torch  # noqa: E402
 
+from bench_conv import ANCHORS, load_anchors, workload  # noqa: E402
 from dnastream.kernels.fftconv_triton import fftconv_triton, plan_for  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="256,512,1024,2048,4096")
-    ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--heads", type=int, default=768)
+    ap.add_argument("--batch", type=int, default=0, help="B (default: bench_conv's workload)")
+    ap.add_argument("--heads", type=int, default=0, help="H (default: bench_conv's workload)")
     ap.add_argument("--top", type=int, default=8)
     ap.add_argument("--cprofile", action="store_true", help="also print the host's hot spots")
     ap.add_argument("--forward-only", action="store_true", help="no backward (no autograd)")
@@ -42,15 +45,17 @@ def main() -> None:
     import triton
 
     print(f"# device: {torch.cuda.get_device_name()} | torch {torch.__version__}")
+    anchors_fwd = load_anchors(ANCHORS)[0] if ANCHORS.exists() else {}
     summary = []
     for n in (int(s) for s in args.sizes.split(",")):
-        seq = n // 2
-        u = torch.randn(args.batch, args.heads, seq, device="cuda").to(torch.bfloat16)
-        k = torch.randn(args.heads, seq, device="cuda") / math.sqrt(seq)
+        batch, heads, _ = workload("padded_bwd", n, anchors_fwd)
+        batch, heads, seq = args.batch or batch, args.heads or heads, n // 2
+        u = torch.randn(batch, heads, seq, device="cuda").to(torch.bfloat16)
+        k = torch.randn(heads, seq, device="cuda") / math.sqrt(seq)
         dy = torch.randn_like(u)
         ur = u.clone().requires_grad_(True)
         kr = k.clone().requires_grad_(True)
-        plan = plan_for(seq, seq, True, u.dtype, batch=args.batch)
+        plan = plan_for(seq, seq, True, u.dtype, batch=batch)
 
         def step(ur=ur, kr=kr, plan=plan, dy=dy) -> None:
             if args.forward_only:
@@ -83,8 +88,8 @@ def main() -> None:
         count = sum(len(v) for v in kern.values()) / iters
         summary.append((n, step_ms, gpu_ms, host_ms, count, plan.describe()))
         print(
-            f"\n## N={n} ({plan.describe()}): step {step_ms:.3f} ms, kernels {gpu_ms:.3f} ms,"
-            f" host {host_ms:.3f} ms, {count:.0f} kernels/step"
+            f"\n## N={n} B={batch} H={heads} ({plan.describe()}): step {step_ms:.3f} ms,"
+            f" kernels {gpu_ms:.3f} ms, host {host_ms:.3f} ms, {count:.0f} kernels/step"
         )
         if args.cprofile:
             import cProfile

@@ -407,22 +407,28 @@ def test_static_inv_matches_the_derived_scaling(L, B, dtype, max_fused, opts) ->
 
 
 @pytest.mark.parametrize(
-    ("L", "B", "dtype", "static", "shared"),
-    [(100, 64, torch.bfloat16, True, False),  # fused 256, 8-row tiles
-     (1000, 64, torch.float16, True, False),  # fused 2048, 2-row tiles
-     (4000, 64, torch.bfloat16, True, False),  # fused 8192, one-row tiles (since stop 9)
-     (1 << 16, 8, torch.bfloat16, True, True),  # radix 128 over 1024-point 2-row tiles
-     (1 << 17, 8, torch.bfloat16, True, False),  # radix 128 over 2048 points
-     (1 << 21, 8, torch.bfloat16, True, True),  # 64 x 64 over 1024 points
-     (1 << 19, 8, torch.bfloat16, False, False),  # one-row tiles under outer levels
-     (1000, 64, torch.float32, False, False)],  # fp32: no fp16 operands to scale
+    ("L", "B", "dtype", "static", "shared", "bounded"),
+    [(100, 64, torch.bfloat16, True, False, False),  # fused 256, 8-row tiles
+     (1000, 64, torch.float16, True, False, False),  # fused 2048, 2-row tiles
+     (4000, 64, torch.bfloat16, True, False, False),  # fused 8192, one-row tiles (stop 9)
+     (1 << 14, 16, torch.bfloat16, True, True, True),  # radix 16 over 2048-point 2-row tiles
+     (1 << 16, 8, torch.bfloat16, True, True, True),  # radix 128 over 1024 points
+     (1 << 17, 8, torch.bfloat16, True, True, True),  # radix 128 over 2048 points
+     (1 << 21, 8, torch.bfloat16, True, True, True),  # 64 x 64 over 1024 points
+     (1 << 21, 8, torch.float16, True, True, True),
+     (1 << 19, 8, torch.bfloat16, False, False, False),  # one-row tiles under outer levels
+     (1 << 17, 8, torch.float32, False, False, False),  # fp32: no fp16 operands to scale
+     (1000, 64, torch.float32, False, False, False)],
 )  # fmt: skip
-def test_default_scaling_and_shared_backward(L, B, dtype, static, shared) -> None:
-    """Stop 16's defaults, measured on an H100: static_scale on every R-row kernel (and on the
-    fused one-row ones from 4096 points), shared_bwd_outer on the 2-row plans over
-    1024-point inner FFTs only (it lost over 2048 points)."""
+def test_default_scaling_and_shared_backward(L, B, dtype, static, shared, bounded) -> None:
+    """The defaults measured on an H100: static_scale on every R-row kernel (and on the fused
+    one-row ones from 4096 points; stop 16); since stop 17 shared_bwd_outer on the 2-row plans
+    over 1024- and 2048-point inner FFTs, the filter gradient on the forward's 2-row tiles,
+    and bounded_fwd on every R-row plan with outer levels; static_inv nowhere (it lost)."""
     plan = plan_for(L, L, True, dtype, batch=B)
-    assert (plan.static_scale, plan.shared_bwd_outer) == (static, shared), plan.describe()
+    got = (plan.static_scale, plan.shared_bwd_outer, plan.bounded_fwd)
+    assert got == (static, shared, bounded), plan.describe()
+    assert plan.bwd_rows == 0 and not plan.static_inv, plan.describe()
 
 
 def test_static_scale_survives_a_spike_and_extreme_magnitudes() -> None:
@@ -756,21 +762,28 @@ class TestGPUAllSizes:
 
     @pytest.mark.parametrize(
         "n, option",
-        [(1 << 15, "shared"), (1 << 17, "separate"), (1 << 18, "shared"),
-         (1 << 22, "separate"), (1 << 17, "fused_rows"), (1 << 22, "fused_rows")],
+        [(1 << 15, "separate"), (1 << 17, "separate"), (1 << 18, "separate"),
+         (1 << 22, "separate"), (1 << 15, "xc_one_row"), (1 << 18, "unbounded"),
+         (1 << 17, "fused_rows"), (1 << 22, "fused_rows")],
     )  # fmt: skip
     def test_row_tile_backward_options(self, n, option) -> None:
         """The backward options of the default B >= 3 plans that take separate passes (32K:
         radix 16 over 2048 points, 128K / 256K: radix 128 over 1024 / 2048, 4M: 64 x 64 over
-        1024) other than their default (``shared_bwd_outer`` over 1024-point inner FFTs since
-        stop 16): ``shared_bwd_outer`` on or off, and ``fused_bwd`` on their 2-row tiles (8
-        warps, no register cap); gradients within the bars of float64 autograd, real tiles."""
+        1024) other than their defaults (since stop 17 ``shared_bwd_outer`` with the filter
+        gradient on the 2-row tiles, and ``bounded_fwd``): the separate passes, the filter
+        gradient on one-row tiles, the scaled forward transforms, and ``fused_bwd`` on the
+        2-row tiles (8 warps, no register cap); gradients within the bars of float64
+        autograd, real tiles."""
         B, H = 3, 2
         plan = plan_for(n // 2, n // 2, True, torch.bfloat16, batch=B)
         assert plan.outer and not plan.fused_bwd and plan.rows == 2, plan.describe()
-        assert plan.shared_bwd_outer == (plan.inner == 1024), plan.describe()
-        if option in ("shared", "separate"):
-            plan = dataclasses.replace(plan, shared_bwd_outer=option == "shared")
+        assert plan.shared_bwd_outer and plan.bounded_fwd, plan.describe()
+        if option == "separate":
+            plan = dataclasses.replace(plan, shared_bwd_outer=False)
+        elif option == "xc_one_row":
+            plan = dataclasses.replace(plan, bwd_rows=1)
+        elif option == "unbounded":
+            plan = dataclasses.replace(plan, bounded_fwd=False)
         else:
             assert plan.bwd_rows in (0, 2)
             plan = dataclasses.replace(plan, fused_bwd=True, bwd_warps=8, bwd_maxnreg=0)
@@ -789,13 +802,13 @@ class TestGPUAllSizes:
 
 
 def test_backward_row_tiles_follow_bwd_rows() -> None:
-    """2048-point plans run the forward and du on 2-row tiles and the filter gradient on
-    one-row tiles (``bwd_rows``): dk and dD are the one-row plan's bit for bit, du and the
-    gates' gradients the 2-row plan's."""
-    plan = plan_for(1000, 1000, True, torch.bfloat16, batch=4)
-    assert (plan.n, plan.rows, plan.bwd_rows) == (2048, 2, 1)
+    """``bwd_rows=1`` (the 2048-point default until stop 17) runs the forward and du on 2-row
+    tiles and the filter gradient on one-row tiles: dk and dD are the one-row plan's bit for
+    bit, du and the gates' gradients the 2-row plan's (the default now)."""
+    two_rows = plan_for(1000, 1000, True, torch.bfloat16, batch=4)
+    assert (two_rows.n, two_rows.rows, two_rows.bwd_rows) == (2048, 2, 0)
+    plan = dataclasses.replace(two_rows, bwd_rows=1)
     one_row = dataclasses.replace(plan, rows=1, bwd_rows=0)
-    two_rows = dataclasses.replace(plan, bwd_rows=0)
     grads = []
     for p in (plan, one_row, two_rows):
         u, k, d, g1, g2 = (t.requires_grad_(True) for t in make_inputs(4, 2, 1000, 1000,

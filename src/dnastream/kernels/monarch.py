@@ -185,13 +185,16 @@ class FFTPlan:
             operand scaling is about a third of the R-row kernels' instructions
             (results/sass_scaling_sm90_triton39_stop16.log); this option removes 12-16% of
             the inner kernels' at 128K / 256K and 30% of the filter-gradient kernel's
-            (results/sass_bounded_fwd_sm90_triton39_stop16.log). A tuning option until
-            measured on a GPU.
+            (results/sass_bounded_fwd_sm90_triton39_stop16.log). Default for the R-row
+            plans with outer levels since stop 17 (H100: forward+backward 1.02-1.08x,
+            results/ab_bounded_*_h100_stop17.log).
         static_inv: R-row kernels with ``static_scale`` (fp16): the inverse transform's
             operands scaled by a bound known before it, the forward input's L1 norm times the
             spectrum block's max |K| + |D| / N (as the one-row kernels' ``static_scale``
-            does), not by row L1 norms: no row reductions in the inverse. A tuning option
-            until measured (SASS: results/sass_static_inv_*_stop16.log).
+            does), not by row L1 norms: no row reductions in the inverse (SASS:
+            results/sass_static_inv_*_stop16.log). Off: its SASS is 17-20% shorter, yet on an
+            H100 it ran slower, forward 0.77-0.96x, forward+backward 0.87-1.02x
+            (results/ab_static_inv_small_h100_stop17.log, ab_bounded_*_h100_stop17.log).
         static_bwd: the fused backward's du transform scales its fp16 operands like
             ``static_scale`` (independently of it; the second signal's transform keeps its
             column maxima).
@@ -569,10 +572,10 @@ def plan_for(
             rows = 2
         if batch is not None:
             rows = min(rows, _next_pow2(max(1, (batch + 1) // 2)))
-    # the filter-gradient kernel keeps the one-row tiles it was tuned with at 2048 points;
-    # du runs on the forward's 2-row tiles (H100 profile: the one-row du kernel took 0.79 ms,
-    # the 2-row forward kernel 0.50; forward+backward 1.82 -> 1.50 ms after the switch)
-    bwd_rows = 1 if fp16 and inner == 2048 and rows == 2 else 0
+    # the filter-gradient kernel runs on the forward's R-row tiles at every inner size. At 2048
+    # points it took one-row tiles until stop 17: with static_scale's derived bounds the 2-row
+    # kernel won, H100, bf16, forward+backward 1.04x fused 2K, 1.15x / 1.13x at 32K / 256K
+    # (results/ab_xc_rows_h100_stop17.log)
     # fused one-row fp16 plans scale their fp16 operands by per-tile bounds instead of row and
     # column maxima: 1.07-1.18x at 4096-32768 on an H100, same error (benchmarks/results/
     # explore_plans_h100_stop9.log); under outer levels it gained nothing (0.99-1.00x at
@@ -608,8 +611,18 @@ def plan_for(
     # float16 buffers. H100, bf16, forward+backward with static_scale: 1.27x at 128K, 1.23x at
     # 4M, gated 128K 1.17x; over 2048 points (32K, 256K) it lost to the separate passes
     # (0.97-0.98x alone, 1.04x / 1.02x with static_scale against its 1.06x / 1.05x)
-    # (results/ab_shared_static_h100_stop16.log)
-    shared_bwd_outer = fp16 and bool(outer) and rows > 1 and inner == 1024 and not fused_bwd
+    # (results/ab_shared_static_h100_stop16.log) while its filter gradient ran on one-row
+    # tiles there; on the 2-row tiles it won: 1.32x / 1.28x at 32K / 256K against the stop-16
+    # defaults (1.15x / 1.13x for the 2-row filter gradient alone; ab_xc_rows_h100_stop17.log)
+    shared_bwd_outer = (
+        fp16 and bool(outer) and rows > 1 and inner in (1024, 2048) and not fused_bwd
+    )
+    # the forward transforms of the scaled float16 buffers (values at most 1) round their fp16
+    # operands unscaled, no row reductions (R-row inner kernels under outer levels): H100,
+    # bf16, forward+backward 1.04x / 1.08x / 1.02x / 1.04x at 32K / 128K / 256K / 4M, circular
+    # 4M 1.04x; forward 1.03-1.05x; error unchanged (results/ab_bounded_*_h100_stop17.log).
+    # (static_inv, the inverse scaled by known bounds, lost: forward 0.77-0.96x.)
+    bounded_fwd = fp16 and bool(outer) and rows > 1
     maxnreg = None
     ctas_per_sm = 2
     if rows > 1:
@@ -666,8 +679,8 @@ def plan_for(
         # (results/bench_16k_*_h100_stop16.log)
         chunk=min(16 if inner > 2 * MAX_FUSED_SIZE else 32, n1),
         outer_tw_split=True,
-        bwd_rows=bwd_rows,
         static_scale=static_scale,
+        bounded_fwd=bounded_fwd,
         shared_bwd_outer=shared_bwd_outer,
         fused_bwd=fused_bwd,
         hoist_f2=hoist_f2,
