@@ -614,9 +614,7 @@ def plan_for(
     # (results/ab_shared_static_h100_stop16.log) while its filter gradient ran on one-row
     # tiles there; on the 2-row tiles it won: 1.32x / 1.28x at 32K / 256K against the stop-16
     # defaults (1.15x / 1.13x for the 2-row filter gradient alone; ab_xc_rows_h100_stop17.log)
-    shared_bwd_outer = (
-        fp16 and bool(outer) and rows > 1 and inner in (1024, 2048) and not fused_bwd
-    )
+    shared_bwd_outer = fp16 and bool(outer) and rows > 1 and inner in (1024, 2048) and not fused_bwd
     # the forward transforms of the scaled float16 buffers (values at most 1) round their fp16
     # operands unscaled, no row reductions (R-row inner kernels under outer levels): H100,
     # bf16, forward+backward 1.04x / 1.08x / 1.02x / 1.04x at 32K / 128K / 256K / 4M, circular
