@@ -150,6 +150,30 @@ def test_corrupt_or_unknown_file_warns_and_gives_defaults(cache_dir, text) -> No
     assert json.loads(path.read_text()) == {"_version": 1, CPU: {"k": {"num_warps": 8}}}
 
 
+def test_backward_fields_apply_only_from_backward_tunings() -> None:
+    """A forward-only tuning stores the backward settings of its day; they must not pin them
+    once plan_for's defaults change (the shipped 32K entries held the one-row filter gradient
+    that stop 17 replaced). An entry whose backward was tuned (``bwd_ms``) applies them."""
+    default = plan_for(1 << 14, 1 << 14, True, BF16, batch=16)  # radix 16 over 2048 points
+    assert default.shared_bwd_outer and default.bwd_rows == 0
+    stale = {"bwd_rows": 1, "shared_bwd_outer": False, "bwd_warps": 8, "outer_ctas_per_sm": 3}
+    got = autotune.apply_entry(default, {**stale, "ms": 4.4, "default_ms": 4.6})
+    assert got == dataclasses.replace(default, outer_ctas_per_sm=3)
+    got = autotune.apply_entry(default, {**stale, "bwd_ms": 16.0, "bwd_default_ms": 17.0})
+    assert got == dataclasses.replace(default, bwd_rows=1, shared_bwd_outer=False, bwd_warps=8,
+                                      outer_ctas_per_sm=3)  # fmt: skip
+    # the shipped H100 entries of the 32K plans keep plan_for's backward
+    gpu = "NVIDIA H100 80GB HBM3|sm90|triton-3.6.0"
+    for causal in (True, False):
+        seq = 1 << (14 if causal else 15)
+        plan = plan_for(seq, seq, causal, BF16, batch=16)
+        entry = autotune.packaged_entry(gpu, autotune.plan_key_for(plan, BF16, 16, False))
+        assert entry is not None and "bwd_ms" not in entry
+        tuned = autotune.apply_entry(plan, entry)
+        assert tuned.outer_ctas_per_sm == 3
+        assert (tuned.bwd_rows, tuned.shared_bwd_outer) == (plan.bwd_rows, plan.shared_bwd_outer)
+
+
 def test_non_whitelisted_and_invalid_fields_are_ignored() -> None:
     default = plan_for(100, 100, True, BF16, batch=2)
     forbidden = {"n": 512, "n1": 32, "n2": 8, "outer": [16], "io_rows": 4, "causal": False,
@@ -403,7 +427,7 @@ def test_the_fftconv_op_launches_with_the_stored_settings(monkeypatch) -> None:
     monkeypatch.setattr(fftconv_op, "INTERPRET_ON_CPU", True)
     u, k, _ = inputs(2, 2, 100)
     key = autotune.plan_key(100, 100, True, BF16, 2, False)
-    autotune.store(CPU, key, {"ctas_per_sm": 3, "bwd_chunk": 16, "bwd_warps": 8})
+    autotune.store(CPU, key, {"ctas_per_sm": 3, "bwd_chunk": 16, "bwd_warps": 8, "bwd_ms": 1.0})
     plan = fftconv_op.triton_plan(u, k, True, tuned=True)
     assert (plan.ctas_per_sm, plan.bwd_chunk, plan.bwd_warps) == (3, 16, 8)
     assert fftconv_op.triton_plan(u, k, True) == plan_for(100, 100, True, BF16, batch=2)

@@ -54,6 +54,7 @@ from torch import Tensor
 from dnastream.kernels.monarch import FFTPlan, filter_spectrum, plan_for
 
 __all__ = [
+    "BACKWARD_FIELDS",
     "BATCH_BUCKET_CAP",
     "CACHE_VERSION",
     "LAUNCH_FIELDS",
@@ -109,6 +110,14 @@ LAUNCH_FIELDS: tuple[str, ...] = (
     "shared_bwd_outer",
     "bounded_fwd",
     "static_inv",
+)
+
+# settings that change only the backward: applied from an entry only when the backward was
+# tuned too (``bwd_ms``). A forward-only tuning stores them as the defaults of its day, and
+# they must not pin those once plan_for's change (stop 17: two shipped 32K entries held the
+# one-row filter gradient, 16.1 against 12.2 ms forward+backward on an H100).
+BACKWARD_FIELDS: frozenset[str] = frozenset(
+    {"bwd_chunk", "bwd_warps", "bwd_maxnreg", "fused_bwd", "bwd_rows", "shared_bwd_outer"}
 )
 
 BARS = {torch.bfloat16: 3e-3, torch.float16: 3e-3, torch.float32: 1e-5}
@@ -353,10 +362,14 @@ def _valid_value(name: str, value: Any, plan: FFTPlan) -> bool:
 
 
 def apply_entry(plan: FFTPlan, entry: dict[str, Any]) -> FFTPlan:
-    """``plan`` with the whitelisted, valid launch fields of ``entry`` (others are ignored);
-    ``plan`` itself when the combination makes :class:`FFTPlan` raise."""
+    """``plan`` with the whitelisted, valid launch fields of ``entry`` (others are ignored;
+    the :data:`BACKWARD_FIELDS` unless the entry's backward was tuned, ``bwd_ms``); ``plan``
+    itself when the combination makes :class:`FFTPlan` raise."""
     kw: dict[str, Any] = {}
+    backward_tuned = "bwd_ms" in entry
     for name, value in entry.items():
+        if name in BACKWARD_FIELDS and not backward_tuned:
+            continue
         if name in LAUNCH_FIELDS and _valid_value(name, value, plan):
             kw[name] = value
     if not kw:
