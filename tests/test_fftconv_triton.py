@@ -120,20 +120,20 @@ def check_backward(B, H, L, Lk, dtype, causal=True, plan=None, **kw):
         (4096, 4096, True, 8192, 128, 64, ()),
         (8192, 8192, True, 16384, 128, 128, ()),  # causal half precision: fused to 16384
         (16384, 16384, True, 32768, 64, 32, (16,)),  # (faster than the fused 32768 kernel)
-        (16385, 16385, True, 65536, 64, 64, (16,)),
-        # causal 128K-512K: radix 128 over a 1024-4096-point inner FFT
+        # causal 64K: radix 64 over 1024 points (stop 17); 128K-512K: radix 128 over 1024-4096
+        (16385, 16385, True, 65536, 32, 32, (64,)),
         (65536, 65536, True, 131072, 32, 32, (128,)),
         (131072, 131072, True, 262144, 64, 32, (128,)),
         (262144, 262144, True, 524288, 64, 64, (128,)),
         (16384, 16384, False, 16384, 32, 32, (16,)),
-        # circular 256K and 1M: 4096-point inner FFTs; 512K keeps radix 64 over 8192 points
+        # circular 256K and 1M: 4096-point inner FFTs; 512K 16 x 16 over 2048 (stop 17)
         (1 << 18, 1 << 18, False, 1 << 18, 64, 64, (64,)),
-        (1 << 19, 1 << 19, False, 1 << 19, 128, 64, (64,)),
+        (1 << 19, 1 << 19, False, 1 << 19, 64, 32, (16, 16)),
         (1 << 20, 1 << 20, False, 1 << 20, 64, 64, (16, 16)),
         (1 << 24, 1 << 24, False, 1 << 24, 128, 64, (64, 32)),
-        # causal 2M: one outer level over a 16384-point inner FFT, not two over 8192
-        (1 << 20, 1 << 20, True, 1 << 21, 128, 128, (128,)),
-        (1 << 21, 1 << 21, False, 1 << 21, 128, 64, (16, 16)),  # circular 2M: two levels
+        # 2M, causal and circular: two levels over 1024 points (stop 17)
+        (1 << 20, 1 << 20, True, 1 << 21, 32, 32, (64, 32)),
+        (1 << 21, 1 << 21, False, 1 << 21, 32, 32, (64, 32)),
         (1 << 21, 1 << 21, True, 1 << 22, 32, 32, (64, 64)),  # 4M: two levels over 1024
     ],
 )
@@ -255,6 +255,21 @@ def test_causal_half_plans_take_radix_128_with_two_pairs_or_more() -> None:
     # causal 4M at one row pair: 32 x 32 over 4096 points
     plan = plan_for(1 << 21, 1 << 21, True, torch.bfloat16, batch=2)
     assert (plan.outer, plan.inner) == ((32, 32), 4096)
+    # stop 17 (B >= 3): causal 64K and 2M, circular 64K and 2M over 1024 points, circular
+    # 512K over 2048; one row pair keeps the one-row plans (causal 2M: one level over 16384)
+    for n, causal, outer, inner, one_pair in (
+        (1 << 16, True, (64,), 1024, ((16,), 4096)),
+        (1 << 21, True, (64, 32), 1024, ((128,), 16384)),
+        (1 << 16, False, (64,), 1024, ((16,), 4096)),
+        (1 << 19, False, (16, 16), 2048, ((64,), 8192)),
+        (1 << 21, False, (64, 32), 1024, ((16, 16), 8192)),
+    ):
+        seq = n // 2 if causal else n
+        for batch in (None, 3, 8):
+            plan = plan_for(seq, seq, causal, torch.bfloat16, batch=batch)
+            assert (plan.outer, plan.inner, plan.rows) == (outer, inner, 2), (n, causal, batch)
+        plan = plan_for(seq, seq, causal, torch.bfloat16, batch=2)
+        assert (plan.outer, plan.inner, plan.rows) == (*one_pair, 1), (n, causal)
     # the fp32 and frequency-sparse plans are untouched
     assert plan_for(65536, 65536, True, torch.float32, batch=8).inner != 1024
     assert plan_for(65536, 65536, True, torch.bfloat16, batch=8, freq_keep=0.25).inner == 8192

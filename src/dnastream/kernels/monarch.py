@@ -372,10 +372,13 @@ _FUSED_CAUSAL_LIMIT: dict[int, int] = {}
 #: causal, B >= 3: results/ab_outer_radix*_h100_stop14.log; causal B = 2 and circular B = 8:
 #: results/ab_structures_{b2,circular}_h100_stop15.log.
 _DEFAULT_INNER: dict[tuple[bool, bool], dict[int, int]] = {
-    (True, True): {1 << 17: 1024, 1 << 18: 2048, 1 << 19: 4096, 1 << 22: 1024},
+    (True, True): {
+        1 << 16: 1024, 1 << 17: 1024, 1 << 18: 2048, 1 << 19: 4096, 1 << 21: 1024, 1 << 22: 1024
+    },
     (True, False): {1 << 18: 4096, 1 << 19: 4096, 1 << 22: 4096},
-    (False, True): {1 << 18: 4096, 1 << 20: 4096, 1 << 22: 1024},
-}
+    (False, True): {1 << 16: 1024, 1 << 18: 4096, 1 << 19: 2048, 1 << 20: 4096, 1 << 21: 1024,
+                    1 << 22: 1024},
+}  # fmt: skip
 
 
 def _fused_causal_limit_uncached() -> int:
@@ -508,6 +511,13 @@ def plan_for(
     # at 4M 64 x 64 over 1024 points (as causal): 1.18x / 1.34x; 64K / 128K tied (1.01x /
     # 1.02x); 512K and 2M lost with every smaller inner FFT (0.86-0.94x)
     # (results/ab_structures_*_h100_stop15.log).
+    # Stop 17, after the R-row kernels took static_scale, bounded_fwd, shared_bwd_outer and the
+    # 2-row filter gradient (B = 8, same call, forward+backward / forward): causal 64K radix 64
+    # over 1024 points instead of 16 over 4096, 1.31x / 1.14x; causal 2M 64 x 32 over 1024
+    # instead of 128 over 16384, 1.09x / 1.03x; circular 64K over 1024 points 1.23x / 1.07x,
+    # circular 512K 16 x 16 over 2048 instead of 128 over 4096, 1.17x / 1.10x, circular 2M
+    # over 1024 points 1.18x / 1.10x. Causal 512K / 1M and circular 1M keep theirs (causal
+    # 0.67-0.90x; circular 1M 1.04x / 0.97x) (results/ab_structures_*_h100_stop17.log).
     pairs = batch is None or batch >= 3
     small_inner = _DEFAULT_INNER.get((causal, pairs), {}).get(n)
     if (
