@@ -9,8 +9,9 @@
 #   bash benchmarks/gpu_session.sh structures   # plan-structure A/Bs (circular, B = 2) and tests
 #   bash benchmarks/gpu_session.sh bwd_options  # backward options of the 2-row outer plans
 #   bash benchmarks/gpu_session.sh scaling      # R-row static scaling, shipped tuning entries
-#   bash benchmarks/gpu_session.sh next         # stop 16's queue: scaling options, pair maxima
-#   bash benchmarks/gpu_session.sh next_tune    # ... 2-row filter gradient, profiles, tuning
+#   bash benchmarks/gpu_session.sh next         # stop 17's queue: GPU tests and the table on
+#                                               # its plan structures
+#   bash benchmarks/gpu_session.sh next_tune    # ... outer splits at 512K / 1M, tuning
 #   bash benchmarks/gpu_session.sh eager        # eager-training path vs the operators
 #   bash benchmarks/gpu_session.sh bench        # bench_conv (with the tuned cache), sparse rows,
 #                                               # backward-plan A/B, training step, windows
@@ -122,40 +123,22 @@ if [[ $what == scaling || $what == all ]]; then
         --sizes 256,512,1024,4096,32768,65536 --modes circular,padded,gated_padded,padded_bwd
 fi
 if [[ $what == next || $what == all ]]; then
-    # queued by stop 16 (built on the CPU): bounded_fwd and static_inv (the R-row kernels'
-    # operand scaling without row reductions); the channel factor of the scaled float16
-    # buffers now also scales small filters up (GPU test); the Triton pair maxima (gate
-    # product in registers) and dD from skip_gradient under outer levels; the filter gradient
-    # on 2-row tiles at 2048 points; where a step's time goes at 128K / 1M / 4M; launch
-    # tuning of the circular and gated near misses and of the backward at 16K-256K.
-    # About 14 min on an H100, in two calls: `next` (~6 min), then `next_tune`.
-    step gpu_pair_max 120 python -m pytest -m gpu -q -p no:cacheprovider "${XDIST[@]}" \
-        tests/test_pair_max.py tests/test_fftconv_triton.py -k "pair_max or scaled_fp16 or peak"
-    step gpu_scaling_options 150 python -m pytest -m gpu -q -p no:cacheprovider "${XDIST[@]}" \
-        tests/test_fftconv_triton.py -k "bounded_fwd or static_inv or small_and_large"
-    step explore_static_inv 150 python benchmarks/explore_plans.py --warm-jobs 14 \
-        --cases padded:256,padded:512,padded:1024,gated_padded:1024,padded:2048,circular:2048
-    step ab_static_inv_small 120 python benchmarks/ab_backward_plans.py \
-        --sizes 512,1024,2048 --variants static_inv --rounds 2
-    step ab_bounded_fwd 300 python benchmarks/ab_backward_plans.py \
-        --sizes 32768,131072,262144,4194304 --variants bounded,static_inv,static_inv_bounded \
-        --rounds 2
-    step ab_bounded_fwd_circ 120 python benchmarks/ab_backward_plans.py --circular \
-        --sizes 4194304 --variants bounded,static_inv_bounded --rounds 2
-    step bench_pair_max 90 python benchmarks/bench_pair_max.py
+    # queued by stop 17: its plan structures (causal 64K / 2M and circular 64K / 2M over
+    # 1024-point inner FFTs, circular 512K over 2048; adopted from same-call A/Bs,
+    # results/ab_structures_*_h100_stop17.log) through the whole GPU kernel suite, then the
+    # full table on them. About 6 min on an H100 (one call).
+    step gpu_kernels_sizes 240 python -m pytest -m gpu -q -p no:cacheprovider "${XDIST[@]}" \
+        tests/test_fftconv_triton.py
+    step bench_conv 300 python benchmarks/bench_conv.py --graphs --csv "$OUT/bench_conv.csv"
 fi
 if [[ $what == next_tune || $what == all ]]; then
-    # the second call of stop 16's queue (~9 min): the filter gradient on 2-row tiles at 2048
-    # points, per-kernel profiles, and launch tuning of the near misses
-    step ab_xc_rows 200 python benchmarks/ab_backward_plans.py --sizes 2048,32768,262144 \
-        --variants xc_rows,xc_rows_shared --rounds 2
-    step profile_steps 150 python benchmarks/profile_backward.py \
-        --sizes 131072,1048576,4194304 --top 16
+    # the second call (~9 min): launch tuning of the new structures and the near misses, and
+    # of the backward at 16K-2M
     step tune_near_misses 300 python benchmarks/tune_conv.py --write-cache --budget-s 270 \
-        --case-budget-s 45 --json "$OUT/tuned_near_misses.json" \
-        --cases circular:1024,circular:2048,gated_padded:32768,circular:16384,circular:262144,circular:524288
+        --case-budget-s 40 --json "$OUT/tuned_near_misses.json" \
+        --cases padded:65536,gated_padded:16384,circular:16384,circular:65536,circular:524288,padded:2097152
     step tune_backward_large 300 python benchmarks/tune_conv.py --backward --write-cache \
-        --cases padded:16384,padded:32768,padded:131072,padded:262144 --budget-s 270
+        --cases padded:16384,padded:65536,padded:262144,padded:2097152 --budget-s 270
     cp "$DNASTREAM_CACHE_DIR"/fftconv_plans.json "$OUT/" 2>/dev/null
 fi
 if [[ $what == eager || $what == all ]]; then

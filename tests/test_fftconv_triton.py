@@ -381,10 +381,11 @@ def test_bounded_fwd_matches_the_scaled_transforms(L, B, dtype, max_fused, bwd) 
     (fp32 buffers are not bounded)."""
     import dnastream.kernels.fftconv_triton as ft
 
-    base = plan_for(L, L, True, dtype, batch=B, max_fused=max_fused)
-    assert base.outer and base.rows > 1 and base.outer_fp16
-    base = dataclasses.replace(base, **bwd)
-    bounded = dataclasses.replace(base, bounded_fwd=True)
+    bounded = plan_for(L, L, True, dtype, batch=B, max_fused=max_fused)
+    assert bounded.outer and bounded.rows > 1 and bounded.outer_fp16
+    assert bounded.bounded_fwd  # the default since stop 17
+    bounded = dataclasses.replace(bounded, **bwd)
+    base = dataclasses.replace(bounded, bounded_fwd=False)
     assert ft._bounded_fwd(bounded) and not ft._bounded_fwd(base)
     assert not ft._bounded_fwd(dataclasses.replace(bounded, outer_fp16=False))
     _assert_option_like_base(base, bounded, B, L, dtype)

@@ -42,9 +42,9 @@ one = dict(rows=1, bwd_rows=0)
 add("one-row 2048 hoist_f2", 2048, hoist_f2=True, **one)
 add("one-row 2048 fused_bwd", 2048, fused_bwd=True, **one)
 add("one-row 2048 sparse", 2048, freq_keep=0.25, **one)
-add("outer 65536", 65536)
-add("outer 65536 separate backward", 65536, fused_bwd=False, bwd_warps=0)
-add("outer 65536 fp32 buffers", 65536, outer_fp16=False)
+add("outer 524288 one-row", 524288)  # (64K takes 2-row tiles since stop 17)
+add("outer 524288 separate backward", 524288, fused_bwd=False, bwd_warps=0)
+add("outer 524288 fp32 buffers", 524288, outer_fp16=False)
 add("outer 131072 2-row fused backward", 131072, fused_bwd=True, bwd_warps=8, bwd_maxnreg=0)
 add("outer 131072 2-row shared outer forward", 131072, shared_bwd_outer=True)
 add("rows 1024 static scale", 1024, static_scale=True)
@@ -126,7 +126,7 @@ def test_every_kernel_kind_compiles_for_sm90() -> None:
     # the plans with scaled float16 outer buffers reach their inner and outer kernels (their
     # pair maxima run first, on the CPU through the PyTorch twin)
     # (the first such case: later cases skip the specialisations compiled before)
-    outer = {r["kernel"] for r in rows if r["case"] == "outer 65536"}
+    outer = {r["kernel"] for r in rows if r["case"] == "outer 524288 one-row"}
     assert {"_conv_nat_kernel", "_outer_fwd_kernel", "_outer_inv_kernel"} <= outer
     short = [r for r in rows if r["case"].startswith("short conv")]
     assert {r["kernel"] for r in short} == {"_short_conv_fwd_kernel", "_short_conv_bwd_kernel"}
