@@ -1387,6 +1387,54 @@ def test_channel_scale_bounds_the_filter_norm() -> None:
         assert _channel_scale(spec, d, p.n, p.inner) is not cs
 
 
+def test_channel_scale_takes_the_filters_own_bound() -> None:
+    """filter_spectrum attaches sqrt(N) ||k_h||_2 (taps * max |k_h| where squares underflow)
+    to the spectra of dense plans with outer levels; the channel factor uses it instead of two
+    reductions over the spectrum (a quarter of the bytes), with the same value (Parseval). No
+    bound for fused or frequency-sparse plans, after an in-place change, or for inference
+    tensors: those take the spectrum's."""
+    import dnastream.kernels.fftconv_triton as ft
+    from dnastream.kernels.monarch import filter_sum_bound
+
+    plan = plan_for(3000, 3000, True, torch.bfloat16, max_fused=256)
+    g = torch.Generator().manual_seed(3)
+    k = torch.randn(4, 3000, generator=g) * torch.tensor([[1.0], [1e-3], [30.0], [1e-41]])
+    d = torch.tensor([0.5, 0.0, -1.0, 0.0])
+    spec = filter_spectrum(k, plan)
+    bound = filter_sum_bound(spec)
+    assert bound is not None and bound.dtype == torch.float64
+    kd = k.double()
+    want = kd.square().sum(dim=1).sqrt() * math.sqrt(plan.n)
+    torch.testing.assert_close(bound[:3], want[:3], rtol=1e-6, atol=0)
+    assert bound[3] == kd[3].abs().max() * 3000  # (underflowing squares)
+    assert (bound >= kd.abs().sum(dim=1)).all()
+    ft._SCALE_MEMO[0] = None
+    cs = ft._channel_scale(spec, d, plan.n, plan.inner)
+    # the same factor as from the spectrum (Parseval), where the squares do not underflow
+    bare = spec.clone()
+    assert filter_sum_bound(bare) is None
+    ft._SCALE_MEMO[0] = None
+    torch.testing.assert_close(cs[:3], ft._channel_scale(bare, d, plan.n, plan.inner)[:3],
+                               rtol=1e-5, atol=0)  # fmt: skip
+    # it is what the factor uses: a doubled bound halves the factors (no D)
+    ft._SCALE_MEMO[0] = None
+    plain = ft._channel_scale(spec, None, plan.n, plan.inner)
+    from dnastream.kernels.monarch import _SUM_BOUND_ATTR
+
+    setattr(spec, _SUM_BOUND_ATTR, (spec._version, bound * 2))
+    ft._SCALE_MEMO[0] = None
+    torch.testing.assert_close(ft._channel_scale(spec, None, plan.n, plan.inner)[:3],
+                               plain[:3] / 2, rtol=1e-6, atol=0)  # fmt: skip
+    spec.mul_(2.0)  # in place: the attached bound no longer holds
+    assert filter_sum_bound(spec) is None
+    ft._SCALE_MEMO[0] = None
+    assert filter_sum_bound(filter_spectrum(k, plan_for(3000, 3000, True, torch.bfloat16))) is None
+    sparse = dataclasses.replace(plan, freq_cut=plan.n // 8)
+    assert filter_sum_bound(filter_spectrum(k, sparse)) is None
+    with torch.inference_mode():
+        assert filter_sum_bound(filter_spectrum(k, plan)) is None
+
+
 def test_spectrum_bound_is_memoised_only_for_the_same_unchanged_tensors() -> None:
     """The static-scale bound is reused for the same spectrum and D at the same versions, and
     recomputed after an in-place change, for another D, or for an inference tensor."""

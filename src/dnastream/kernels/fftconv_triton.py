@@ -77,6 +77,7 @@ from dnastream.kernels.monarch import (
     FFTPlan,
     dft_table,
     filter_spectrum,
+    filter_sum_bound,
     gemm_dtype,
     gradient_table,
     inner_twiddles,
@@ -1623,7 +1624,8 @@ def _channel_scale(spec: Tensor, D: Tensor | None, n: int, inner: int) -> Tensor
     the channel's sum |k_h| + |D_h|, and sum |k_h| <= sqrt(N) ||k_h||_2 = N sqrt(sum |spec_h|^2)
     (Parseval; ``spec`` is K / N, so the bound covers frequency-sparse spectra too; for a
     spectrum whose largest value is under 1e-15, whose squares underflow float32, the looser
-    N sqrt(2N) max|spec|). The factor
+    N sqrt(2N) max|spec|; :func:`filter_spectrum` attaches the same bound computed from the
+    filter, ``filter_sum_bound``, which is used when present). The factor
     is NR (putting the inner output at the inverse levels' scale) times
     FP16_BUFFER_LIMIT / bound: channels whose bound is too large for float16 are scaled down,
     small ones up (a filter 1e-5 as large otherwise left its outputs in float16's subnormals:
@@ -1631,11 +1633,14 @@ def _channel_scale(spec: Tensor, D: Tensor | None, n: int, inner: int) -> Tensor
     channel keeps NR. Memoised (:func:`_spec_memo`)."""
 
     def compute() -> Tensor:
-        bound = torch.linalg.vector_norm(spec, ord=2, dim=(0, 2)).double().mul_(n)  # one pass
-        # a tiny filter's squares underflow float32 (a zero or too small norm): there the
-        # looser bound N sqrt(2N) max|spec| (each of the 2N planes' values is at most the max)
-        top = torch.linalg.vector_norm(spec, ord=float("inf"), dim=(0, 2)).double()
-        bound = torch.where(top < 1e-15, top * (n * (2.0 * n) ** 0.5), bound)
+        # the bound filter_spectrum attached from the filter itself (a quarter of the bytes)
+        bound = filter_sum_bound(spec)
+        if bound is None or bound.shape[0] != spec.shape[1]:
+            bound = torch.linalg.vector_norm(spec, ord=2, dim=(0, 2)).double().mul_(n)
+            # a tiny filter's squares underflow float32 (a zero or too small norm): there the
+            # looser bound N sqrt(2N) max|spec| (each of the 2N planes' values is at most it)
+            top = torch.linalg.vector_norm(spec, ord=float("inf"), dim=(0, 2)).double()
+            bound = torch.where(top < 1e-15, top * (n * (2.0 * n) ** 0.5), bound)
         if D is not None:
             bound = bound + D.double().abs()
         # (bounds under 1e-30 are raised only to 1.6e34: the factor and its inverse stay

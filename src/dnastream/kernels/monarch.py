@@ -51,6 +51,7 @@ __all__ = [
     "block_plan_for",
     "dft_table",
     "filter_spectrum",
+    "filter_sum_bound",
     "freq_cutoff",
     "freq_mask",
     "keep_mask",
@@ -963,9 +964,38 @@ def filter_spectrum(k: Tensor, plan: FFTPlan) -> Tensor:
         # a real FFT, then one pass (a Triton gather on the GPU) to the full spectrum in storage
         # order, scaled by 1 / N and masked (H100, H = 48, N = 1M: a full complex FFT, its
         # normalisation and an index_select cost ~2 ms)
-        r = torch.fft.rfft(k[:, : plan.taps].to(work), n=n, dim=-1)
+        kt = k[:, : plan.taps]
+        r = torch.fft.rfft(kt.to(work), n=n, dim=-1)
         keep = keep_mask(n, plan.freq_cut, k.device) if plan.freq_cut else None
-        return storage_spectrum(r, layout_for(plan, k.device), 1.0 / n, keep)
+        spec = storage_spectrum(r, layout_for(plan, k.device), 1.0 / n, keep)
+        if plan.outer and not plan.freq_cut and not spec.is_inference():
+            _remember_sum_bound(spec, kt, n)
+        return spec
+
+
+_SUM_BOUND_ATTR = "_dnastream_sum_bound"
+
+
+def _remember_sum_bound(spec: Tensor, k: Tensor, n: int) -> None:
+    """Attach to ``spec`` a (H,) float64 bound on sum_t |k_h[t]|, from the filter itself: two
+    reductions over k (a quarter of the spectrum's bytes) instead of two over the spectrum in
+    the scaled float16 buffers' channel factor. sqrt(N) ||k_h||_2 (Cauchy-Schwarz; by Parseval
+    the spectrum's N ||spec_h||_2, the bound it replaces); where the filter's squares underflow
+    float32 (max |k_h| < 1e-15), taps * max |k_h|."""
+    top = torch.linalg.vector_norm(k, ord=float("inf"), dim=1).double()
+    bound = torch.linalg.vector_norm(k, ord=2, dim=1).double().mul_(math.sqrt(n))
+    bound = torch.where(top < 1e-15, top * k.shape[1], bound)
+    setattr(spec, _SUM_BOUND_ATTR, (spec._version, bound))
+
+
+def filter_sum_bound(spec: Tensor) -> Tensor | None:
+    """(H,) float64 bound on each channel's sum |k_h| that :func:`filter_spectrum` attached
+    to ``spec`` (dense plans with outer levels), or ``None``: none attached, an inference tensor, or
+    ``spec`` changed in place since (its version counter moved)."""
+    entry = getattr(spec, _SUM_BOUND_ATTR, None)
+    if entry is None or spec.is_inference() or entry[0] != spec._version:
+        return None
+    return entry[1]
 
 
 def layout_for(plan: FFTPlan, device: torch.device | str = "cpu") -> StorageLayout:
