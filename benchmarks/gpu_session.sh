@@ -130,10 +130,18 @@ if [[ $what == next || $what == all ]]; then
     step gpu_kernels_sizes 240 python -m pytest -m gpu -q -p no:cacheprovider "${XDIST[@]}" \
         tests/test_fftconv_triton.py
     step bench_conv 300 python benchmarks/bench_conv.py --graphs --csv "$OUT/bench_conv.csv"
+    # the channel bound from the filter (built after stop 17's device time): the two norms
+    # over the spectrum (0.34 ms of the 128K step, results/profile_steps_h100_stop17.log)
+    # should be gone, two smaller ones over k in their place
+    step profile_steps 90 python benchmarks/profile_backward.py \
+        --sizes 131072,262144,1048576 --top 16
 fi
 if [[ $what == next_tune || $what == all ]]; then
-    # the second call (~9 min): launch tuning of the new structures and the near misses, and
-    # of the backward at 16K-2M
+    # the second call (~9 min): 16K / 32K over 1024-point 2-row inner FFTs (the structures
+    # that won at 64K and 2M in stop 17), launch tuning of the new structures and the near
+    # misses, and of the backward at 16K-2M
+    step ab_structures_small 120 python benchmarks/ab_backward_plans.py --sizes 16384,32768 \
+        --variants inner1k --rounds 2
     step tune_near_misses 300 python benchmarks/tune_conv.py --write-cache --budget-s 270 \
         --case-budget-s 40 --json "$OUT/tuned_near_misses.json" \
         --cases padded:65536,gated_padded:16384,circular:16384,circular:65536,circular:524288,padded:2097152
