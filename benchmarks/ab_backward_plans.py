@@ -112,6 +112,16 @@ VARIANTS = {
     "unbounded": dict(bounded_fwd=False),
     "xc_one_row": dict(bwd_rows=1),
     "stop16_2k": dict(bwd_rows=1, shared_bwd_outer=False, bounded_fwd=False),
+    # two outer levels over 1024 points at 512K / 1M (they lost to the one-row 4096 / 8192-
+    # point plans in stop 17 while they won at 2M / 4M, whose outer kernels take 64-column
+    # tiles; 512K / 1M take 128): with the 2M tiles, and with the levels in the other order
+    "inner1k_ob64": dict(max_fused=1024, outer_block=64),
+    "inner1k_ob32": dict(max_fused=1024, outer_block=32),
+    "inner1k_ow4": dict(max_fused=1024, outer_warps=4),
+    "inner1k_octa4": dict(max_fused=1024, outer_ctas_per_sm=4),
+    "inner1k_rev": dict(max_fused=1024, reverse_outer=True),
+    "inner1k_rev_ob64": dict(max_fused=1024, reverse_outer=True, outer_block=64),
+    "inner2k_ob64": dict(max_fused=2048, outer_block=64),
 }
 
 
@@ -178,8 +188,11 @@ def run_size(n: int, args: argparse.Namespace, names: list[str], bench, dev: str
         kw = dict(VARIANTS[v])
         if "max_fused" in kw:  # a structure variant: plan_for's own choice at that limit
             mf = kw.pop("max_fused")
-            plans[v] = plan_for(seq, seq, causal, u.dtype, batch=b, max_fused=mf)
-            print(f"# {n} {v}: {plans[v].describe()}", flush=True)
+            plan = plan_for(seq, seq, causal, u.dtype, batch=b, max_fused=mf)
+            if kw.pop("reverse_outer", False):  # (outer_io follows the first level)
+                kw.update(outer=tuple(reversed(plan.outer)), outer_io=0)
+            plans[v] = dataclasses.replace(plan, **kw)
+            print(f"# {n} {v}: {plans[v].describe()} {kw}", flush=True)
         else:
             plans[v] = dataclasses.replace(base, **kw)
 

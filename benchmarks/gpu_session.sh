@@ -142,6 +142,9 @@ if [[ $what == next_tune || $what == all ]]; then
     # misses, and of the backward at 16K-2M
     step ab_structures_small 120 python benchmarks/ab_backward_plans.py --sizes 16384,32768 \
         --variants inner1k --rounds 2
+    # 512K / 1M over 1024 points with the outer tiles of 2M / 4M, and the levels reversed
+    step ab_structures_mid 200 python benchmarks/ab_backward_plans.py --sizes 524288,1048576 \
+        --variants inner1k,inner1k_ob64,inner1k_ob32,inner1k_ow4,inner1k_rev_ob64 --rounds 2
     step tune_near_misses 300 python benchmarks/tune_conv.py --write-cache --budget-s 270 \
         --case-budget-s 40 --json "$OUT/tuned_near_misses.json" \
         --cases padded:65536,gated_padded:16384,circular:16384,circular:65536,circular:524288,padded:2097152
