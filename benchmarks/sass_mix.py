@@ -90,6 +90,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="1024,4096,16384,131072", help="FFT sizes (L = N / 2)")
     ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--max-fused", type=int, default=0, help="plan_for's max_fused (0: default)")
     ap.add_argument("--backward", action="store_true", help="also the backward's kernels")
     ap.add_argument("--arch", type=int, default=90)
     ap.add_argument("--top", type=int, default=0, help="also list each kernel's top opcodes")
@@ -106,7 +107,8 @@ def main() -> None:
     seen: set = set()
     for n in (int(x) for x in args.sizes.split(",")):
         seq, h = n // 2, 2
-        plan = plan_for(seq, seq, True, torch.bfloat16, batch=args.batch)
+        extra = {"max_fused": args.max_fused} if args.max_fused else {}
+        plan = plan_for(seq, seq, True, torch.bfloat16, batch=args.batch, **extra)
         plan = dataclasses.replace(plan, **overrides) if overrides else plan
         u = torch.zeros(args.batch, h, seq, dtype=torch.bfloat16)
         k = torch.zeros(h, seq)
