@@ -710,6 +710,27 @@ class TestGPUAllSizes:
         B, H = self._bh(n)
         check_forward(B + 1, H, n // 2 - 3, n // 2 - 3, torch.bfloat16)
 
+    def test_offsets_past_2_31(self) -> None:
+        """H * L = 2^31: the second row of each pair starts 2^31 elements into u and y. The
+        outer levels' offsets of the real input and output are int64 (before stop 17 the
+        product H * L was int32 and wrapped). Circular 4M, B = 2, H = 512, bf16 (about 56 GB
+        at the peak); the first and last channels against float64."""
+        B, H, L = 2, 512, 1 << 22
+        if torch.cuda.get_device_properties(0).total_memory < 70 * 2**30:
+            pytest.skip("needs a GPU with >= 70 GiB (H100 80GB / H200)")
+        gen = torch.Generator(device="cuda").manual_seed(0)
+        u = torch.randn(B, H, L, device="cuda", dtype=torch.bfloat16, generator=gen)
+        k = torch.randn(H, L, device="cuda", generator=gen)
+        k.mul_(torch.exp(-torch.arange(L, device="cuda") / 2000.0)).div_(30.0)
+        plan = plan_for(L, L, False, torch.bfloat16, batch=B)
+        assert plan.outer and (H * L) >= 2**31
+        with torch.no_grad():
+            y = fftconv_triton(u, k, causal=False, plan=plan)
+        for h in (0, H - 1):
+            x = torch.fft.fft(u[:, h].double()) * torch.fft.fft(k[h].double())
+            want = torch.fft.ifft(x).real
+            assert rel_err(y[:, h], want) <= BARS[torch.bfloat16], h
+
     @pytest.mark.parametrize(
         "n", [256, 1024, 4096, 8192, 16384, 32768, 65536, 1 << 20, 1 << 21, 1 << 22]
     )  # (2M: one outer level over a 16384-point inner FFT, its own fused backward)

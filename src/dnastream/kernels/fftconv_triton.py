@@ -585,7 +585,7 @@ def _row_offsets(
     else:
         base = (tl.cast(2 * p, tl.int64) * H + h) * L
         offs0 = base[:, None] + n
-        offs1 = offs0 + H * L
+        offs1 = offs0 + tl.cast(H, tl.int64) * L  # (H * L may pass 2^31)
         inb = n < L
         m0 = valid[:, None] & inb
         m1 = (valid & (2 * p + 1 < B))[:, None] & inb
@@ -1371,12 +1371,15 @@ def _outer_fwd_kernel(
         s = sb * BS + sl
         n = a[None, :] * S + s[:, None]
         dbase = ((tl.cast(p, tl.int64) * H + h) * 2) * NTOT + tl.cast(gi, tl.int64) * (P * S)
+        # (per-element offsets stay int32 from a per-tile int64 base pointer: int64 offsets
+        # cost several integer instructions per element and access)
         if FIRST:
             base0 = (tl.cast(2 * p, tl.int64) * H + h) * L
+            base1 = base0 + tl.cast(H, tl.int64) * L
             inb = n < L
-            xr = _gload(src_ptr, g_ptr, base0 + n, inb, HAS_G)
+            xr = _gload(src_ptr + base0, g_ptr + base0, n, inb, HAS_G)
             lim1 = tl.where(2 * p + 1 < B, L, 0)  # odd B: the last pair's second row is zero
-            xi = _gload(src_ptr, g_ptr, base0 + H * L + n, n < lim1, HAS_G)
+            xi = _gload(src_ptr + base1, g_ptr + base1, n, n < lim1, HAS_G)
         else:
             xr = tl.load(src_ptr + dbase + n).to(tl.float32)
             xi = tl.load(src_ptr + dbase + NTOT + n).to(tl.float32)
@@ -1391,9 +1394,9 @@ def _outer_fwd_kernel(
         if SCALED:
             outr = outr * (1.0 / P)
             outi = outi * (1.0 / P)
-        o = dbase + kk[None, :] * S + s[:, None]
-        _store(dst_ptr, o, outr, None, RNE_BUF)
-        _store(dst_ptr + NTOT, o, outi, None, RNE_BUF)
+        o = kk[None, :] * S + s[:, None]
+        _store(dst_ptr + dbase, o, outr, None, RNE_BUF)
+        _store(dst_ptr + dbase + NTOT, o, outi, None, RNE_BUF)
 
 
 @triton.jit
@@ -1452,9 +1455,9 @@ def _outer_inv_kernel(
         p = rest // H
         s = sb * BS + sl
         sbase = ((tl.cast(p, tl.int64) * H + h) * 2) * NTOT + tl.cast(gi, tl.int64) * (P * S)
-        o = sbase + kk[None, :] * S + s[:, None]
-        ur = tl.load(src_ptr + o).to(tl.float32)
-        ui = tl.load(src_ptr + NTOT + o).to(tl.float32)
+        o = kk[None, :] * S + s[:, None]  # (int32 offsets from the tile's base pointer)
+        ur = tl.load(src_ptr + sbase + o).to(tl.float32)
+        ui = tl.load(src_ptr + sbase + NTOT + o).to(tl.float32)
         wr, wi = _tile_twiddles(s, kk, sb * BS, hwr, hwi, P * S, TW_SPLIT)
         cr = ur * wr + ui * wi
         ci = ui * wr - ur * wi
@@ -1462,8 +1465,7 @@ def _outer_inv_kernel(
         n = a[None, :] * S + s[:, None]
         if LAST:
             base0 = (tl.cast(2 * p, tl.int64) * H + h) * L
-            offs0 = base0 + n
-            offs1 = offs0 + H * L
+            base1 = base0 + tl.cast(H, tl.int64) * L
             m0 = n < L
             m1 = n < tl.where(2 * p + 1 < B, L, 0)
             if HAS_SIG:
@@ -1471,15 +1473,15 @@ def _outer_inv_kernel(
                 outr = outr * sg
                 outi = outi * sg
             if HAS_Y2:
-                a0 = tl.load(aux_ptr + offs0, mask=m0, other=0.0).to(tl.float32)
-                a1 = tl.load(aux_ptr + offs1, mask=m1, other=0.0).to(tl.float32)
-                _store(y2_ptr, offs0, a0 * outr, m0, RNE_Y2)
-                _store(y2_ptr, offs1, a1 * outi, m1, RNE_Y2)
+                a0 = tl.load(aux_ptr + base0 + n, mask=m0, other=0.0).to(tl.float32)
+                a1 = tl.load(aux_ptr + base1 + n, mask=m1, other=0.0).to(tl.float32)
+                _store(y2_ptr + base0, n, a0 * outr, m0, RNE_Y2)
+                _store(y2_ptr + base1, n, a1 * outi, m1, RNE_Y2)
             if HAS_G2:
-                outr = outr * tl.load(g2_ptr + offs0, mask=m0, other=0.0).to(tl.float32)
-                outi = outi * tl.load(g2_ptr + offs1, mask=m1, other=0.0).to(tl.float32)
-            _store(dst_ptr, offs0, outr, m0, RNE_Y)
-            _store(dst_ptr, offs1, outi, m1, RNE_Y)
+                outr = outr * tl.load(g2_ptr + base0 + n, mask=m0, other=0.0).to(tl.float32)
+                outi = outi * tl.load(g2_ptr + base1 + n, mask=m1, other=0.0).to(tl.float32)
+            _store(dst_ptr + base0, n, outr, m0, RNE_Y)
+            _store(dst_ptr + base1, n, outi, m1, RNE_Y)
         else:
             _store(dst_ptr + sbase, n, outr, None, RNE_BUF)
             _store(dst_ptr + sbase + NTOT, n, outi, None, RNE_BUF)
