@@ -142,6 +142,13 @@ if [[ $what == next_tune || $what == all ]]; then
     # misses, and of the backward at 16K-2M
     step ab_structures_small 120 python benchmarks/ab_backward_plans.py --sizes 16384,32768 \
         --variants inner1k --rounds 2
+    # Nsight Compute on the 4M forward (outer passes: 21 of the 30.7 ms step; their sm_90 SASS
+    # is 59-72% integer instructions, results/sass_outer_*_stop17.log): issue slots, warp
+    # states and the executed instruction mix of the outer kernels
+    step ncu_outer_4m 200 ncu --profile-from-start off --clock-control none \
+        --section SpeedOfLight --section WarpStateStats --section InstructionStats \
+        --section ComputeWorkloadAnalysis python benchmarks/profile_conv.py \
+        --cases padded:4194304
     # 512K / 1M over 1024 points with the outer tiles of 2M / 4M, and the levels reversed
     step ab_structures_mid 200 python benchmarks/ab_backward_plans.py --sizes 524288,1048576 \
         --variants inner1k,inner1k_ob64,inner1k_ob32,inner1k_ow4,inner1k_rev_ob64 --rounds 2
