@@ -11,7 +11,8 @@
 #   bash benchmarks/gpu_session.sh scaling      # R-row static scaling, shipped tuning entries
 #   bash benchmarks/gpu_session.sh next         # stop 17's queue: GPU tests and the table on
 #                                               # its plan structures
-#   bash benchmarks/gpu_session.sh next_tune    # ... outer splits at 512K / 1M, tuning
+#   bash benchmarks/gpu_session.sh next_tune    # ... structure A/Bs, Nsight Compute at 4M
+#   bash benchmarks/gpu_session.sh next_tune2   # ... launch tuning
 #   bash benchmarks/gpu_session.sh eager        # eager-training path vs the operators
 #   bash benchmarks/gpu_session.sh bench        # bench_conv (with the tuned cache), sparse rows,
 #                                               # backward-plan A/B, training step, windows
@@ -137,9 +138,8 @@ if [[ $what == next || $what == all ]]; then
         --sizes 131072,262144,1048576 --top 16
 fi
 if [[ $what == next_tune || $what == all ]]; then
-    # the second call (~9 min): 16K / 32K over 1024-point 2-row inner FFTs (the structures
-    # that won at 64K and 2M in stop 17), launch tuning of the new structures and the near
-    # misses, and of the backward at 16K-2M
+    # the second call (~6 min): 16K / 32K over 1024-point 2-row inner FFTs (the structures
+    # that won at 64K and 2M in stop 17), Nsight Compute at 4M, 512K / 1M structure variants
     step ab_structures_small 120 python benchmarks/ab_backward_plans.py --sizes 16384,32768 \
         --variants inner1k --rounds 2
     # Nsight Compute on the 4M forward (outer passes: 21 of the 30.7 ms step; their sm_90 SASS
@@ -152,11 +152,16 @@ if [[ $what == next_tune || $what == all ]]; then
     # 512K / 1M over 1024 points with the outer tiles of 2M / 4M, and the levels reversed
     step ab_structures_mid 200 python benchmarks/ab_backward_plans.py --sizes 524288,1048576 \
         --variants inner1k,inner1k_ob64,inner1k_ob32,inner1k_ow4,inner1k_rev_ob64 --rounds 2
-    step tune_near_misses 300 python benchmarks/tune_conv.py --write-cache --budget-s 270 \
+fi
+if [[ $what == next_tune2 || $what == all ]]; then
+    # the third call (~9 min): launch tuning of the new structures and the near misses, and of
+    # the backward at 16K-2M (then ship the winners: benchmarks/ship_tuned.py, and bench them
+    # tuned against --untuned in one call)
+    step tune_near_misses 290 python benchmarks/tune_conv.py --write-cache --budget-s 260 \
         --case-budget-s 40 --json "$OUT/tuned_near_misses.json" \
         --cases padded:65536,gated_padded:16384,circular:16384,circular:65536,circular:524288,padded:2097152
     step tune_backward_large 300 python benchmarks/tune_conv.py --backward --write-cache \
-        --cases padded:16384,padded:65536,padded:262144,padded:2097152 --budget-s 270
+        --cases padded:16384,padded:65536,padded:262144,padded:2097152 --budget-s 250
     cp "$DNASTREAM_CACHE_DIR"/fftconv_plans.json "$OUT/" 2>/dev/null
 fi
 if [[ $what == eager || $what == all ]]; then
