@@ -1410,10 +1410,11 @@ def test_channel_scale_bounds_the_filter_norm() -> None:
 
 def test_channel_scale_takes_the_filters_own_bound() -> None:
     """filter_spectrum attaches sqrt(N) ||k_h||_2 (taps * max |k_h| where squares underflow)
-    to the spectra of dense plans with outer levels; the channel factor uses it instead of two
-    reductions over the spectrum (a quarter of the bytes), with the same value (Parseval). No
-    bound for fused or frequency-sparse plans, after an in-place change, or for inference
-    tensors: those take the spectrum's."""
+    to the spectra of dense plans with scaled float16 outer buffers; the channel factor uses it
+    instead of two reductions over the spectrum (a quarter of the bytes), with the same value
+    (Parseval). No
+    bound for fused, fp32 or frequency-sparse plans, after an in-place change, or for
+    inference tensors: those take the spectrum's."""
     import dnastream.kernels.fftconv_triton as ft
     from dnastream.kernels.monarch import filter_sum_bound
 
@@ -1452,6 +1453,10 @@ def test_channel_scale_takes_the_filters_own_bound() -> None:
     assert filter_sum_bound(filter_spectrum(k, plan_for(3000, 3000, True, torch.bfloat16))) is None
     sparse = dataclasses.replace(plan, freq_cut=plan.n // 8)
     assert filter_sum_bound(filter_spectrum(k, sparse)) is None
+    # fp32 plans keep fp32 outer buffers: no channel factor, so no reductions for it
+    fp32 = plan_for(3000, 3000, True, torch.float32, max_fused=256)
+    assert fp32.outer and not fp32.outer_fp16
+    assert filter_sum_bound(filter_spectrum(k, fp32)) is None
     with torch.inference_mode():
         assert filter_sum_bound(filter_spectrum(k, plan)) is None
 

@@ -1637,7 +1637,7 @@ def _channel_scale(spec: Tensor, D: Tensor | None, n: int, inner: int) -> Tensor
     def compute() -> Tensor:
         # the bound filter_spectrum attached from the filter itself (a quarter of the bytes)
         bound = filter_sum_bound(spec)
-        if bound is None or bound.shape[0] != spec.shape[1]:
+        if bound is None:
             bound = torch.linalg.vector_norm(spec, ord=2, dim=(0, 2)).double().mul_(n)
             # a tiny filter's squares underflow float32 (a zero or too small norm): there the
             # looser bound N sqrt(2N) max|spec| (each of the 2N planes' values is at most it)

@@ -968,7 +968,7 @@ def filter_spectrum(k: Tensor, plan: FFTPlan) -> Tensor:
         r = torch.fft.rfft(kt.to(work), n=n, dim=-1)
         keep = keep_mask(n, plan.freq_cut, k.device) if plan.freq_cut else None
         spec = storage_spectrum(r, layout_for(plan, k.device), 1.0 / n, keep)
-        if plan.outer and not plan.freq_cut and not spec.is_inference():
+        if plan.outer_fp16 and not plan.freq_cut and not spec.is_inference():
             _remember_sum_bound(spec, kt, n)
         return spec
 
@@ -990,8 +990,9 @@ def _remember_sum_bound(spec: Tensor, k: Tensor, n: int) -> None:
 
 def filter_sum_bound(spec: Tensor) -> Tensor | None:
     """(H,) float64 bound on each channel's sum |k_h| that :func:`filter_spectrum` attached
-    to ``spec`` (dense plans with outer levels), or ``None``: none attached, an inference tensor, or
-    ``spec`` changed in place since (its version counter moved)."""
+    to ``spec`` (dense plans with scaled float16 outer buffers, the only ones that use it),
+    or ``None``: none attached, an inference tensor, or ``spec`` changed in place since (its
+    version counter moved)."""
     entry = getattr(spec, _SUM_BOUND_ATTR, None)
     if entry is None or spec.is_inference() or entry[0] != spec._version:
         return None
