@@ -128,8 +128,12 @@ if [[ $what == next || $what == all ]]; then
     # 1024-point inner FFTs, circular 512K over 2048; adopted from same-call A/Bs,
     # results/ab_structures_*_h100_stop17.log) through the whole GPU kernel suite, then the
     # full table on them. About 6 min on an H100 (one call).
+    # (the 2^31 offsets test holds ~56 GB: alone, after the parallel run; beside the xdist
+    # workers it ran them out of memory in stop 18's first call)
     step gpu_kernels_sizes 240 python -m pytest -m gpu -q -p no:cacheprovider "${XDIST[@]}" \
-        tests/test_fftconv_triton.py
+        tests/test_fftconv_triton.py -k "not offsets_past_2_31"
+    step gpu_offsets_2_31 120 python -m pytest -m gpu -q -p no:cacheprovider \
+        tests/test_fftconv_triton.py -k "offsets_past_2_31"
     step bench_conv 300 python benchmarks/bench_conv.py --graphs --csv "$OUT/bench_conv.csv"
     # the channel bound from the filter (built after stop 17's device time): the two norms
     # over the spectrum (0.34 ms of the 128K step, results/profile_steps_h100_stop17.log)

@@ -126,8 +126,10 @@ def check_backward(B, H, L, Lk, dtype, causal=True, plan=None, **kw):
         (131072, 131072, True, 262144, 64, 32, (128,)),
         (262144, 262144, True, 524288, 64, 64, (128,)),
         (16384, 16384, False, 16384, 32, 32, (16,)),
-        # circular 256K and 1M: 4096-point inner FFTs; 512K 16 x 16 over 2048 (stop 17)
-        (1 << 18, 1 << 18, False, 1 << 18, 64, 64, (64,)),
+        # circular 128K and 256K: one level over 2048 points (stop 18); 512K 16 x 16 over 2048
+        # (stop 17); 1M: 4096-point inner FFTs
+        (1 << 17, 1 << 17, False, 1 << 17, 64, 32, (64,)),
+        (1 << 18, 1 << 18, False, 1 << 18, 64, 32, (128,)),
         (1 << 19, 1 << 19, False, 1 << 19, 64, 32, (16, 16)),
         (1 << 20, 1 << 20, False, 1 << 20, 64, 64, (16, 16)),
         (1 << 24, 1 << 24, False, 1 << 24, 128, 64, (64, 32)),
@@ -770,8 +772,10 @@ class TestGPUAllSizes:
             (1 << 18, True, 2, (64,), 4096),
             (1 << 19, True, 2, (128,), 4096),
             (1 << 22, True, 2, (32, 32), 4096),
-            # circular 256K / 1M: 4096-point inner FFTs; 4M: 64 x 64 over 1024 points
-            (1 << 18, False, 3, (64,), 4096),
+            # circular 128K / 256K: over 2048 points (stop 18); 1M: 4096-point inner FFTs;
+            # 4M: 64 x 64 over 1024 points
+            (1 << 17, False, 3, (64,), 2048),
+            (1 << 18, False, 3, (128,), 2048),
             (1 << 20, False, 3, (16, 16), 4096),
             (1 << 22, False, 3, (64, 64), 1024),
         ],

@@ -766,7 +766,7 @@ def _conv_kernel(
 
         sbase = spec_ptr + tl.cast(c, tl.int64) * M
         kr = tl.load(sbase + soffs)
-        ki = tl.load(sbase + H * NTOT + soffs)
+        ki = tl.load(sbase + tl.cast(H, tl.int64) * NTOT + soffs)  # (H * NTOT may pass 2^31)
         if CONJ_SPEC:
             ki = -ki
         if HAS_D:  # D * x folded into the spectrum: K + D
@@ -1166,7 +1166,7 @@ def _conv_nat_kernel(
                 tl.store(pbase + poffs, sr)
                 tl.store(pbase + M + poffs, si)
             kr = tl.load(sbase + ch * KC * N2 + soffs0)
-            ki = tl.load(sbase + H * NTOT + ch * KC * N2 + soffs0)
+            ki = tl.load(sbase + tl.cast(H, tl.int64) * NTOT + ch * KC * N2 + soffs0)
             if CONJ_SPEC:
                 ki = -ki
             if HAS_D and not SPARSE:
