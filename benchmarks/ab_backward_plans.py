@@ -122,6 +122,9 @@ VARIANTS = {
     "inner1k_rev": dict(max_fused=1024, reverse_outer=True),
     "inner1k_rev_ob64": dict(max_fused=1024, reverse_outer=True, outer_block=64),
     "inner2k_ob64": dict(max_fused=2048, outer_block=64),
+    # the radix-64 single level's launch (stop 18's tuner: 1.47-1.52x forward at 64K / 128K)
+    # on the two-level plans whose largest radix is 64 (2M: 64 x 32, 4M: 64 x 64)
+    "ob32_w4_c3": dict(outer_block=32, outer_warps=4, outer_ctas_per_sm=3),
 }
 
 

@@ -660,6 +660,14 @@ def plan_for(
         # bench_conv on an H100, one call: forward 1.04-1.06x, gated 1.06x, forward+backward
         # 1.03-1.04x at 128K / 256K (results/ab_tuned_launch_bench_*_h100_stop15.log)
         outer_maxnreg, outer_ctas = None, 3
+    if fp16 and radix_max == 64 and rows > 1:
+        # largest radix 64 over 2-row inner tiles (B >= 3: causal 64K / 2M / 4M, circular 64K /
+        # 128K / 2M / 4M): 32-column tiles, 4 warps, 3 programs per SM slot. The launch tuner
+        # found it for all four single-level cases it ran (forward 1.47-1.52x,
+        # results/tune_*_h100_stop18.log); on the two-level plans, H100, bf16: forward+backward
+        # 1.30x / 1.40x at 2M / 4M, circular 1.31x / 1.41x, forward 1.28-1.40x
+        # (results/ab_r64_*_h100_stop18.log). Radix 128 (512K, 1M) lost: 0.97-0.98x.
+        outer_block, outer_warps, outer_ctas = 32, 4, 3
     # 3-stage software pipelining of the outer kernels' tile loop with float16 buffers: H100,
     # bf16, 1.08x / 1.03x / 1.03x forward+backward at 128K / 1M / 4M, forward 1.08x / 1.03x /
     # 1.04x (results/ab_launch_h100_stop12.log)
