@@ -13,6 +13,8 @@
 #                                               # its plan structures
 #   bash benchmarks/gpu_session.sh next_tune    # ... structure A/Bs, Nsight Compute at 4M
 #   bash benchmarks/gpu_session.sh next_tune2   # ... launch tuning
+#   bash benchmarks/gpu_session.sh stop19       # stop 18's queue: GPU tests of the radix-64
+#                                               # launch, the table, spectrum passes, B = 2
 #   bash benchmarks/gpu_session.sh eager        # eager-training path vs the operators
 #   bash benchmarks/gpu_session.sh bench        # bench_conv (with the tuned cache), sparse rows,
 #                                               # backward-plan A/B, training step, windows
@@ -166,6 +168,34 @@ if [[ $what == next_tune2 || $what == all ]]; then
         --cases padded:65536,gated_padded:16384,circular:16384,circular:65536,circular:524288,padded:2097152
     step tune_backward_large 300 python benchmarks/tune_conv.py --backward --write-cache \
         --cases padded:16384,padded:65536,padded:262144,padded:2097152 --budget-s 250
+    cp "$DNASTREAM_CACHE_DIR"/fftconv_plans.json "$OUT/" 2>/dev/null
+fi
+if [[ $what == stop19 || $what == all ]]; then
+    # queued by stop 18 (one call, ~8 min on an H100). The radix-64 outer launch (32-column
+    # tiles, 4 warps, 3 per SM) became plan_for's default for 2M / 4M after the last GPU test
+    # run, from same-call A/Bs only (results/ab_r64_*_h100_stop18.log): the kernel file on it,
+    # then the whole table.
+    step gpu_kernels_sizes 240 python -m pytest -m gpu -q -p no:cacheprovider "${XDIST[@]}" \
+        tests/test_fftconv_triton.py -k "not offsets_past_2_31"
+    step gpu_offsets_2_31 120 python -m pytest -m gpu -q -p no:cacheprovider \
+        tests/test_fftconv_triton.py -k "offsets_past_2_31"
+    step bench_conv 300 python benchmarks/bench_conv.py --graphs --csv "$OUT/bench_conv.csv"
+    # the filter spectrum's passes (about 2.3 of the 11.9 ms step at 128K,
+    # results/profile_steps_h100_stop18.log): the reorders against their floors under six
+    # launches, cuFFT beside them
+    step bench_spectrum_reorder 90 python benchmarks/bench_spectrum_reorder.py
+    # where the steps of the missed forward+backward sizes go (16K-64K were never profiled)
+    step profile_steps_small 90 python benchmarks/profile_backward.py \
+        --sizes 16384,32768,65536 --top 12
+fi
+if [[ $what == stop19_tune || $what == all ]]; then
+    # two sequences per step (training at B = 2: bench_train_step's 2 x 64K / 2 x 128K) run
+    # the one-pair plans, which no launch tuning has reached; HyenaDNA-large's H = 256
+    step tune_b2 300 python benchmarks/tune_conv.py --write-cache --budget-s 270 \
+        --case-budget-s 45 --batch 2 --heads 256 --json "$OUT/tuned_b2.json" \
+        --cases padded:131072,padded:262144,padded:524288,padded:2097152
+    step tune_b2_backward 200 python benchmarks/tune_conv.py --backward --write-cache \
+        --budget-s 180 --batch 2 --heads 256 --cases padded:131072,padded:262144
     cp "$DNASTREAM_CACHE_DIR"/fftconv_plans.json "$OUT/" 2>/dev/null
 fi
 if [[ $what == eager || $what == all ]]; then

@@ -45,11 +45,19 @@ inner_grid = autotune.inner_grid
 outer_grid = autotune.outer_grid
 
 
+def _shape(mode: str, n: int, fwd: dict, args) -> tuple[int, int, int]:
+    """(B, H, L): bench_conv's workload, with ``--batch`` / ``--heads`` replacing B / H (the
+    tuning entries are keyed by the batch bucket: B = 2 is the one-pair plans of training at
+    two sequences per step, B = 1 of streaming)."""
+    b, h, seq = workload(mode, n, fwd)
+    return args.batch or b, args.heads or h, seq
+
+
 def tune_case(case: str, fwd: dict, t_start: float, args) -> tuple:
     """Coordinate search for one case (:func:`dnastream.kernels.autotune.tune`); returns
     (default plan, default ms, best ms, best settings that differ from the default)."""
     mode, n = case.split(":")
-    b, h, seq = workload(mode, int(n), fwd)
+    b, h, seq = _shape(mode, int(n), fwd, args)
     g = torch.Generator(device="cuda").manual_seed(0)
     u = torch.randn(b, h, seq, device="cuda", generator=g).to(torch.bfloat16)
     k = torch.randn(h, seq, device="cuda", generator=g) / math.sqrt(seq)
@@ -109,7 +117,7 @@ def tune_backward_case(case: str, fwd: dict, t_start: float, args) -> tuple:
 
     t_case = time.perf_counter()
     mode, n = case.split(":")
-    b, h, seq = workload(mode, int(n), fwd)
+    b, h, seq = _shape(mode, int(n), fwd, args)
     causal = mode != "circular"
     g = torch.Generator(device="cuda").manual_seed(0)
     u = torch.randn(b, h, seq, device="cuda", generator=g).to(torch.bfloat16).requires_grad_()
@@ -169,6 +177,8 @@ def main() -> None:
     ap.add_argument("--case-budget-s", type=float, default=60.0, help="search time per case")
     ap.add_argument("--rep-ms", type=int, default=25)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--batch", type=int, default=0, help="B instead of the workload's")
+    ap.add_argument("--heads", type=int, default=0, help="H instead of the workload's")
     ap.add_argument(
         "--backward",
         action="store_true",

@@ -261,8 +261,8 @@ def test_forward_natural_kernel_variants(L, changes) -> None:
 def test_causal_half_plans_take_radix_128_with_two_pairs_or_more() -> None:
     """Causal bf16 at 128K-512K: radix 128 over 1024-4096 points where the 2-row tiles fill
     (B >= 3 or B unknown); at B <= 2 (one-row tiles) 8192 points at 128K and 4096 points at
-    256K / 512K / 4M, as measured there. Circular 256K and 1M take 4096-point inner FFTs, 4M
-    64 x 64 over 1024 points (B >= 3)."""
+    256K / 512K / 4M, as measured there. Circular 128K and 256K take 2048-point inner FFTs
+    (stop 18), 1M 4096 points, 4M 64 x 64 over 1024 points (B >= 3)."""
     for L, inner in ((65536, 1024), (131072, 2048), (262144, 4096)):
         for batch in (None, 3, 8):
             plan = plan_for(L, L, True, torch.bfloat16, batch=batch)
@@ -272,9 +272,10 @@ def test_causal_half_plans_take_radix_128_with_two_pairs_or_more() -> None:
             plan = plan_for(L, L, True, torch.bfloat16, batch=batch)
             want = ((16,), 8192) if L == 65536 else ((L // 2048,), 4096)
             assert (plan.outer, plan.inner, plan.rows) == (*want, 1), (L, batch)
-    # circular: 4096 points at 256K and 1M with two row pairs or more; at B <= 2 the former plans
-    for n, outer, inner in ((1 << 18, (64,), 4096), (1 << 20, (16, 16), 4096),
-                            (1 << 22, (64, 64), 1024)):  # fmt: skip
+    # circular with two row pairs or more: 2048 points at 128K / 256K, 4096 at 1M; at B <= 2
+    # the former plans
+    for n, outer, inner in ((1 << 17, (64,), 2048), (1 << 18, (128,), 2048),
+                            (1 << 20, (16, 16), 4096), (1 << 22, (64, 64), 1024)):  # fmt: skip
         for batch in (None, 3, 8):
             plan = plan_for(n, n, False, torch.bfloat16, batch=batch)
             assert (plan.outer, plan.inner) == (outer, inner), (n, batch)

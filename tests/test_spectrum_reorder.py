@@ -161,6 +161,24 @@ def test_launchers_run_the_kernels(monkeypatch) -> None:
     assert sr.natural_spectrum(s, lay).shape == (2, plan.n)
 
 
+@pytest.mark.skipif(not TRITON, reason="no Triton backend")
+@pytest.mark.parametrize("tile", [8, 16, 128])
+def test_tile_launches_agree(tile: int) -> None:
+    """The launch options (tiles smaller and larger than the default, 2 or 8 warps) change
+    nothing in the result: both kernels equal their twins."""
+    plan = PLANS["outer-16384"]
+    lay = layout_for(plan, CPU)
+    r = torch.fft.rfft(torch.randn(2, 900, generator=torch.Generator().manual_seed(tile)), n=plan.n)
+    want = storage_spectrum_ref(r, lay, 1.0 / plan.n)
+    warps = 2 if tile < 64 else 8
+    assert torch.equal(storage_spectrum(r, lay, 1.0 / plan.n, tile=tile, num_warps=warps), want)
+    s = torch.randn(2 * plan.n // plan.inner, 2, plan.inner)
+    got = natural_spectrum(s, lay, scale=0.5, tile=tile, num_warps=warps)
+    assert torch.equal(got, natural_spectrum_ref(s, lay, None, 0.5))
+    with pytest.raises(ValueError, match="power of two"):
+        storage_spectrum(r, lay, 1.0, tile=48)
+
+
 def test_validation_errors() -> None:
     plan = PLANS["outer-8192"]
     lay = layout_for(plan, CPU)

@@ -270,14 +270,22 @@ def _check_natural(s: Tensor, layout: StorageLayout, keep: Tensor | None) -> Non
     _check_keep(name, keep, n, s.device)
 
 
-def _tiles(layout: StorageLayout) -> tuple[int, int, int, int]:
-    """(TA, TC, M, n_programs_dim0_per_head)."""
-    ta, tc = min(layout.a, TILE), min(layout.c, TILE)
+def _tiles(layout: StorageLayout, tile: int = TILE) -> tuple[int, int, int, int]:
+    """(TA, TC, M, n_programs_dim0_per_head) for tiles of at most ``tile`` positions a side."""
+    if tile < 1 or tile & (tile - 1):
+        raise ValueError(f"spectrum reorder: tile must be a power of two, got {tile}")
+    ta, tc = min(layout.a, tile), min(layout.c, tile)
     return ta, tc, layout.n // (layout.a * layout.c), layout.a // ta
 
 
 def storage_spectrum(
-    r: Tensor, layout: StorageLayout, scale: float, keep: Tensor | None = None
+    r: Tensor,
+    layout: StorageLayout,
+    scale: float,
+    keep: Tensor | None = None,
+    *,
+    tile: int = TILE,
+    num_warps: int = NUM_WARPS,
 ) -> Tensor:
     """Full spectrum of a real filter in storage order, from its real FFT.
 
@@ -286,6 +294,8 @@ def storage_spectrum(
         layout: the storage order's digits (:func:`storage_layout`), on ``r``'s device.
         scale: factor of every value (``1 / n`` for the kernels' ``norm="forward"``).
         keep: optional (n,) float32 (or bool) mask in natural frequency order.
+        tile, num_warps: launch of the Triton kernel (tiles of at most ``tile`` x ``tile``
+            positions; ``benchmarks/bench_spectrum_reorder.py`` compares them).
 
     Returns:
         (2, H, n) float32 planes (re, im): ``out[:, h, p] = scale * keep[f] * X[h, f]`` with
@@ -300,17 +310,23 @@ def storage_spectrum(
         return out
     words = torch.view_as_real(r.resolve_conj()).contiguous().view(torch.int64).view(heads, -1)
     kp = keep.to(torch.float32).contiguous() if keep is not None else out
-    ta, tc, mids, _ = _tiles(layout)
+    ta, tc, mids, _ = _tiles(layout, tile)
     grid = (heads * mids, layout.a // ta, layout.c // tc)
     _storage_spectrum_kernel[grid](
         words, layout.mid, kp, out, n, n // 2, mids, heads * n, float(scale),
-        A=layout.a, C=layout.c, TA=ta, TC=tc, HAS_KEEP=keep is not None, num_warps=NUM_WARPS,
+        A=layout.a, C=layout.c, TA=ta, TC=tc, HAS_KEEP=keep is not None, num_warps=num_warps,
     )  # fmt: skip
     return out
 
 
 def natural_spectrum(
-    s: Tensor, layout: StorageLayout, keep: Tensor | None = None, scale: float = 1.0
+    s: Tensor,
+    layout: StorageLayout,
+    keep: Tensor | None = None,
+    scale: float = 1.0,
+    *,
+    tile: int = TILE,
+    num_warps: int = NUM_WARPS,
 ) -> Tensor:
     """Per-head spectra from the kernels' storage order back to natural order.
 
@@ -320,6 +336,7 @@ def natural_spectrum(
         layout: the storage order's digits (:func:`storage_layout`), on ``s``'s device.
         keep: optional (n,) float32 (or bool) mask in natural frequency order.
         scale: factor of every value (``1 / n`` before an unnormalised inverse FFT).
+        tile, num_warps: launch of the Triton kernel, as in :func:`storage_spectrum`.
 
     Returns:
         (H, n) complex64: ``out[h, layout.order[p]] = keep * scale * (s_re + 1j s_im)`` at
@@ -333,11 +350,11 @@ def natural_spectrum(
     words = torch.empty((heads, n), dtype=torch.int64, device=s.device)
     if heads:
         kp = keep.to(torch.float32).contiguous() if keep is not None else s
-        ta, tc, mids, _ = _tiles(layout)
+        ta, tc, mids, _ = _tiles(layout, tile)
         grid = (heads * mids, layout.a // ta, layout.c // tc)
         _natural_spectrum_kernel[grid](
             s.contiguous(), layout.mid, kp, words, n, inner, mids, float(scale),
             A=layout.a, C=layout.c, TA=ta, TC=tc, HAS_KEEP=keep is not None,
-            num_warps=NUM_WARPS,
+            num_warps=num_warps,
         )  # fmt: skip
     return words.view(torch.complex64)
