@@ -521,6 +521,10 @@ def plan_for(
     # circular 512K 16 x 16 over 2048 instead of 128 over 4096, 1.17x / 1.10x, circular 2M
     # over 1024 points 1.18x / 1.10x. Causal 512K / 1M and circular 1M keep theirs (causal
     # 0.67-0.90x; circular 1M 1.04x / 0.97x) (results/ab_structures_*_h100_stop17.log).
+    # Stop 18: circular 128K over 2048 points (radix 64) instead of 16 over 8192, 1.39x /
+    # 1.26x; circular 256K radix 128 over 2048 instead of 64 over 4096, 1.10x / 0.99x
+    # (results/ab_circ_mid_h100_stop18.log). Causal 16K / 32K over 1024 points (0.99x / 0.90x)
+    # and causal 128K over 2048 (0.78x) lost (results/ab_*_h100_stop18.log).
     pairs = batch is None or batch >= 3
     small_inner = _DEFAULT_INNER.get((causal, pairs), {}).get(n)
     if (
