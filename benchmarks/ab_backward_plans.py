@@ -125,6 +125,11 @@ VARIANTS = {
     # the radix-64 single level's launch (stop 18's tuner: 1.47-1.52x forward at 64K / 128K)
     # on the two-level plans whose largest radix is 64 (2M: 64 x 32, 4M: 64 x 64)
     "ob32_w4_c3": dict(outer_block=32, outer_warps=4, outer_ctas_per_sm=3),
+    "ob64_w4_c3": dict(outer_block=64, outer_warps=4, outer_ctas_per_sm=3),
+    # 512K / 1M over two levels of 1024 points lost in stops 17-18 (0.54-0.90x) with the old
+    # outer launch, or with 32 / 64-column tiles alone (8 warps kept): with the whole launch
+    "inner1k_ob32_w4_c3": dict(max_fused=1024, outer_block=32, outer_warps=4, outer_ctas_per_sm=3),
+    "inner1k_ob64_w4_c3": dict(max_fused=1024, outer_block=64, outer_warps=4, outer_ctas_per_sm=3),
 }
 
 

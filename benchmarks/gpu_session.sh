@@ -14,7 +14,9 @@
 #   bash benchmarks/gpu_session.sh next_tune    # ... structure A/Bs, Nsight Compute at 4M
 #   bash benchmarks/gpu_session.sh next_tune2   # ... launch tuning
 #   bash benchmarks/gpu_session.sh stop19       # stop 18's queue: GPU tests of the radix-64
-#                                               # launch, the table, spectrum passes, B = 2
+#                                               # launch, the table, spectrum passes
+#   bash benchmarks/gpu_session.sh stop19_tune  # ... launch tuning at B = 2 (training)
+#   bash benchmarks/gpu_session.sh stop19_ab    # ... the radix-64 launch at 32K, 512K, 1M
 #   bash benchmarks/gpu_session.sh eager        # eager-training path vs the operators
 #   bash benchmarks/gpu_session.sh bench        # bench_conv (with the tuned cache), sparse rows,
 #                                               # backward-plan A/B, training step, windows
@@ -197,6 +199,15 @@ if [[ $what == stop19_tune || $what == all ]]; then
     step tune_b2_backward 200 python benchmarks/tune_conv.py --backward --write-cache \
         --budget-s 180 --batch 2 --heads 256 --cases padded:131072,padded:262144
     cp "$DNASTREAM_CACHE_DIR"/fftconv_plans.json "$OUT/" 2>/dev/null
+fi
+if [[ $what == stop19_ab || $what == all ]]; then
+    # the radix-64 launch's lesson elsewhere (~4 min): 32K's radix-16 level, and 512K / 1M over
+    # two levels of 1024 points, which lost with the old launch and with 32 / 64-column tiles
+    # under 8 warps (results/ab_structures_mid_h100_stop18.log)
+    step ab_launch_32k 100 python benchmarks/ab_backward_plans.py --sizes 32768 \
+        --variants ob32_w4_c3,ob64_w4_c3 --rounds 2
+    step ab_two_level_mid 150 python benchmarks/ab_backward_plans.py \
+        --sizes 524288,1048576 --variants inner1k_ob32_w4_c3,inner1k_ob64_w4_c3 --rounds 2
 fi
 if [[ $what == eager || $what == all ]]; then
     # eager training through a plain autograd.Function (default) against the operators
