@@ -44,14 +44,7 @@ def main() -> None:
 
     dev = args.device
     cuda = dev == "cuda"
-
-    def timed(fn) -> float:
-        if cuda:
-            return float(triton.testing.do_bench(fn, warmup=10, rep=100, return_mode="median"))
-        t0 = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t0) * 1e3
-
+    timed = timer_for(cuda)
     card = torch.cuda.get_device_name() if cuda else "cpu (interpreter)"
     bw = copy_bandwidth(torch, dev, timed)
     print(f"# {card} | torch {torch.__version__} | triton {triton.__version__}")
@@ -70,6 +63,21 @@ def main() -> None:
             cells = [n, b, h, n // 2, gt is not None, f"{floor:.3f}", f"{t_ref:.3f}"]
             cells += [f"{t_ours:.3f}", f"{t_ours / floor:.2f}", f"{t_ref / t_ours:.2f}", agree]
             print(" | ".join(str(c) for c in cells))
+
+
+def timer_for(cuda: bool):
+    """Milliseconds of one call: the median of ``triton.testing.do_bench`` on CUDA, one wall
+    clock run elsewhere (the interpreter's smoke runs)."""
+    import triton.testing
+
+    def timed(fn) -> float:
+        if cuda:
+            return float(triton.testing.do_bench(fn, warmup=10, rep=100, return_mode="median"))
+        t0 = time.perf_counter()
+        fn()
+        return (time.perf_counter() - t0) * 1e3
+
+    return timed
 
 
 def copy_bandwidth(torch, dev: str, timed) -> float:

@@ -21,12 +21,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO / "src") not in sys.path:
     sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from bench_pair_max import copy_bandwidth, timer_for  # noqa: E402
 
 # (N, H, causal) of bench_conv.py's workload
 CASES = [(65536, 768, True), (131072, 384, True), (262144, 192, True), (1048576, 48, True),
@@ -49,13 +51,7 @@ def main() -> None:
     dev = args.device
     cuda = dev == "cuda"
     assert LAUNCHES[0][0] == TILE
-
-    def timed(fn) -> float:
-        if cuda:
-            return float(triton.testing.do_bench(fn, warmup=10, rep=100, return_mode="median"))
-        t0 = time.perf_counter()
-        fn()
-        return (time.perf_counter() - t0) * 1e3
+    timed = timer_for(cuda)
 
     card = torch.cuda.get_device_name() if cuda else "cpu (interpreter)"
     bw = copy_bandwidth(torch, dev, timed)
@@ -120,14 +116,6 @@ def run_case(torch, dev: str, n: int, h: int, causal: bool, bw: float, timed) ->
             agree = torch.equal(fn(tile, warps), want)
             show([name, tile, warps, f"{ms:.3f}", f"{floor:.3f}", f"{ms / floor:.2f}",
                   f"{base / ms:.2f}", agree])  # fmt: skip
-
-
-def copy_bandwidth(torch, dev: str, timed) -> float:
-    """Bytes per second read + written by a 256 MiB device-to-device copy."""
-    big = torch.empty(1 << 28, dtype=torch.uint8, device=dev)
-    out = torch.empty_like(big)
-    ms = timed(lambda: out.copy_(big))
-    return 2 * big.numel() / (ms * 1e-3)
 
 
 if __name__ == "__main__":

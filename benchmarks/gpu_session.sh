@@ -9,10 +9,6 @@
 #   bash benchmarks/gpu_session.sh structures   # plan-structure A/Bs (circular, B = 2) and tests
 #   bash benchmarks/gpu_session.sh bwd_options  # backward options of the 2-row outer plans
 #   bash benchmarks/gpu_session.sh scaling      # R-row static scaling, shipped tuning entries
-#   bash benchmarks/gpu_session.sh next         # stop 17's queue: GPU tests and the table on
-#                                               # its plan structures
-#   bash benchmarks/gpu_session.sh next_tune    # ... structure A/Bs, Nsight Compute at 4M
-#   bash benchmarks/gpu_session.sh next_tune2   # ... launch tuning
 #   bash benchmarks/gpu_session.sh stop19       # stop 18's queue: GPU tests of the radix-64
 #                                               # launch, the table, spectrum passes
 #   bash benchmarks/gpu_session.sh stop19_tune  # ... launch tuning at B = 2 (training)
@@ -47,12 +43,19 @@ step() {  # step NAME SECONDS CMD...
     tail -4 "$OUT/$name.log"
 }
 
+kernel_file_tests() {  # the whole GPU kernel file, every size 256-16M (~2 min with xdist)
+    # (the 2^31 offsets test holds ~56 GB: alone, after the parallel run; beside the xdist
+    # workers it ran them out of memory in stop 18's first call)
+    step gpu_kernels_sizes 240 python -m pytest -m gpu -q -p no:cacheprovider "${XDIST[@]}" \
+        tests/test_fftconv_triton.py -k "not offsets_past_2_31"
+    step gpu_offsets_2_31 120 python -m pytest -m gpu -q -p no:cacheprovider \
+        tests/test_fftconv_triton.py -k "offsets_past_2_31"
+}
+
 if [[ $what == tests || $what == all ]]; then
-    # (the whole kernel suite, every size to 16M, took > 7 min on an H100: one call each)
     step gpu_kernels_ops 300 python -m pytest -m gpu -q -p no:cacheprovider "${XDIST[@]}" \
         tests/test_fftconv_op.py tests/test_fftconv_sparse.py tests/test_short_conv_triton.py
-    step gpu_kernels_sizes 560 python -m pytest -m gpu -q -p no:cacheprovider "${XDIST[@]}" \
-        tests/test_fftconv_triton.py
+    kernel_file_tests
     # the model end to end through the Triton short conv (opt-in until this passes)
     step gpu_model_short_conv 240 env DNASTREAM_SHORT_CONV=triton python -m pytest -m gpu -q \
         -p no:cacheprovider tests/test_gpu_model.py
@@ -127,60 +130,12 @@ if [[ $what == scaling || $what == all ]]; then
     step bench_entries_tuned 150 python benchmarks/bench_conv.py --graphs \
         --sizes 256,512,1024,4096,32768,65536 --modes circular,padded,gated_padded,padded_bwd
 fi
-if [[ $what == next || $what == all ]]; then
-    # queued by stop 17: its plan structures (causal 64K / 2M and circular 64K / 2M over
-    # 1024-point inner FFTs, circular 512K over 2048; adopted from same-call A/Bs,
-    # results/ab_structures_*_h100_stop17.log) through the whole GPU kernel suite, then the
-    # full table on them. About 6 min on an H100 (one call).
-    # (the 2^31 offsets test holds ~56 GB: alone, after the parallel run; beside the xdist
-    # workers it ran them out of memory in stop 18's first call)
-    step gpu_kernels_sizes 240 python -m pytest -m gpu -q -p no:cacheprovider "${XDIST[@]}" \
-        tests/test_fftconv_triton.py -k "not offsets_past_2_31"
-    step gpu_offsets_2_31 120 python -m pytest -m gpu -q -p no:cacheprovider \
-        tests/test_fftconv_triton.py -k "offsets_past_2_31"
-    step bench_conv 300 python benchmarks/bench_conv.py --graphs --csv "$OUT/bench_conv.csv"
-    # the channel bound from the filter (built after stop 17's device time): the two norms
-    # over the spectrum (0.34 ms of the 128K step, results/profile_steps_h100_stop17.log)
-    # should be gone, two smaller ones over k in their place
-    step profile_steps 90 python benchmarks/profile_backward.py \
-        --sizes 131072,262144,1048576 --top 16
-fi
-if [[ $what == next_tune || $what == all ]]; then
-    # the second call (~6 min): 16K / 32K over 1024-point 2-row inner FFTs (the structures
-    # that won at 64K and 2M in stop 17), Nsight Compute at 4M, 512K / 1M structure variants
-    step ab_structures_small 120 python benchmarks/ab_backward_plans.py --sizes 16384,32768 \
-        --variants inner1k --rounds 2
-    # Nsight Compute on the 4M forward (outer passes: 21 of the 30.7 ms step; their sm_90 SASS
-    # is 59-72% integer instructions, results/sass_outer_*_stop17.log): issue slots, warp
-    # states and the executed instruction mix of the outer kernels
-    step ncu_outer_4m 200 ncu --profile-from-start off --clock-control none \
-        --section SpeedOfLight --section WarpStateStats --section InstructionStats \
-        --section ComputeWorkloadAnalysis python benchmarks/profile_conv.py \
-        --cases padded:4194304
-    # 512K / 1M over 1024 points with the outer tiles of 2M / 4M, and the levels reversed
-    step ab_structures_mid 200 python benchmarks/ab_backward_plans.py --sizes 524288,1048576 \
-        --variants inner1k,inner1k_ob64,inner1k_ob32,inner1k_ow4,inner1k_rev_ob64 --rounds 2
-fi
-if [[ $what == next_tune2 || $what == all ]]; then
-    # the third call (~9 min): launch tuning of the new structures and the near misses, and of
-    # the backward at 16K-2M (then ship the winners: benchmarks/ship_tuned.py, and bench them
-    # tuned against --untuned in one call)
-    step tune_near_misses 290 python benchmarks/tune_conv.py --write-cache --budget-s 260 \
-        --case-budget-s 40 --json "$OUT/tuned_near_misses.json" \
-        --cases padded:65536,gated_padded:16384,circular:16384,circular:65536,circular:524288,padded:2097152
-    step tune_backward_large 300 python benchmarks/tune_conv.py --backward --write-cache \
-        --cases padded:16384,padded:65536,padded:262144,padded:2097152 --budget-s 250
-    cp "$DNASTREAM_CACHE_DIR"/fftconv_plans.json "$OUT/" 2>/dev/null
-fi
 if [[ $what == stop19 || $what == all ]]; then
     # queued by stop 18 (one call, ~8 min on an H100). The radix-64 outer launch (32-column
     # tiles, 4 warps, 3 per SM) became plan_for's default for 2M / 4M after the last GPU test
     # run, from same-call A/Bs only (results/ab_r64_*_h100_stop18.log): the kernel file on it,
     # then the whole table.
-    step gpu_kernels_sizes 240 python -m pytest -m gpu -q -p no:cacheprovider "${XDIST[@]}" \
-        tests/test_fftconv_triton.py -k "not offsets_past_2_31"
-    step gpu_offsets_2_31 120 python -m pytest -m gpu -q -p no:cacheprovider \
-        tests/test_fftconv_triton.py -k "offsets_past_2_31"
+    kernel_file_tests
     step bench_conv 300 python benchmarks/bench_conv.py --graphs --csv "$OUT/bench_conv.csv"
     # the filter spectrum's passes (about 2.3 of the 11.9 ms step at 128K,
     # results/profile_steps_h100_stop18.log): the reorders against their floors under six
