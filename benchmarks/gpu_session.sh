@@ -13,6 +13,7 @@
 #                                               # launch, the table, spectrum passes
 #   bash benchmarks/gpu_session.sh stop19_tune  # ... launch tuning at B = 2 (training)
 #   bash benchmarks/gpu_session.sh stop19_ab    # ... the radix-64 launch at 32K, 512K, 1M
+#   bash benchmarks/gpu_session.sh stop19_ncu   # ... Nsight Compute on the outer kernels
 #   bash benchmarks/gpu_session.sh eager        # eager-training path vs the operators
 #   bash benchmarks/gpu_session.sh bench        # bench_conv (with the tuned cache), sparse rows,
 #                                               # backward-plan A/B, training step, windows
@@ -163,6 +164,16 @@ if [[ $what == stop19_ab || $what == all ]]; then
         --variants ob32_w4_c3,ob64_w4_c3 --rounds 2
     step ab_two_level_mid 150 python benchmarks/ab_backward_plans.py \
         --sizes 524288,1048576 --variants inner1k_ob32_w4_c3,inner1k_ob64_w4_c3 --rounds 2
+fi
+if [[ $what == stop19_ncu || $what == all ]]; then
+    # Nsight Compute on the outer kernels (~3 min): 21 of the 30.7 ms step at 4M, 5.1 of
+    # 11.9 ms at 128K (results/profile_steps_h100_stop1[78].log). Their static sm_90 SASS is
+    # 59-72% integer instructions, mostly sinf/cosf's range-reduction slow path, which never
+    # runs: the executed mix, issue-slot use, warp stalls and bytes moved tell what binds them
+    step ncu_outer 240 ncu --profile-from-start off --clock-control none \
+        --section SpeedOfLight --section WarpStateStats --section InstructionStats \
+        --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
+        python benchmarks/profile_conv.py --cases padded:4194304,padded:131072
 fi
 if [[ $what == eager || $what == all ]]; then
     # eager training through a plain autograd.Function (default) against the operators
