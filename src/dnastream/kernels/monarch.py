@@ -670,7 +670,8 @@ def plan_for(
         # found it for all four single-level cases it ran (forward 1.47-1.52x,
         # results/tune_*_h100_stop18.log); on the two-level plans, H100, bf16: forward+backward
         # 1.30x / 1.40x at 2M / 4M, circular 1.31x / 1.41x, forward 1.28-1.40x
-        # (results/ab_r64_*_h100_stop18.log). Radix 128 (512K, 1M) lost: 0.97-0.98x.
+        # (results/ab_r64_*_h100_stop18.log). On radix 128 over one-row tiles (512K, 1M) it lost:
+        # 0.97-0.98x.
         outer_block, outer_warps, outer_ctas = 32, 4, 3
     # 3-stage software pipelining of the outer kernels' tile loop with float16 buffers: H100,
     # bf16, 1.08x / 1.03x / 1.03x forward+backward at 128K / 1M / 4M, forward 1.08x / 1.03x /
