@@ -2,15 +2,17 @@
 
 Every forward+backward step computes the filter's spectrum (``rfft(k, n)``, then
 :func:`~dnastream.kernels.spectrum_reorder.storage_spectrum` into the kernels' storage order)
-and, for the filter gradient, brings the cross-spectrum back
-(:func:`~dnastream.kernels.spectrum_reorder.natural_spectrum`, then ``ifft``). Stop 18's
-profile put these at about 2.3 ms of the 11.9 ms step at 128K (``results/profile_steps_*``).
+and, for the filter gradient, brings the cross-spectrum back: since stop 19 its Hermitian
+half (:func:`~dnastream.kernels.spectrum_reorder.hermitian_spectrum`, then ``irfft``), before
+that the whole of it (:func:`~dnastream.kernels.spectrum_reorder.natural_spectrum`, then
+``ifft``), both timed here. Stop 18's profile put these at about 2.3 ms of the 11.9 ms step at
+128K (``results/profile_steps_*``).
 
 Shapes are ``bench_conv.py``'s (FlashFFTConv's workload: H channels, L = N / 2) with the plans
 ``plan_for`` picks at B = 8. The same run measures the copy bandwidth (bytes read + written);
 each reorder's floor is reading its input and writing its output once at it. Prints per case
-and launch (tile edge, warps): ms, ms / floor, speed-up over the default launch, and the
-cuFFT passes beside them.
+and launch (tile edge, warps; the first row of each pass is its default): ms, ms / floor,
+speed-up over the default launch, and the cuFFT passes beside them.
 
     python benchmarks/bench_spectrum_reorder.py
     python benchmarks/bench_spectrum_reorder.py --device cpu   # tiny smoke run (interpreter)
@@ -34,7 +36,7 @@ from bench_pair_max import copy_bandwidth, timer_for  # noqa: E402
 CASES = [(65536, 768, True), (131072, 384, True), (262144, 192, True), (1048576, 48, True),
          (4194304, 16, True), (131072, 384, False)]  # fmt: skip
 SMOKE = [(2048, 2, True)]
-LAUNCHES = [(64, 4), (32, 4), (32, 2), (64, 8), (128, 8), (16, 2)]  # (tile, warps); first: default
+LAUNCHES = [(64, 4), (32, 4), (32, 2), (64, 8), (128, 8), (16, 2), (16, 4), (8, 2)]  # (tile, warps)
 
 
 def main() -> None:
@@ -46,11 +48,8 @@ def main() -> None:
     import torch
     import triton
 
-    from dnastream.kernels.spectrum_reorder import TILE
-
     dev = args.device
     cuda = dev == "cuda"
-    assert LAUNCHES[0][0] == TILE
     timed = timer_for(cuda)
 
     card = torch.cuda.get_device_name() if cuda else "cpu (interpreter)"
@@ -66,8 +65,11 @@ def main() -> None:
 
 def run_case(torch, dev: str, n: int, h: int, causal: bool, bw: float, timed) -> None:
     """One case's rows: the two cuFFT passes, then each reorder under every launch."""
+    from dnastream.kernels import spectrum_reorder as sr
     from dnastream.kernels.monarch import layout_for, plan_for
     from dnastream.kernels.spectrum_reorder import (
+        hermitian_spectrum,
+        hermitian_spectrum_ref,
         natural_spectrum,
         natural_spectrum_ref,
         storage_spectrum,
@@ -82,6 +84,7 @@ def run_case(torch, dev: str, n: int, h: int, causal: bool, bw: float, timed) ->
     r = torch.fft.rfft(k, n=n)
     s = torch.randn(h * n // plan.inner, 2, plan.inner, device=dev, generator=g)
     nat = natural_spectrum(s, lay, scale=1.0 / n)
+    half = hermitian_spectrum(s, lay, scale=1.0 / n)
     print(f"# {plan.describe()} (storage digits a={lay.a}, c={lay.c})")
     row = [n, h, causal]
 
@@ -92,7 +95,9 @@ def run_case(torch, dev: str, n: int, h: int, causal: bool, bw: float, timed) ->
     for name, fn, nbytes in (
         ("rfft(k)", lambda: torch.fft.rfft(k, n=n), k.numel() * 4 + r.numel() * 8),
         ("ifft(S)", lambda: torch.fft.ifft(nat, dim=-1, norm="forward"), 2 * nat.numel() * 8),
-    ):
+        ("irfft(S/2)", lambda: torch.fft.irfft(half, n=n, dim=-1, norm="forward"),
+         half.numel() * 8 + h * n * 4),
+    ):  # fmt: skip
         ms, floor = timed(fn), nbytes / bw * 1e3
         show([name, "-", "-", f"{ms:.3f}", f"{floor:.3f}", f"{ms / floor:.2f}", "-", "-"])
 
@@ -102,15 +107,23 @@ def run_case(torch, dev: str, n: int, h: int, causal: bool, bw: float, timed) ->
     def nat_(t: int, w: int):
         return natural_spectrum(s, lay, None, 1.0 / n, tile=t, num_warps=w)
 
+    def her_(t: int, w: int):
+        return hermitian_spectrum(s, lay, None, 1.0 / n, tile=t, num_warps=w)
+
     passes = (
-        ("storage", sto, r.numel() * 8 + 2 * h * n * 4, storage_spectrum_ref(r, lay, 1.0 / n)),
-        ("natural", nat_, s.numel() * 4 + h * n * 8, natural_spectrum_ref(s, lay, None, 1.0 / n)),
-    )
+        ("storage", sto, r.numel() * 8 + 2 * h * n * 4, storage_spectrum_ref(r, lay, 1.0 / n),
+         (sr.STORAGE_TILE, sr.STORAGE_WARPS)),
+        ("natural", nat_, s.numel() * 4 + h * n * 8, natural_spectrum_ref(s, lay, None, 1.0 / n),
+         (sr.NATURAL_TILE, sr.NATURAL_WARPS)),
+        ("hermitian", her_, s.numel() * 4 + half.numel() * 8,
+         hermitian_spectrum_ref(s, lay, None, 1.0 / n), (sr.HERMITIAN_TILE, sr.HERMITIAN_WARPS)),
+    )  # fmt: skip
     cuda = dev == "cuda"
-    for name, fn, nbytes, want in passes:
+    for name, fn, nbytes, want, default in passes:
         floor = nbytes / bw * 1e3
         base = None
-        for tile, warps in LAUNCHES if cuda else LAUNCHES[:2]:
+        launches = [default] + [x for x in LAUNCHES if x != default]
+        for tile, warps in launches if cuda else launches[:2]:
             ms = timed(lambda f=fn, t=tile, w=warps: f(t, w))
             base = base or ms
             agree = torch.equal(fn(tile, warps), want)

@@ -133,6 +133,8 @@ def check_backward(B, H, L, Lk, dtype, causal=True, plan=None, **kw):
         (1 << 19, 1 << 19, False, 1 << 19, 64, 32, (16, 16)),
         (1 << 20, 1 << 20, False, 1 << 20, 64, 64, (16, 16)),
         (1 << 24, 1 << 24, False, 1 << 24, 128, 64, (64, 32)),
+        # 1M causal: 32 x 32 over 1024 points (stop 19)
+        (1 << 19, 1 << 19, True, 1 << 20, 32, 32, (32, 32)),
         # 2M, causal and circular: two levels over 1024 points (stop 17)
         (1 << 20, 1 << 20, True, 1 << 21, 32, 32, (64, 32)),
         (1 << 21, 1 << 21, False, 1 << 21, 32, 32, (64, 32)),
@@ -165,13 +167,29 @@ def test_radix64_outer_launch(L, causal, outer) -> None:
     assert r128.outer == (128,) and (r128.outer_block, r128.outer_ctas_per_sm) == (16, 3)
 
 
-def test_radix64_outer_launch_agrees() -> None:
-    """The radix-64 launch (32-column tiles) on real kernels under the interpreter: one level
-    of 64 over a 256-point inner FFT, forward with gates and D, and backward."""
-    plan = plan_for(8192, 8192, True, torch.bfloat16, batch=3, max_fused=256)
-    assert plan.outer == (64,) and plan.rows > 1 and plan.outer_block == 32, plan.describe()
-    check_forward(3, 1, 8192, 8192, torch.bfloat16, plan=plan, decay=True)
-    check_backward(3, 1, 8192, 8192, torch.bfloat16, plan=plan)
+def test_radix32_outer_launch() -> None:
+    """Causal 1M at B >= 3 (32 x 32 over 1024 points, 2-row tiles) launches its outer kernels
+    on 64-column tiles, 4 warps, 3 per SM slot (stop 19: 1.34x on an H100); one row pair keeps
+    one level of 128 over 8192 points."""
+    for batch in (None, 3, 8):
+        plan = plan_for(1 << 19, 1 << 19, True, torch.bfloat16, batch=batch)
+        assert (plan.outer, plan.inner, plan.rows) == ((32, 32), 1024, 2), plan.describe()
+        assert (plan.outer_block, plan.outer_warps, plan.outer_ctas_per_sm) == (64, 4, 3)
+    one = plan_for(1 << 19, 1 << 19, True, torch.bfloat16, batch=2)
+    assert (one.outer, one.inner, one.rows) == ((128,), 8192, 1), one.describe()
+    assert one.outer_block == 16
+
+
+@pytest.mark.parametrize("L, radix, block", [(8192, 64, 32), (4096, 32, 64)])
+def test_radix64_outer_launch_agrees(L, radix, block) -> None:
+    """The radix-64 and radix-32 launches (32- and 64-column tiles, 4 warps) on real kernels
+    under the interpreter: one level of 64 or 32 over a 256-point inner FFT, forward with
+    gates and D, and backward."""
+    plan = plan_for(L, L, True, torch.bfloat16, batch=3, max_fused=256)
+    assert plan.outer == (radix,) and plan.rows > 1, plan.describe()
+    assert (plan.outer_block, plan.outer_warps) == (block, 4), plan.describe()
+    check_forward(3, 1, L, L, torch.bfloat16, plan=plan, decay=True)
+    check_backward(3, 1, L, L, torch.bfloat16, plan=plan)
 
 
 def test_plan_causal_skips_zero_half_and_fallbacks() -> None:
@@ -460,7 +478,8 @@ def test_static_inv_matches_the_derived_scaling(L, B, dtype, max_fused, opts) ->
      (1 << 17, 8, torch.bfloat16, True, True, True),  # radix 128 over 2048 points
      (1 << 21, 8, torch.bfloat16, True, True, True),  # 64 x 64 over 1024 points
      (1 << 21, 8, torch.float16, True, True, True),
-     (1 << 19, 8, torch.bfloat16, False, False, False),  # one-row tiles under outer levels
+     (1 << 19, 8, torch.bfloat16, True, True, True),  # 32 x 32 over 1024 points (stop 19)
+     (1 << 18, 8, torch.bfloat16, False, False, False),  # one-row tiles under outer levels
      (1 << 17, 8, torch.float32, False, False, False),  # fp32: no fp16 operands to scale
      (1000, 64, torch.float32, False, False, False)],
 )  # fmt: skip
@@ -962,7 +981,8 @@ def test_static_bounds_in_the_fused_backward_by_default() -> None:
     per-tile bounds; fp32 plans and the separate-pass plans do not."""
     assert plan_for(8000, 8000, True, torch.bfloat16, batch=8).static_bwd
     assert plan_for(65536, 65536, True, torch.float16, batch=2).static_bwd  # [16] x 8192
-    assert plan_for(524288, 524288, True, torch.float16, batch=8).static_bwd  # [128] x 8192
+    assert plan_for(524288, 524288, True, torch.float16, batch=2).static_bwd  # [128] x 8192
+    assert plan_for(262144, 262144, True, torch.float16, batch=8).static_bwd  # [128] x 4096
     # (the 2-row radix-128 plans at B >= 3 take the separate backward passes)
     assert not plan_for(65536, 65536, True, torch.float16, batch=8).static_bwd
     assert not plan_for(65536, 65536, True, torch.float32, batch=8).static_bwd

@@ -3,8 +3,8 @@ the paths they replace.
 
 Without a GPU the kernels run in Triton's CPU interpreter (conftest sets ``TRITON_INTERPRET=1``
 before anything imports Triton). The orders are the real ones of fused plans and of plans with
-one and two outer levels, frequency-sparse too. The ``gpu``-marked test runs both kernels at
-H = 48, n = 2**20 on CUDA.
+one and two outer levels, frequency-sparse too. The ``gpu``-marked test runs the kernels at
+fused, one- and two-level plans on CUDA.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ from dnastream.kernels.monarch import (
     spectrum_order,
 )
 from dnastream.kernels.spectrum_reorder import (
+    hermitian_spectrum,
+    hermitian_spectrum_ref,
     natural_spectrum,
     natural_spectrum_ref,
     storage_layout,
@@ -144,6 +146,44 @@ def test_natural_spectrum_real_plans(name: str, heads: int) -> None:
         assert torch.equal(got[h, f], nat)
 
 
+@pytest.mark.parametrize(("name", "heads"), CASES)
+def test_hermitian_spectrum_real_plans(name: str, heads: int) -> None:
+    """The Hermitian half equals its twin bit for bit, equals the fold of the natural-order
+    spectrum computed independently, and its irfft is ifft(G).real (the filter gradient)."""
+    plan = PLANS[name]
+    nr, n = plan.n // plan.inner, plan.n
+    g = torch.Generator().manual_seed(20 + heads)
+    s = torch.randn(heads * nr, 2, plan.inner, generator=g)
+    lay = layout_for(plan, CPU)
+    keep = freq_mask(n, plan.freq_cut).float() if plan.freq_cut else None
+    got = hermitian_spectrum(s, lay, keep, scale=0.5)
+    assert got.shape == (heads, n // 2 + 1) and got.dtype == torch.complex64
+    assert torch.equal(got, hermitian_spectrum_ref(s, lay, keep, 0.5))
+    nat = natural_spectrum_ref(s, lay, keep, 0.5).to(torch.complex128)
+    f = torch.arange(n // 2 + 1)
+    fold = (nat[:, f] + nat[:, (n - f) % n].conj()) / 2
+    assert rel_err(got, fold) < 1e-6
+    assert torch.equal(got[:, 0].imag, torch.zeros(heads))
+    assert torch.equal(got[:, n // 2].imag, torch.zeros(heads))
+    want = torch.fft.ifft(nat, dim=-1).real
+    assert rel_err(torch.fft.irfft(got.to(torch.complex128), n=n), want) < 1e-6
+
+
+def test_hermitian_spectrum_of_a_real_signal_is_its_rfft() -> None:
+    """On a spectrum that is already Hermitian (a real signal's, in storage order) the fold
+    changes nothing: it returns rfft of the signal."""
+    plan = PLANS["outer-8192"]
+    lay = layout_for(plan, CPU)
+    x = torch.randn(3, plan.n, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    full = torch.fft.fft(x, dim=-1)  # natural order, Hermitian
+    sto = full[:, spectrum_order(plan)]  # storage order
+    nr = plan.n // plan.inner
+    s = torch.stack([sto.real, sto.imag], 1).reshape(3, 2, nr, plan.inner).transpose(1, 2)
+    s = s.reshape(3 * nr, 2, plan.inner).float().contiguous()
+    got = hermitian_spectrum(s, lay)
+    assert rel_err(got, torch.fft.rfft(x, dim=-1)) < 1e-6
+
+
 @pytest.mark.skipif(not TRITON, reason="no Triton backend")
 def test_launchers_run_the_kernels(monkeypatch) -> None:
     """The launchers really launch the kernels: with the twins disabled they still work."""
@@ -153,12 +193,14 @@ def test_launchers_run_the_kernels(monkeypatch) -> None:
 
     monkeypatch.setattr(sr, "storage_spectrum_ref", boom)
     monkeypatch.setattr(sr, "natural_spectrum_ref", boom)
+    monkeypatch.setattr(sr, "hermitian_spectrum_ref", boom)
     plan = PLANS["outer-8192"]
     lay = layout_for(plan, CPU)
     r = torch.fft.rfft(torch.randn(2, 100), n=plan.n)
     assert sr.storage_spectrum(r, lay, 1.0).shape == (2, 2, plan.n)
     s = torch.randn(2 * plan.n // plan.inner, 2, plan.inner)
     assert sr.natural_spectrum(s, lay).shape == (2, plan.n)
+    assert sr.hermitian_spectrum(s, lay).shape == (2, plan.n // 2 + 1)
 
 
 @pytest.mark.skipif(not TRITON, reason="no Triton backend")
@@ -175,6 +217,8 @@ def test_tile_launches_agree(tile: int) -> None:
     s = torch.randn(2 * plan.n // plan.inner, 2, plan.inner)
     got = natural_spectrum(s, lay, scale=0.5, tile=tile, num_warps=warps)
     assert torch.equal(got, natural_spectrum_ref(s, lay, None, 0.5))
+    got = hermitian_spectrum(s, lay, scale=0.5, tile=tile, num_warps=warps)
+    assert torch.equal(got, hermitian_spectrum_ref(s, lay, None, 0.5))
     with pytest.raises(ValueError, match="power of two"):
         storage_spectrum(r, lay, 1.0, tile=48)
 
@@ -195,6 +239,8 @@ def test_validation_errors() -> None:
         natural_spectrum(s[:, :1], lay)
     with pytest.raises(ValueError, match="float32"):
         natural_spectrum(s.double(), lay)
+    with pytest.raises(ValueError, match="hermitian_spectrum: s must be"):
+        hermitian_spectrum(s[:, :1], lay)
 
 
 @pytest.mark.gpu
@@ -225,3 +271,4 @@ def test_gpu_large_spectra(L: int, causal: bool, monkeypatch) -> None:
                        storage_spectrum_ref(r, lay, 1.0 / plan.n))  # fmt: skip
     s = torch.randn(heads * plan.n // plan.inner, 2, plan.inner, device=dev)
     assert torch.equal(natural_spectrum(s, lay), natural_spectrum_ref(s, lay))
+    assert torch.equal(hermitian_spectrum(s, lay), hermitian_spectrum_ref(s, lay))

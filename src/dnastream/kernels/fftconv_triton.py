@@ -51,8 +51,8 @@ How it works
   conjugate spectrum (a correlation) and the same epilogue machinery; ``dpostgate`` re-runs the
   forward convolution with ``dy`` as post-gate; ``dk`` is ``ifft(sum_b FFT(dz_b) conj FFT(x_b))``
   accumulated in fp32 by a Triton kernel (the pair packing gives exactly this in the real part,
-  so no mirrored frequencies are needed; :mod:`~dnastream.kernels.spectrum_reorder` brings it to
-  natural order for the ifft) and ``dD = sum(dz * x)`` (in the fused kernels, else
+  and :mod:`~dnastream.kernels.spectrum_reorder` takes its Hermitian half to natural order for
+  one ``irfft``) and ``dD = sum(dz * x)`` (in the fused kernels, else
   :func:`~dnastream.kernels.skip_gradient.skip_gradient`). Under outer levels and at 16K the
   backward is one fused pass for du and the filter gradient (``fused_bwd``).
 
@@ -88,7 +88,7 @@ from dnastream.kernels.monarch import (
 )
 from dnastream.kernels.pair_max import pair_max
 from dnastream.kernels.skip_gradient import skip_gradient
-from dnastream.kernels.spectrum_reorder import natural_spectrum
+from dnastream.kernels.spectrum_reorder import hermitian_spectrum
 
 __all__ = ["FFTPlan", "fftconv_triton", "filter_spectrum", "plan_for", "uses_triton"]
 
@@ -2213,8 +2213,9 @@ def _shared_du_dk(
 def _filter_gradient(plan: FFTPlan, s: Tensor, k: Tensor) -> Tensor:
     """dk (H, Lk) in k's dtype from the summed cross-correlation spectra ``s`` (storage
     order, see :func:`_xcorr`): the first taps of its inverse FFT (one product with a DFT table
-    for small fused plans, :func:`~dnastream.kernels.monarch.gradient_table`; else a gather to
-    natural order and ``ifft``); taps beyond the plan's (causal, Lk > L) get no gradient."""
+    for small fused plans, :func:`~dnastream.kernels.monarch.gradient_table`; else the
+    Hermitian half in natural order and ``irfft``); taps beyond the plan's (causal, Lk > L)
+    get no gradient."""
     heads = k.shape[0]
     taps = min(plan.taps, k.shape[1])
     if uses_gemm_spectrum(plan):
@@ -2223,10 +2224,13 @@ def _filter_gradient(plan: FFTPlan, s: Tensor, k: Tensor) -> Tensor:
         full = torch.matmul(s.reshape(heads, 2 * plan.n).to(dt), w)  # (H, taps), fresh
         part = full.to(k.dtype)
     else:
-        # to natural order in one tiled pass (frequency-sparse: only the kept frequencies)
+        # dk = real(ifft(G)): the Hermitian part of G, frequencies 0 ... N/2 in natural order
+        # from one tiled pass (frequency-sparse: only the kept frequencies), then a real
+        # inverse FFT. H100, N = 64K-4M: it replaced a full reorder and a complex ifft
+        # (results/bench_spectrum_reorder_h100_stop19.log)
         keep = keep_mask(plan.n, plan.freq_cut, s.device) if plan.freq_cut else None
-        s_nat = natural_spectrum(s, layout_for(plan, s.device), keep, scale=1.0 / plan.n)
-        full = torch.fft.ifft(s_nat, dim=-1, norm="forward").real  # (1 / N: in the reorder)
+        s_half = hermitian_spectrum(s, layout_for(plan, s.device), keep, scale=1.0 / plan.n)
+        full = torch.fft.irfft(s_half, n=plan.n, dim=-1, norm="forward")  # (1 / N: above)
         part = full[:, :taps].to(k.dtype, copy=True, memory_format=torch.contiguous_format)
     if taps == k.shape[1]:
         return part

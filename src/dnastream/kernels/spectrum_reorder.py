@@ -9,7 +9,11 @@ Two reorderings sit around them:
   order[p]``, ``X[f] = r[f]`` for ``f <= n/2`` and ``conj(r[n - f])`` above;
 * :func:`natural_spectrum` -- the filter gradient's cross-spectrum back from storage order:
   ``(H * n / inner, 2, inner)`` fp32 blocks (each head's ``n / inner`` blocks of ``inner``
-  positions, planes re, im) to (H, n) complex64 in natural order (times ``keep``).
+  positions, planes re, im) to (H, n) complex64 in natural order (times ``keep``);
+* :func:`hermitian_spectrum` -- the same cross-spectrum's Hermitian part, frequencies 0 ... n/2
+  only: ``(G[f] + conj(G[n - f])) / 2``, (H, n/2 + 1) complex64 for ``irfft``. The filter
+  gradient is ``real(ifft(G))``, which is the inverse of that Hermitian part: a real inverse
+  FFT of half the values, and half the bytes written by the reorder.
 
 Both are permutations, and done element by element (a gather) one side of the copy is
 scattered: on an H100 at H * n = 50M a gather took 0.9-1.6 ms for ~0.4 GB, far from the
@@ -25,8 +29,13 @@ contiguously along ``c`` (the tile is transposed through shared memory by Triton
 conversion). Complex values move as 64-bit words (re and im together). The mirrored half of
 the real FFT is read through a flipped tile (ascending addresses again).
 
-Grid ``(H * M, A / TA, C / TC)`` with tiles ``TA = min(A, 64)``, ``TC = min(C, 64)``; all
-offsets of a head are int64. Each op has a PyTorch twin (``*_ref``): gathers by the order.
+Frequency ``n - f`` of position ``(a, m, c)`` sits at ``((A - a) % A, m', (C - 1 - c + b) % C)``
+with ``mid[m'] = (M - 1 - mid[m] + [a = 0]) % M`` and ``b = [a = 0 and mid[m] = 0]`` (the
+borrows of the digit-wise negation), so the mirror of a tile is a tile again, flipped along ``c``.
+
+Grid ``(H * M, A / TA, C / TC)`` with tiles ``TA = min(A, tile)``, ``TC = min(C, tile)``
+(:func:`hermitian_spectrum`: the ``c <= C / 2`` half); all offsets of a head are int64. Each op
+has a PyTorch twin (``*_ref``): gathers by the order.
 """
 
 from __future__ import annotations
@@ -42,6 +51,8 @@ from dnastream.kernels.backend import interpret_requested
 
 __all__ = [
     "StorageLayout",
+    "hermitian_spectrum",
+    "hermitian_spectrum_ref",
     "natural_spectrum",
     "natural_spectrum_ref",
     "storage_layout",
@@ -49,9 +60,13 @@ __all__ = [
     "storage_spectrum_ref",
 ]
 
-#: Largest tile edge (positions along ``a`` and along ``c``).
-TILE = 64
-NUM_WARPS = 4
+#: Largest tile edge (positions along ``a`` and along ``c``) and warps per program, per pass.
+#: H100, bf16 workload shapes at N = 64K-4M (results/bench_spectrum_reorder_h100_stop19.log):
+#: storage order on 32-position tiles 1.77-2.00x faster than on 64 (1.39-1.61x its floor);
+#: natural order on 16-position tiles of 2 warps 1.17-1.36x faster than 64 x 4 warps.
+STORAGE_TILE, STORAGE_WARPS = 32, 4
+NATURAL_TILE, NATURAL_WARPS = 16, 2
+HERMITIAN_TILE, HERMITIAN_WARPS = 16, 2
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,8 @@ class StorageLayout:
     a: int
     c: int
     inner: int
+    #: (M,) int32 inverse of ``mid``: ``mid[mid_inv[q]] = q``
+    mid_inv: Tensor
 
     @property
     def n(self) -> int:
@@ -84,7 +101,12 @@ def storage_layout(order: Tensor, a: int, c: int, inner: int) -> StorageLayout:
     want = aa + a * mid[rest // c] + (n // c) * (rest % c)
     if not torch.equal(o, want):
         raise ValueError(f"storage_layout: order is not a digit reversal with a={a}, c={c}")
-    return StorageLayout(o.contiguous(), mid.to(torch.int32).contiguous(), a, c, inner)
+    mid_inv = torch.empty_like(mid)
+    mid_inv[mid] = torch.arange(mid.shape[0], device=mid.device)
+    return StorageLayout(
+        o.contiguous(), mid.to(torch.int32).contiguous(), a, c, inner,
+        mid_inv.to(torch.int32).contiguous(),
+    )  # fmt: skip
 
 
 # ============================================================================================
@@ -184,6 +206,58 @@ def _natural_spectrum_kernel(
     tl.store(out_ptr + h * n + f, hi | lo)
 
 
+@triton.jit
+def _hermitian_spectrum_kernel(
+    s_ptr,  # (H * n / inner, 2, inner) fp32
+    mid_ptr,  # (M,) int32
+    mid_inv_ptr,  # (M,) int32
+    keep_ptr,  # (n,) fp32 natural-order mask (read only when HAS_KEEP)
+    out_ptr,  # (H, n/2 + 1) int64 words: complex64 (re | im << 32)
+    n,
+    inner,
+    M,
+    scale,
+    A: tl.constexpr,
+    C: tl.constexpr,
+    TA: tl.constexpr,
+    TC: tl.constexpr,
+    HAS_KEEP: tl.constexpr,
+):
+    h, m, a0, c = _tile(M, TA, TC)
+    a = a0 + tl.arange(0, TA)
+    q = tl.load(mid_ptr + m)
+    f = a[:, None] + A * q + (n // C) * c[None, :]  # contiguous along a
+    ok = (c[None, :] <= C // 2) & (f <= n // 2)
+    head = s_ptr + h * (2 * n)
+    # G[f]: this tile, contiguous along c
+    p = a[:, None] * (n // A) + m * C + c[None, :]
+    src = head + (p // inner) * (2 * inner) + p % inner
+    re = tl.load(src, mask=ok, other=0.0) * scale
+    im = tl.load(src + inner, mask=ok, other=0.0) * scale
+    # G[n - f]: the digit-wise negation (borrows from a = 0 into the middle digits and c)
+    wrap = (a == 0).to(tl.int32)  # (TA,)
+    qm = (M - 1 - q + wrap) % M
+    mm = tl.load(mid_inv_ptr + qm)  # (TA,) middle position of the mirror, per row
+    borrow = ((a == 0) & (q == 0)).to(tl.int32)
+    am = (A - a) % A
+    cm = (C - 1 - c[None, :] + borrow[:, None]) % C
+    pm = am[:, None] * (n // A) + mm[:, None] * C + cm  # contiguous along c, descending
+    srcm = head + (pm // inner) * (2 * inner) + pm % inner
+    mre = tl.load(srcm, mask=ok, other=0.0) * scale
+    mim = tl.load(srcm + inner, mask=ok, other=0.0) * scale
+    if HAS_KEEP:
+        kp = tl.load(keep_ptr + f, mask=ok, other=0.0)
+        re = re * kp
+        im = im * kp
+        mre = mre * kp
+        mim = mim * kp
+    re = (re + mre) * 0.5
+    im = (im - mim) * 0.5
+    lo = re.to(tl.int32, bitcast=True).to(tl.int64) & 0xFFFFFFFF
+    hi = im.to(tl.int32, bitcast=True).to(tl.int64) << 32
+    tl.store(out_ptr + h * (n // 2 + 1) + f, hi | lo, mask=ok)
+
+
 # ============================================================================================
 # PyTorch references
 # ============================================================================================
@@ -218,6 +292,26 @@ def natural_spectrum_ref(
     if keep is not None:
         out = out * keep.to(torch.float32)
     return out
+
+
+def hermitian_spectrum_ref(
+    s: Tensor, layout: StorageLayout, keep: Tensor | None = None, scale: float = 1.0
+) -> Tensor:
+    """PyTorch twin of :func:`hermitian_spectrum` (a gather by the inverse order; the same
+    float32 operations in the same order)."""
+    _check_natural(s, layout, keep, "hermitian_spectrum")
+    n, inner = layout.n, layout.inner
+    heads = s.shape[0] * inner // n
+    planes = s.reshape(heads, n // inner, 2, inner).permute(2, 0, 1, 3).reshape(2, heads, n)
+    pos = torch.empty_like(layout.order)
+    pos[layout.order] = torch.arange(n, device=pos.device)  # storage position of frequency f
+    f = torch.arange(n // 2 + 1, device=pos.device)
+    own = planes[:, :, pos[f]] * scale
+    mirror = planes[:, :, pos[(n - f) % n]] * scale
+    if keep is not None:
+        kp = keep.to(torch.float32)[f]
+        own, mirror = own * kp, mirror * kp
+    return torch.complex((own[0] + mirror[0]) * 0.5, (own[1] - mirror[1]) * 0.5)
 
 
 # ============================================================================================
@@ -258,8 +352,10 @@ def _check_storage(r: Tensor, layout: StorageLayout, keep: Tensor | None) -> Non
     _check_keep(name, keep, n, r.device)
 
 
-def _check_natural(s: Tensor, layout: StorageLayout, keep: Tensor | None) -> None:
-    name, n, inner = "natural_spectrum", layout.n, layout.inner
+def _check_natural(
+    s: Tensor, layout: StorageLayout, keep: Tensor | None, name: str = "natural_spectrum"
+) -> None:
+    n, inner = layout.n, layout.inner
     if s.dim() != 3 or s.shape[1:] != (2, inner) or (s.shape[0] * inner) % n:
         raise ValueError(
             f"{name}: s must be (H * {n // inner}, 2, {inner}), got shape {tuple(s.shape)}"
@@ -270,7 +366,7 @@ def _check_natural(s: Tensor, layout: StorageLayout, keep: Tensor | None) -> Non
     _check_keep(name, keep, n, s.device)
 
 
-def _tiles(layout: StorageLayout, tile: int = TILE) -> tuple[int, int, int, int]:
+def _tiles(layout: StorageLayout, tile: int) -> tuple[int, int, int, int]:
     """(TA, TC, M, n_programs_dim0_per_head) for tiles of at most ``tile`` positions a side."""
     if tile < 1 or tile & (tile - 1):
         raise ValueError(f"spectrum reorder: tile must be a power of two, got {tile}")
@@ -284,8 +380,8 @@ def storage_spectrum(
     scale: float,
     keep: Tensor | None = None,
     *,
-    tile: int = TILE,
-    num_warps: int = NUM_WARPS,
+    tile: int = STORAGE_TILE,
+    num_warps: int = STORAGE_WARPS,
 ) -> Tensor:
     """Full spectrum of a real filter in storage order, from its real FFT.
 
@@ -325,8 +421,8 @@ def natural_spectrum(
     keep: Tensor | None = None,
     scale: float = 1.0,
     *,
-    tile: int = TILE,
-    num_warps: int = NUM_WARPS,
+    tile: int = NATURAL_TILE,
+    num_warps: int = NATURAL_WARPS,
 ) -> Tensor:
     """Per-head spectra from the kernels' storage order back to natural order.
 
@@ -355,6 +451,49 @@ def natural_spectrum(
         _natural_spectrum_kernel[grid](
             s.contiguous(), layout.mid, kp, words, n, inner, mids, float(scale),
             A=layout.a, C=layout.c, TA=ta, TC=tc, HAS_KEEP=keep is not None,
+            num_warps=num_warps,
+        )  # fmt: skip
+    return words.view(torch.complex64)
+
+
+def hermitian_spectrum(
+    s: Tensor,
+    layout: StorageLayout,
+    keep: Tensor | None = None,
+    scale: float = 1.0,
+    *,
+    tile: int = HERMITIAN_TILE,
+    num_warps: int = HERMITIAN_WARPS,
+) -> Tensor:
+    """Hermitian part of per-head spectra in storage order, frequencies 0 ... n/2 in natural
+    order: the input of ``torch.fft.irfft(out, n)``, which equals ``ifft(G).real``.
+
+    Args:
+        s: (H * n / inner, 2, inner) float32 planes of G in storage order (as
+            :func:`natural_spectrum`).
+        layout: the storage order's digits (:func:`storage_layout`), on ``s``'s device.
+        keep: optional (n,) float32 (or bool) mask in natural frequency order, symmetric
+            (``keep[f] = keep[n - f]``, as :func:`~dnastream.kernels.monarch.freq_mask`).
+        scale: factor of every value (``1 / n`` before an unnormalised inverse FFT).
+        tile, num_warps: launch of the Triton kernel, as in :func:`storage_spectrum`.
+
+    Returns:
+        (H, n/2 + 1) complex64: ``keep[f] * scale * (G[f] + conj(G[n - f])) / 2`` (imaginary
+        parts of f = 0 and n/2 exactly zero).
+    """
+    _check_natural(s, layout, keep, "hermitian_spectrum")
+    if not _uses_triton(s.device):
+        return hermitian_spectrum_ref(s, layout, keep, scale)
+    n, inner = layout.n, layout.inner
+    heads = s.shape[0] * inner // n
+    words = torch.empty((heads, n // 2 + 1), dtype=torch.int64, device=s.device)
+    if heads:
+        kp = keep.to(torch.float32).contiguous() if keep is not None else s
+        ta, tc, mids, _ = _tiles(layout, tile)
+        grid = (heads * mids, layout.a // ta, triton.cdiv(layout.c // 2 + 1, tc))
+        _hermitian_spectrum_kernel[grid](
+            s.contiguous(), layout.mid, layout.mid_inv, kp, words, n, inner, mids,
+            float(scale), A=layout.a, C=layout.c, TA=ta, TC=tc, HAS_KEEP=keep is not None,
             num_warps=num_warps,
         )  # fmt: skip
     return words.view(torch.complex64)
