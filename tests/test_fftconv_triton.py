@@ -127,11 +127,11 @@ def check_backward(B, H, L, Lk, dtype, causal=True, plan=None, **kw):
         (262144, 262144, True, 524288, 64, 64, (128,)),
         (16384, 16384, False, 16384, 32, 32, (16,)),
         # circular 128K and 256K: one level over 2048 points (stop 18); 512K 16 x 16 over 2048
-        # (stop 17); 1M: 4096-point inner FFTs
+        # (stop 17); 1M: 32 x 32 over 1024 points (stop 19)
         (1 << 17, 1 << 17, False, 1 << 17, 64, 32, (64,)),
         (1 << 18, 1 << 18, False, 1 << 18, 64, 32, (128,)),
         (1 << 19, 1 << 19, False, 1 << 19, 64, 32, (16, 16)),
-        (1 << 20, 1 << 20, False, 1 << 20, 64, 64, (16, 16)),
+        (1 << 20, 1 << 20, False, 1 << 20, 32, 32, (32, 32)),
         (1 << 24, 1 << 24, False, 1 << 24, 128, 64, (64, 32)),
         # 1M causal: 32 x 32 over 1024 points (stop 19)
         (1 << 19, 1 << 19, True, 1 << 20, 32, 32, (32, 32)),
@@ -280,7 +280,7 @@ def test_causal_half_plans_take_radix_128_with_two_pairs_or_more() -> None:
     """Causal bf16 at 128K-512K: radix 128 over 1024-4096 points where the 2-row tiles fill
     (B >= 3 or B unknown); at B <= 2 (one-row tiles) 8192 points at 128K and 4096 points at
     256K / 512K / 4M, as measured there. Circular 128K and 256K take 2048-point inner FFTs
-    (stop 18), 1M 4096 points, 4M 64 x 64 over 1024 points (B >= 3)."""
+    (stop 18), 1M 32 x 32 over 1024 points (stop 19), 4M 64 x 64 over 1024 points (B >= 3)."""
     for L, inner in ((65536, 1024), (131072, 2048), (262144, 4096)):
         for batch in (None, 3, 8):
             plan = plan_for(L, L, True, torch.bfloat16, batch=batch)
@@ -290,10 +290,10 @@ def test_causal_half_plans_take_radix_128_with_two_pairs_or_more() -> None:
             plan = plan_for(L, L, True, torch.bfloat16, batch=batch)
             want = ((16,), 8192) if L == 65536 else ((L // 2048,), 4096)
             assert (plan.outer, plan.inner, plan.rows) == (*want, 1), (L, batch)
-    # circular with two row pairs or more: 2048 points at 128K / 256K, 4096 at 1M; at B <= 2
+    # circular with two row pairs or more: 2048 points at 128K / 256K, 1024 at 1M; at B <= 2
     # the former plans
     for n, outer, inner in ((1 << 17, (64,), 2048), (1 << 18, (128,), 2048),
-                            (1 << 20, (16, 16), 4096), (1 << 22, (64, 64), 1024)):  # fmt: skip
+                            (1 << 20, (32, 32), 1024), (1 << 22, (64, 64), 1024)):  # fmt: skip
         for batch in (None, 3, 8):
             plan = plan_for(n, n, False, torch.bfloat16, batch=batch)
             assert (plan.outer, plan.inner) == (outer, inner), (n, batch)
@@ -817,11 +817,11 @@ class TestGPUAllSizes:
             (1 << 18, True, 2, (64,), 4096),
             (1 << 19, True, 2, (128,), 4096),
             (1 << 22, True, 2, (32, 32), 4096),
-            # circular 128K / 256K: over 2048 points (stop 18); 1M: 4096-point inner FFTs;
-            # 4M: 64 x 64 over 1024 points
+            # circular 128K / 256K: over 2048 points (stop 18); 1M: 32 x 32 over 1024 points
+            # (stop 19); 4M: 64 x 64 over 1024 points
             (1 << 17, False, 3, (64,), 2048),
             (1 << 18, False, 3, (128,), 2048),
-            (1 << 20, False, 3, (16, 16), 4096),
+            (1 << 20, False, 3, (32, 32), 1024),
             (1 << 22, False, 3, (64, 64), 1024),
         ],
     )
@@ -974,6 +974,23 @@ def test_static_bounds_with_a_spike_in_dy(dtype) -> None:
     want = torch.autograd.grad(ref64(*l64, None, None, None), l64, dy.double())
     for a, b in zip(got, want, strict=True):
         assert rel_err(a, b) < BARS[dtype]
+
+
+@pytest.mark.parametrize("hermitian_max_n", [0, 1 << 16])
+def test_filter_gradient_through_both_inverse_paths(hermitian_max_n, monkeypatch) -> None:
+    """dk from the whole cross-spectrum and ifft (N above HERMITIAN_MAX_N) and from its
+    Hermitian half and irfft (up to it): both within the bars, on one outer and one fused
+    plan (tests/test_fftconv_sparse.py checks the frequency-sparse gradients)."""
+    import dnastream.kernels.fftconv_triton as ft
+
+    monkeypatch.setattr(ft, "HERMITIAN_MAX_N", hermitian_max_n)
+    outer = plan_for(3000, 3000, True, torch.bfloat16, batch=3, max_fused=512)
+    assert outer.outer and not ft.uses_gemm_spectrum(outer)
+    errs = check_backward(3, 2, 3000, 3000, torch.bfloat16, plan=outer, decay=True)
+    assert errs["k"] < BARS[torch.bfloat16]
+    fused = plan_for(1500, 37, True, torch.bfloat16, batch=2)  # 2048 points, one program
+    assert not fused.outer and not ft.uses_gemm_spectrum(fused), fused.describe()
+    check_backward(2, 2, 1500, 37, torch.bfloat16, plan=fused)
 
 
 def test_static_bounds_in_the_fused_backward_by_default() -> None:

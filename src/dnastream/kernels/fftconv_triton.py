@@ -51,8 +51,8 @@ How it works
   conjugate spectrum (a correlation) and the same epilogue machinery; ``dpostgate`` re-runs the
   forward convolution with ``dy`` as post-gate; ``dk`` is ``ifft(sum_b FFT(dz_b) conj FFT(x_b))``
   accumulated in fp32 by a Triton kernel (the pair packing gives exactly this in the real part,
-  and :mod:`~dnastream.kernels.spectrum_reorder` takes its Hermitian half to natural order for
-  one ``irfft``) and ``dD = sum(dz * x)`` (in the fused kernels, else
+  and :mod:`~dnastream.kernels.spectrum_reorder` brings it, or up to 64K its Hermitian half, to
+  natural order for the inverse FFT) and ``dD = sum(dz * x)`` (in the fused kernels, else
   :func:`~dnastream.kernels.skip_gradient.skip_gradient`). Under outer levels and at 16K the
   backward is one fused pass for du and the filter gradient (``fused_bwd``).
 
@@ -88,7 +88,7 @@ from dnastream.kernels.monarch import (
 )
 from dnastream.kernels.pair_max import pair_max
 from dnastream.kernels.skip_gradient import skip_gradient
-from dnastream.kernels.spectrum_reorder import hermitian_spectrum
+from dnastream.kernels.spectrum_reorder import hermitian_spectrum, natural_spectrum
 
 __all__ = ["FFTPlan", "fftconv_triton", "filter_spectrum", "plan_for", "uses_triton"]
 
@@ -2210,12 +2210,20 @@ def _shared_du_dk(
     return du, dg1, s_sto, dd
 
 
+#: Largest N whose filter gradient takes the Hermitian half of the cross-spectrum and a real
+#: inverse FFT (half the bytes out of the reorder, half the transform). Above it cuFFT's c2r is
+#: no faster than the complex ifft (several kernels, and torch copies its input first), so the
+#: whole spectrum and ifft win. H100, per step: 64K 0.80 ms against 0.93; 128K-4M 1.00-1.33
+#: against 0.93-1.30 ms (results/bench_spectrum_reorder_h100_stop19.log).
+HERMITIAN_MAX_N = 1 << 16
+
+
 def _filter_gradient(plan: FFTPlan, s: Tensor, k: Tensor) -> Tensor:
     """dk (H, Lk) in k's dtype from the summed cross-correlation spectra ``s`` (storage
     order, see :func:`_xcorr`): the first taps of its inverse FFT (one product with a DFT table
-    for small fused plans, :func:`~dnastream.kernels.monarch.gradient_table`; else the
-    Hermitian half in natural order and ``irfft``); taps beyond the plan's (causal, Lk > L)
-    get no gradient."""
+    for small fused plans, :func:`~dnastream.kernels.monarch.gradient_table`; else a tiled pass
+    to natural order and an inverse FFT); taps beyond the plan's (causal, Lk > L) get no
+    gradient."""
     heads = k.shape[0]
     taps = min(plan.taps, k.shape[1])
     if uses_gemm_spectrum(plan):
@@ -2224,13 +2232,17 @@ def _filter_gradient(plan: FFTPlan, s: Tensor, k: Tensor) -> Tensor:
         full = torch.matmul(s.reshape(heads, 2 * plan.n).to(dt), w)  # (H, taps), fresh
         part = full.to(k.dtype)
     else:
-        # dk = real(ifft(G)): the Hermitian part of G, frequencies 0 ... N/2 in natural order
-        # from one tiled pass (frequency-sparse: only the kept frequencies), then a real
-        # inverse FFT. H100, N = 64K-4M: it replaced a full reorder and a complex ifft
-        # (results/bench_spectrum_reorder_h100_stop19.log)
+        # dk = real(ifft(G)), G brought to natural order in one tiled pass (frequency-sparse:
+        # only the kept frequencies; 1 / N in the pass). Up to HERMITIAN_MAX_N G's Hermitian
+        # half and irfft, above it all of G and ifft
         keep = keep_mask(plan.n, plan.freq_cut, s.device) if plan.freq_cut else None
-        s_half = hermitian_spectrum(s, layout_for(plan, s.device), keep, scale=1.0 / plan.n)
-        full = torch.fft.irfft(s_half, n=plan.n, dim=-1, norm="forward")  # (1 / N: above)
+        layout = layout_for(plan, s.device)
+        if plan.n <= HERMITIAN_MAX_N:
+            s_half = hermitian_spectrum(s, layout, keep, scale=1.0 / plan.n)
+            full = torch.fft.irfft(s_half, n=plan.n, dim=-1, norm="forward")
+        else:
+            s_nat = natural_spectrum(s, layout, keep, scale=1.0 / plan.n)
+            full = torch.fft.ifft(s_nat, dim=-1, norm="forward").real
         part = full[:, :taps].to(k.dtype, copy=True, memory_format=torch.contiguous_format)
     if taps == k.shape[1]:
         return part

@@ -380,7 +380,7 @@ _DEFAULT_INNER: dict[tuple[bool, bool], dict[int, int]] = {
         1 << 21: 1024, 1 << 22: 1024,
     },
     (True, False): {1 << 18: 4096, 1 << 19: 4096, 1 << 22: 4096},
-    (False, True): {1 << 16: 1024, 1 << 17: 2048, 1 << 18: 2048, 1 << 19: 2048, 1 << 20: 4096,
+    (False, True): {1 << 16: 1024, 1 << 17: 2048, 1 << 18: 2048, 1 << 19: 2048, 1 << 20: 1024,
                     1 << 21: 1024, 1 << 22: 1024},
 }  # fmt: skip
 
@@ -528,7 +528,8 @@ def plan_for(
     # and causal 128K over 2048 (0.78x) lost (results/ab_*_h100_stop18.log).
     # Stop 19: causal 1M 32 x 32 over 1024 points (with the radix-32 launch below) instead of
     # 128 over 8192, 1.34x / 1.31x; at 512K 32 x 16 over 1024 1.02x / 0.91x, not taken
-    # (results/ab_two_level_mid_h100_stop19.log).
+    # (results/ab_two_level_mid_h100_stop19.log). Circular 1M the same, instead of 16 x 16
+    # over 4096: 1.60x / 1.50x (results/ab_circ_1m_h100_stop19.log).
     pairs = batch is None or batch >= 3
     small_inner = _DEFAULT_INNER.get((causal, pairs), {}).get(n)
     if (
@@ -678,11 +679,12 @@ def plan_for(
         # 0.97-0.98x.
         outer_block, outer_warps, outer_ctas = 32, 4, 3
     if fp16 and radix_max == 32 and rows > 1:
-        # largest radix 32 over 2-row inner tiles (causal 1M at B >= 3: 32 x 32 over 1024
-        # points): 64-column tiles, 4 warps, 3 per SM slot. H100, bf16, forward+backward 1.34x,
-        # forward 1.31x against 128 over 8192; the radix-64 launch (32 columns) gave 1.07x /
-        # 1.04x (results/ab_two_level_mid_h100_stop19.log). Radix 16 at 32K lost with both
-        # (0.92-0.97x, ab_launch_32k_h100_stop19.log).
+        # largest radix 32 over 2-row inner tiles (causal and circular 1M at B >= 3: 32 x 32
+        # over 1024 points): 64-column tiles, 4 warps, 3 per SM slot. H100, bf16, causal,
+        # forward+backward 1.34x, forward 1.31x against 128 over 8192; the radix-64 launch
+        # (32 columns) gave 1.07x / 1.04x (results/ab_two_level_mid_h100_stop19.log); circular
+        # 1.60x / 1.50x against 1.22x / 1.13x (ab_circ_1m_h100_stop19.log). Radix 16 at 32K
+        # lost with both (0.92-0.97x, ab_launch_32k_h100_stop19.log).
         outer_block, outer_warps, outer_ctas = 64, 4, 3
     # 3-stage software pipelining of the outer kernels' tile loop with float16 buffers: H100,
     # bf16, 1.08x / 1.03x / 1.03x forward+backward at 128K / 1M / 4M, forward 1.08x / 1.03x /
