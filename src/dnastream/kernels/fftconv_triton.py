@@ -2213,8 +2213,9 @@ def _shared_du_dk(
 #: Largest N whose filter gradient takes the Hermitian half of the cross-spectrum and a real
 #: inverse FFT (half the bytes out of the reorder, half the transform). Above it cuFFT's c2r is
 #: no faster than the complex ifft (several kernels, and torch copies its input first), so the
-#: whole spectrum and ifft win. H100, per step: 64K 0.80 ms against 0.93; 128K-4M 1.00-1.33
-#: against 0.93-1.30 ms (results/bench_spectrum_reorder_h100_stop19.log).
+#: whole spectrum and ifft win. H100, the two passes per step: 64K 0.81 ms against 0.93;
+#: 128K-4M 1.00-1.33 against 0.91-1.30 ms
+#: (results/bench_spectrum_reorder_hermitian_h100_stop19.log).
 HERMITIAN_MAX_N = 1 << 16
 
 

@@ -66,7 +66,8 @@ __all__ = [
 #: natural order on 16-position tiles of 2 warps 1.17-1.36x faster than 64 x 4 warps.
 STORAGE_TILE, STORAGE_WARPS = 32, 4
 NATURAL_TILE, NATURAL_WARPS = 16, 2
-#: Hermitian half (two reads per value written): 32 x 4 warps 1.06-1.29x faster than 16 x 2.
+#: Hermitian half (two reads per value written): 32 x 4 warps 1.06-1.29x faster than 16 x 2
+#: (results/bench_spectrum_reorder_hermitian_h100_stop19.log).
 HERMITIAN_TILE, HERMITIAN_WARPS = 32, 4
 
 
