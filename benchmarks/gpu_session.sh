@@ -9,11 +9,11 @@
 #   bash benchmarks/gpu_session.sh structures   # plan-structure A/Bs (circular, B = 2) and tests
 #   bash benchmarks/gpu_session.sh bwd_options  # backward options of the 2-row outer plans
 #   bash benchmarks/gpu_session.sh scaling      # R-row static scaling, shipped tuning entries
-#   bash benchmarks/gpu_session.sh stop19       # stop 18's queue: GPU tests of the radix-64
-#                                               # launch, the table, spectrum passes
-#   bash benchmarks/gpu_session.sh stop19_tune  # ... launch tuning at B = 2 (training)
-#   bash benchmarks/gpu_session.sh stop19_ab    # ... the radix-64 launch at 32K, 512K, 1M
-#   bash benchmarks/gpu_session.sh stop19_ncu   # ... Nsight Compute on the outer kernels
+#   bash benchmarks/gpu_session.sh stop20       # stop 19's queue: plan A/Bs at circular
+#                                               # 256K / 512K and causal 512K
+#   bash benchmarks/gpu_session.sh stop20_tune  # ... launch tuning at B = 2 (training)
+#   bash benchmarks/gpu_session.sh stop20_ncu   # ... Nsight Compute on the outer kernels and
+#                                               # the fused 4K / 8K kernels
 #   bash benchmarks/gpu_session.sh eager        # eager-training path vs the operators
 #   bash benchmarks/gpu_session.sh bench        # bench_conv (with the tuned cache), sparse rows,
 #                                               # backward-plan A/B, training step, windows
@@ -131,22 +131,20 @@ if [[ $what == scaling || $what == all ]]; then
     step bench_entries_tuned 150 python benchmarks/bench_conv.py --graphs \
         --sizes 256,512,1024,4096,32768,65536 --modes circular,padded,gated_padded,padded_bwd
 fi
-if [[ $what == stop19 || $what == all ]]; then
-    # queued by stop 18 (one call, ~8 min on an H100). The radix-64 outer launch (32-column
-    # tiles, 4 warps, 3 per SM) became plan_for's default for 2M / 4M after the last GPU test
-    # run, from same-call A/Bs only (results/ab_r64_*_h100_stop18.log): the kernel file on it,
-    # then the whole table.
-    kernel_file_tests
-    step bench_conv 300 python benchmarks/bench_conv.py --graphs --csv "$OUT/bench_conv.csv"
-    # the filter spectrum's passes (about 2.3 of the 11.9 ms step at 128K,
-    # results/profile_steps_h100_stop18.log): the reorders against their floors under six
-    # launches, cuFFT beside them
-    step bench_spectrum_reorder 90 python benchmarks/bench_spectrum_reorder.py
-    # where the steps of the missed forward+backward sizes go (16K-64K were never profiled)
-    step profile_steps_small 90 python benchmarks/profile_backward.py \
-        --sizes 16384,32768,65536 --top 12
+if [[ $what == stop20 || $what == all ]]; then
+    # queued by stop 19 (one call, ~7 min on an H100): the remaining forward misses above 64K
+    # and the forward+backward miss at 512K, with the launches that won at 1M (64-column tiles,
+    # 4 warps, 3 per SM: results/ab_two_level_mid_h100_stop19.log, ab_circ_1m_h100_stop19.log).
+    # Circular 256K (1.93x FlashFFTConv's speed-up): 16 x 16 over 1024 points, and its radix
+    # 128 over 2048 with the radix-64 / radix-32 launches; circular 512K (16 x 16 over 2048)
+    # with both launches; causal 512K (2.05x PyTorch forward+backward) over 2048 points.
+    step ab_circ_256k_512k 200 python benchmarks/ab_backward_plans.py --circular \
+        --sizes 262144,524288 --variants inner1k_ob64_w4_c3,ob64_w4_c3,ob32_w4_c3 --rounds 2
+    step ab_causal_512k 120 python benchmarks/ab_backward_plans.py --sizes 524288 \
+        --variants inner2k_ob64_w4_c3,inner2k_ob32_w4_c3,inner2k --rounds 2
+    # the whole table again if anything above is adopted: bench_conv --graphs (~4 min)
 fi
-if [[ $what == stop19_tune || $what == all ]]; then
+if [[ $what == stop20_tune || $what == all ]]; then
     # two sequences per step (training at B = 2: bench_train_step's 2 x 64K / 2 x 128K) run
     # the one-pair plans, which no launch tuning has reached; HyenaDNA-large's H = 256
     step tune_b2 300 python benchmarks/tune_conv.py --write-cache --budget-s 270 \
@@ -156,24 +154,21 @@ if [[ $what == stop19_tune || $what == all ]]; then
         --budget-s 180 --batch 2 --heads 256 --cases padded:131072,padded:262144
     cp "$DNASTREAM_CACHE_DIR"/fftconv_plans.json "$OUT/" 2>/dev/null
 fi
-if [[ $what == stop19_ab || $what == all ]]; then
-    # the radix-64 launch's lesson elsewhere (~4 min): 32K's radix-16 level, and 512K / 1M over
-    # two levels of 1024 points, which lost with the old launch and with 32 / 64-column tiles
-    # under 8 warps (results/ab_structures_mid_h100_stop18.log)
-    step ab_launch_32k 100 python benchmarks/ab_backward_plans.py --sizes 32768 \
-        --variants ob32_w4_c3,ob64_w4_c3 --rounds 2
-    step ab_two_level_mid 150 python benchmarks/ab_backward_plans.py \
-        --sizes 524288,1048576 --variants inner1k_ob32_w4_c3,inner1k_ob64_w4_c3 --rounds 2
-fi
-if [[ $what == stop19_ncu || $what == all ]]; then
-    # Nsight Compute on the outer kernels (~3 min): 21 of the 30.7 ms step at 4M, 5.1 of
-    # 11.9 ms at 128K (results/profile_steps_h100_stop1[78].log). Their static sm_90 SASS is
-    # 59-72% integer instructions, mostly sinf/cosf's range-reduction slow path, which never
-    # runs: the executed mix, issue-slot use, warp stalls and bytes moved tell what binds them
+if [[ $what == stop20_ncu || $what == all ]]; then
+    # Nsight Compute (~4 min): the outer kernels at 4M, 1M and 128K (most of those steps,
+    # results/profile_steps_*_h100_stop1[89].log; their static sm_90 SASS is 59-72% integer
+    # instructions, mostly sinf/cosf's range-reduction slow path, which never runs: the
+    # executed mix, issue-slot use, warp stalls and bytes moved tell what binds them), and the
+    # fused 4K / 8K kernels, where the forward misses 2x FlashFFTConv's speed-up (1.24-1.71x)
+    # at about a quarter of the tensor cores' dense throughput
     step ncu_outer 240 ncu --profile-from-start off --clock-control none \
         --section SpeedOfLight --section WarpStateStats --section InstructionStats \
         --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
-        python benchmarks/profile_conv.py --cases padded:4194304,padded:131072
+        python benchmarks/profile_conv.py --cases padded:4194304,padded:1048576,padded:131072
+    step ncu_fused 150 ncu --profile-from-start off --clock-control none \
+        --section SpeedOfLight --section WarpStateStats --section InstructionStats \
+        --section ComputeWorkloadAnalysis --section Occupancy \
+        python benchmarks/profile_conv.py --cases padded:4096,padded:8192,circular:8192
 fi
 if [[ $what == eager || $what == all ]]; then
     # eager training through a plain autograd.Function (default) against the operators
