@@ -134,6 +134,12 @@ VARIANTS = {
     # points); the same idea over 2048-point inner FFTs (512K: 16 x 16)
     "inner2k_ob64_w4_c3": dict(max_fused=2048, outer_block=64, outer_warps=4, outer_ctas_per_sm=3),
     "inner2k_ob32_w4_c3": dict(max_fused=2048, outer_block=32, outer_warps=4, outer_ctas_per_sm=3),
+    # stop 19: the one-row kernels in the transposed orientation (every product n2 rows, all
+    # wgmma on sm_90 where the natural one issues 12 of 16 as mma.sync), with 16-row chunks
+    # (no spills at 4K causal in the sm_90 compile) and with 8 warps
+    "nat_t": dict(nat_transposed=True),
+    "nat_t_c16": dict(nat_transposed=True, chunk=16),
+    "nat_t_w8": dict(nat_transposed=True, num_warps=8),
 }
 
 

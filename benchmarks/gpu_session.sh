@@ -9,7 +9,9 @@
 #   bash benchmarks/gpu_session.sh structures   # plan-structure A/Bs (circular, B = 2) and tests
 #   bash benchmarks/gpu_session.sh bwd_options  # backward options of the 2-row outer plans
 #   bash benchmarks/gpu_session.sh scaling      # R-row static scaling, shipped tuning entries
-#   bash benchmarks/gpu_session.sh stop20       # stop 19's queue: plan A/Bs at circular
+#   bash benchmarks/gpu_session.sh stop20_nat   # stop 19's queue: the transposed one-row
+#                                               # kernel (tests, A/Bs at 4K-16K and 512K)
+#   bash benchmarks/gpu_session.sh stop20       # ... plan A/Bs at circular
 #                                               # 256K / 512K and causal 512K
 #   bash benchmarks/gpu_session.sh stop20_tune  # ... launch tuning at B = 2 (training)
 #   bash benchmarks/gpu_session.sh stop20_ncu   # ... Nsight Compute on the outer kernels and
@@ -130,6 +132,24 @@ if [[ $what == scaling || $what == all ]]; then
         --sizes 256,512,1024,4096,32768,65536 --modes circular,padded,gated_padded,padded_bwd
     step bench_entries_tuned 150 python benchmarks/bench_conv.py --graphs \
         --sizes 256,512,1024,4096,32768,65536 --modes circular,padded,gated_padded,padded_bwd
+fi
+if [[ $what == stop20_nat || $what == all ]]; then
+    # queued by stop 19, first (~6 min on an H100): the one-row kernels in the transposed
+    # orientation (nat_transposed, built after stop 19's device time). sm_90 compile on the CPU
+    # (Triton 3.9): every product wgmma where the natural kernel issues 12 of its 16 as
+    # mma.sync at 32-row chunks; 255 registers either way, spills 752 -> 496 B at 4K causal
+    # (0 with 16-row chunks). GPU tests, then forward and forward+backward against the default
+    # at the fused one-row sizes (4K-16K, where the forward misses 2x FlashFFTConv's speed-up)
+    # and 512K (one-row 4096-point inner FFTs under an outer level). If it wins: the tuner
+    # (its grid has nat_transposed for one-row plans), then plan_for's default and the table.
+    step gpu_nat_transposed 200 python -m pytest -m gpu -q -p no:cacheprovider "${XDIST[@]}" \
+        tests/test_fftconv_triton.py -k "nat_transposed"
+    step ab_nat_t_causal 200 python benchmarks/ab_backward_plans.py \
+        --sizes 4096,8192,16384,524288 --variants nat_t,nat_t_c16,nat_t_w8 --rounds 2
+    step ab_nat_t_circular 120 python benchmarks/ab_backward_plans.py --circular \
+        --sizes 4096,8192 --variants nat_t,nat_t_c16,nat_t_w8 --rounds 2
+    step ab_nat_t_gated 100 python benchmarks/ab_backward_plans.py --gated \
+        --sizes 8192,16384 --variants nat_t,nat_t_c16 --rounds 2
 fi
 if [[ $what == stop20 || $what == all ]]; then
     # queued by stop 19 (one call, ~7 min on an H100): the remaining forward misses above 64K

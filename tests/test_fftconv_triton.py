@@ -811,6 +811,23 @@ class TestGPUAllSizes:
         check_backward(B, H, n // 2, n // 2, torch.bfloat16, plan=plan)
 
     @pytest.mark.parametrize(
+        "n, causal, opts",
+        [(8192, True, {}), (8192, True, {"chunk": 16}), (8192, False, {}),
+         (4096, False, {"num_warps": 8}), (16384, True, {}), (4096, True, {}),
+         (1 << 19, True, {"fused_bwd": False, "bwd_warps": 0}), (1 << 19, True, {})],
+    )  # fmt: skip
+    def test_nat_transposed_on_real_sizes(self, n, causal, opts) -> None:
+        """The transposed one-row kernel (stop 19, off by default) on the sizes it would serve:
+        fused 4K-16K and one-row 4096-point inner FFTs under outer levels (512K), forward with
+        gates and D and backward (du through it unless the backward is fused)."""
+        L = n // 2 if causal else n
+        plan = plan_for(L, L, causal, torch.bfloat16, batch=4)
+        assert plan.rows == 1, plan.describe()
+        plan = dataclasses.replace(plan, nat_transposed=True, **opts)
+        check_forward(4, 2, L, L, torch.bfloat16, causal=causal, plan=plan, decay=True)
+        check_backward(4, 2, L, L, torch.bfloat16, causal=causal, plan=plan)
+
+    @pytest.mark.parametrize(
         "n, causal, B, outer, inner",
         [
             # one row pair: 4096-point inner FFTs at 256K / 512K / 4M
@@ -974,6 +991,62 @@ def test_static_bounds_with_a_spike_in_dy(dtype) -> None:
     want = torch.autograd.grad(ref64(*l64, None, None, None), l64, dy.double())
     for a, b in zip(got, want, strict=True):
         assert rel_err(a, b) < BARS[dtype]
+
+
+NAT_T_CASES = {
+    # fused one-row plans: causal (the zero half never loaded), circular, fp32, static bounds,
+    # hoisted step-2 tables, and a one-row inner FFT under an outer level (scaled fp16 buffers)
+    "causal-bf16": (1000, 1000, True, torch.bfloat16, dict(rows=1), {}),
+    "circular-fp16": (1024, 300, False, torch.float16, dict(rows=1), {}),
+    "causal-fp32": (700, 700, True, torch.float32, dict(rows=1), {}),
+    "static-bf16": (2000, 2000, True, torch.bfloat16, dict(rows=1), dict(static_scale=True)),
+    "hoist-fp16": (1000, 900, True, torch.float16, dict(rows=1), dict(hoist_f2=True, chunk=16)),
+    "outer-bf16": (
+        3000,
+        3000,
+        True,
+        torch.bfloat16,
+        dict(rows=1, max_fused=512),
+        dict(fused_bwd=False, bwd_warps=0),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NAT_T_CASES))
+def test_nat_transposed_forward_and_du(name, monkeypatch) -> None:
+    """The one-row kernel in the transposed orientation (every product n2 rows) within the bars
+    against float64, forward with gates and D and the backward's du / gate gradients, and
+    close to the natural orientation it replaces; the natural kernel never runs for them."""
+    import dnastream.kernels.fftconv_triton as ft
+
+    L, Lk, causal, dtype, kw, opts = NAT_T_CASES[name]
+    base = dataclasses.replace(plan_for(L, Lk, causal, dtype, batch=3, **kw), **opts)
+    assert base.rows == 1 and not base.fused_bwd, base.describe()
+    plan = dataclasses.replace(base, nat_transposed=True)
+    u, k, d, g1, g2 = make_inputs(3, 2, L, Lk, dtype, decay=True)
+    want = fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, causal=causal, plan=base)
+    monkeypatch.setattr(ft, "_conv_nat_kernel", _Boom())
+    got = check_forward(3, 2, L, Lk, dtype, causal=causal, plan=plan, decay=True)
+    y = fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, causal=causal, plan=plan)
+    assert rel_err(y, want) <= BARS[dtype], got
+    check_backward(3, 2, L, Lk, dtype, causal=causal, plan=plan, decay=True)
+
+
+class _Boom:
+    """Stands in for a kernel that must not be launched."""
+
+    def __getitem__(self, grid):
+        raise AssertionError("the natural-orientation kernel ran")
+
+
+def test_nat_transposed_leaves_the_fused_backward_to_the_natural_kernel() -> None:
+    """The fused backward (du and the filter gradient in one pass) keeps the natural kernel:
+    with nat_transposed its forward and du take the transposed one, the results stay within
+    the bars."""
+    plan = plan_for(2000, 2000, True, torch.bfloat16, batch=3, max_fused=512, rows=1)
+    assert plan.fused_bwd, plan.describe()
+    plan = dataclasses.replace(plan, nat_transposed=True)
+    check_backward(3, 2, 2000, 2000, torch.bfloat16, plan=plan, decay=True)
 
 
 @pytest.mark.parametrize("hermitian_max_n", [0, 1 << 16])

@@ -53,6 +53,8 @@ add("outer 131072 2-row bounded forward", 131072, bounded_fwd=True)
 add("outer 131072 2-row fused backward bounded", 131072, bounded_fwd=True, fused_bwd=True,
     bwd_warps=8, bwd_maxnreg=0)
 add("fp32 2048", 2048, torch.float32)
+add("one-row 8192 transposed", 8192, nat_transposed=True, **one)
+add("outer 524288 one-row transposed", 524288, nat_transposed=True, fused_bwd=False, bwd_warps=0)
 out, seen = [], set()
 for label, n, dtype, keep, kw in cases:
     seq, b, h = n // 2, 4, 2
@@ -64,7 +66,8 @@ for label, n, dtype, keep, kw in cases:
                 functools.partial(ft.conv_backward, plan, g, u, k, d, g, g, spec, (True,) * 5)):
         for r in compile_launches(run, 90, seen):
             out.append(dict(case=label, kernel=r.kernel, regs=r.registers,
-                            spill=r.spill_store_bytes, shared=r.shared_bytes, error=r.error))
+                            spill=r.spill_store_bytes, shared=r.shared_bytes, error=r.error,
+                            wgmma=r.wgmma, mma_sync=r.mma_sync))
 from dnastream.kernels.monarch import block_plan_for
 for label, L, Lk, window, dtype, C, gates in (
         ("blocked 256 gates", 2000, 100, 256, torch.bfloat16, 0, True),  # multi-row tiles
@@ -128,6 +131,12 @@ def test_every_kernel_kind_compiles_for_sm90() -> None:
     # (the first such case: later cases skip the specialisations compiled before)
     outer = {r["kernel"] for r in rows if r["case"] == "outer 524288 one-row"}
     assert {"_conv_nat_kernel", "_outer_fwd_kernel", "_outer_inv_kernel"} <= outer
+    # the one-row kernel in the transposed orientation: every product a warpgroup MMA (the
+    # natural one at 32-row chunks issues 12 of its 16 as mma.sync; Triton 3.9's choice)
+    trans = [r for r in rows if r["kernel"] == "_conv_nat_t_kernel"]
+    assert {r["case"] for r in trans} >= {"one-row 8192 transposed"}
+    for r in trans:
+        assert r["wgmma"] > 0 and r["mma_sync"] == 0, r
     short = [r for r in rows if r["case"].startswith("short conv")]
     assert {r["kernel"] for r in short} == {"_short_conv_fwd_kernel", "_short_conv_bwd_kernel"}
     assert len(short) >= 20  # every autotuning config of both layouts

@@ -110,6 +110,7 @@ LAUNCH_FIELDS: tuple[str, ...] = (
     "shared_bwd_outer",
     "bounded_fwd",
     "static_inv",
+    "nat_transposed",
 )
 
 # settings that change only the backward: applied from an entry only when the backward was
@@ -332,6 +333,7 @@ def _valid_value(name: str, value: Any, plan: FFTPlan) -> bool:
         "shared_bwd_outer",
         "bounded_fwd",
         "static_inv",
+        "nat_transposed",
     ):
         return isinstance(value, bool)
     if name in ("maxnreg", "outer_maxnreg", "bwd_maxnreg"):
@@ -468,6 +470,10 @@ def inner_grid(plan: FFTPlan) -> list[dict[str, Any]]:
                 out.append(dict(num_warps=nw, maxnreg=reg, chunk=ch, ctas_per_sm=c))
         for nw, ch in itertools.product((4, 8), chunks):  # step-2 tables loaded once
             out.append(dict(hoist_f2=True, num_warps=nw, maxnreg=None, chunk=ch, ctas_per_sm=2))
+        # the transposed orientation (every product n2 rows: wgmma on sm_90)
+        for reg, nw, ch in itertools.product((128, None), (4, 8), chunks):
+            out.append(dict(nat_transposed=True, num_warps=nw, maxnreg=reg, chunk=ch,
+                            ctas_per_sm=2))  # fmt: skip
         if plan.inner <= 2048:  # two-row tiles (the transposed kernel)
             for nw in (4, 8):
                 out.append(dict(rows=2, num_warps=nw, maxnreg=None, ctas_per_sm=2))

@@ -41,10 +41,13 @@ class KernelReport:
     options: dict
     error: str | None = None
     cubin: bytes | None = None  # the compiled binary (``compile_launches(keep_cubin=True)``)
+    wgmma: int | None = None  # wgmma.mma_async instructions in the PTX (sm_90 warpgroup MMA)
+    mma_sync: int | None = None  # mma.sync instructions in the PTX (the pre-Hopper MMA)
 
 
 KERNELS = (
     "_conv_nat_kernel",
+    "_conv_nat_t_kernel",
     "_conv_kernel",
     "_xcorr_nat_kernel",
     "_xcorr_kernel",
@@ -149,11 +152,15 @@ def compile_launches(
             compiled = triton.compile(
                 ASTSource(fn, sig, consts), target=GPUTarget("cuda", arch, 32), options=opts
             )
-            regs, spill = _ptxas(compiled.asm["ptx"], arch)
+            ptx = compiled.asm["ptx"]
+            regs, spill = _ptxas(ptx, arch)
             cubin = compiled.asm.get("cubin") if keep_cubin else None
             out.append(
-                KernelReport(fn.__name__, regs, spill, compiled.metadata.shared, opts, None, cubin)
-            )
+                KernelReport(
+                    fn.__name__, regs, spill, compiled.metadata.shared, opts, None, cubin,
+                    ptx.count("wgmma.mma_async"), ptx.count("mma.sync"),
+                )
+            )  # fmt: skip
         except Exception as e:  # noqa: BLE001 - reported, not raised
             out.append(
                 KernelReport(fn.__name__, None, None, None, opts, f"{type(e).__name__}: {e}")

@@ -195,6 +195,36 @@ def _col_scaled(xr, xi, MMA_FP16: tl.constexpr):
 
 
 @triton.jit
+def _rmatmul(xr, xi, br, bi, CONJ_B: tl.constexpr, MMA_FP16: tl.constexpr):
+    """(xr + i xi) @ (br + i bi), or @ conj(.) when CONJ_B, both operands already in the dot
+    dtype (fp16 operands scaled by the caller, who undoes it; fp32 ones use 3xTF32)."""
+    b_im, b_imn = _imag_parts(bi, CONJ_B)
+    if MMA_FP16:
+        cr = tl.dot(xr, br)
+        cr = tl.dot(xi, b_imn, cr)
+        ci = tl.dot(xr, b_im)
+        ci = tl.dot(xi, br, ci)
+    else:
+        cr = tl.dot(xr, br, input_precision="tf32x3")
+        cr = tl.dot(xi, b_imn, cr, input_precision="tf32x3")
+        ci = tl.dot(xr, b_im, input_precision="tf32x3")
+        ci = tl.dot(xi, br, ci, input_precision="tf32x3")
+    return cr, ci
+
+
+@triton.jit
+def _row_scaled(xr, xi, MMA_FP16: tl.constexpr):
+    """Left dot operand: fp16 with every row scaled by its max |.| (returns the scales)."""
+    if MMA_FP16:
+        m = tl.maximum(tl.max(tl.abs(xr), axis=1), tl.max(tl.abs(xi), axis=1))
+        m = tl.where(m > 0.0, m, 1.0)
+        inv = 1.0 / m
+        return (xr * inv[:, None]).to(tl.float16), (xi * inv[:, None]).to(tl.float16), m
+    else:
+        return xr, xi, 1.0
+
+
+@triton.jit
 def _nat_chunk_twiddled(
     ar,
     ai,
@@ -1231,6 +1261,189 @@ def _conv_nat_kernel(
 
 
 @triton.jit
+def _conv_nat_t_kernel(
+    src_ptr,
+    g1_ptr,
+    g2_ptr,
+    aux_ptr,
+    d_ptr,
+    y_ptr,
+    y2_ptr,
+    spec_ptr,
+    f1_ptr,
+    f2_ptr,
+    tw_ptr,
+    kmax_ptr,
+    B,
+    H,
+    L,
+    NPAIRS,
+    NTOT,
+    n_tiles,
+    tiles_per_prog,
+    N1: tl.constexpr,
+    N2: tl.constexpr,
+    N1_IO: tl.constexpr,
+    KC: tl.constexpr,
+    HOIST_F2: tl.constexpr,
+    NR: tl.constexpr,
+    COMPLEX_IO: tl.constexpr,
+    CONJ_SPEC: tl.constexpr,
+    HAS_G1: tl.constexpr,
+    HAS_G2: tl.constexpr,
+    HAS_D: tl.constexpr,
+    HAS_Y2: tl.constexpr,
+    MMA_FP16: tl.constexpr,
+    RNE_Y: tl.constexpr = False,
+    RNE_Y2: tl.constexpr = False,
+    STATIC: tl.constexpr = False,
+    cs_ptr=None,
+    SCALE_NR: tl.constexpr = False,
+):
+    """:func:`_conv_nat_kernel` (dense, forward or du; no filter gradient, no windows) in the
+    transposed orientation: every product has the ``N2`` rows of b or k2 as its M dimension.
+
+    The row is held as x^T, the (N2, N1_IO) matrix [b, a] = x[a * N2 + b]. Per chunk of KC
+    spectrum rows k1: step 1 C^T = x^T @ F1[:, k1] (F1 is symmetric), twiddles, step 2
+    D^T = F2 @ C^T, the filter, the inverse step 2 conj(F2) @ Y^T, twiddles, and the last step
+    accumulates G^T @ conj(F1)[k1, :] into y^T. With KC = 32 the natural kernel's first four
+    products have M = KC = 32 rows, which sm_90 runs as mma.sync; here M = N2 >= 64, which
+    Triton can issue as wgmma. The operands are scaled in the same groups (per b, per k1) as
+    there, so the rounding is the same kind.
+    """
+    M: tl.constexpr = N1 * N2
+    pid = tl.program_id(0)
+    a = tl.arange(0, N1_IO)
+    b = tl.arange(0, N2)
+    kc = tl.arange(0, KC)
+    n = a[None, :] * N2 + b[:, None]  # (N2, N1_IO): x^T[b, a] = x[a * N2 + b]
+    soffs0 = kc[None, :] * N2 + b[:, None]  # (N2, KC): spectrum [k1, k2] at k1 * N2 + k2
+    hf2r, hf2i = 0.0, 0.0
+    if HOIST_F2:  # step-2 tables loaded once per program
+        hf2r, hf2i = _load_planes(f2_ptr, N2, N2, N2, N2 * N2)
+    t0 = pid * tiles_per_prog
+    for t in range(t0, tl.minimum(t0 + tiles_per_prog, n_tiles)):
+        c = t // NPAIRS
+        p = t % NPAIRS
+        h = c // NR
+        kp = c % NR
+        base0, base1, lo0, hi0, lo1, hi1 = _nat_bases(p, h, kp, B, H, L, NTOT, M, COMPLEX_IO)
+        m0 = n < hi0
+        m1 = n < hi1
+        xr = _gload(src_ptr + base0, g1_ptr + base0, n, m0, HAS_G1)
+        xi = _gload(src_ptr + base1, g1_ptr + base1, n, m1, HAS_G1)
+        ar, ai, scale = _row_scaled(xr, xi, MMA_FP16)  # per b (the natural kernel's columns)
+        s1, s2, s3 = 1.0, 1.0, 1.0
+        if STATIC:  # |any DFT sum of x| <= ||x||_1 (as the natural kernel)
+            l1 = tl.sum(tl.sum(tl.abs(xr) + tl.abs(xi), axis=1), axis=0)
+            l1 = tl.where(l1 > 0.0, l1, 1.0)
+            km = tl.load(kmax_ptr + c)
+            km = tl.where(km > 0.0, km, 1.0)
+            s1 = l1
+            s2 = l1 * km
+            s3 = N2 * s2
+        accr = tl.zeros((N2, N1_IO), dtype=tl.float32)
+        acci = tl.zeros((N2, N1_IO), dtype=tl.float32)
+        sbase = spec_ptr + tl.cast(c, tl.int64) * M
+        if HAS_D:
+            dv = tl.load(d_ptr + h).to(tl.float32) / NTOT
+        for ch in range(N1 // KC):
+            k1 = ch * KC + kc
+            # step 1 and twiddles: C^T[b, k1] = sum_a x^T[b, a] F1[a, k1]
+            foffs = a[:, None] * N1 + k1[None, :]  # (N1_IO, KC)
+            fr = tl.load(f1_ptr + foffs)
+            fi = tl.load(f1_ptr + N1 * N1 + foffs)
+            cr, ci = _rmatmul(ar, ai, fr, fi, False, MMA_FP16)
+            if MMA_FP16:
+                cr = cr * scale[:, None]
+                ci = ci * scale[:, None]
+            toffs = b[:, None] * N1 + k1[None, :]  # (N2, KC)
+            wr = tl.load(tw_ptr + toffs)
+            wi = tl.load(tw_ptr + N1 * N2 + toffs)
+            tr = cr * wr - ci * wi
+            ti = cr * wi + ci * wr
+            # step 2: D^T[k2, k1] = sum_b F2[k2, b] C^T[b, k1] (operand scaled per k1)
+            if HOIST_F2:
+                f2r, f2i = hf2r, hf2i
+            else:
+                f2r, f2i = _load_planes(f2_ptr, N2, N2, N2, N2 * N2)
+            if MMA_FP16 and STATIC:
+                inv1 = 1.0 / s1
+                dr, di = _lmatmul(
+                    f2r, f2i, (tr * inv1).to(tl.float16), (ti * inv1).to(tl.float16), False, True
+                )
+                dr = dr * s1
+                di = di * s1
+            else:
+                tr, ti, ts = _col_scaled(tr, ti, MMA_FP16)
+                dr, di = _lmatmul(f2r, f2i, tr, ti, False, MMA_FP16)
+                if MMA_FP16:
+                    dr = dr * ts[None, :]
+                    di = di * ts[None, :]
+            # the filter (K + D / N), then the inverse step 2: E^T = conj(F2) @ Y^T
+            kr = tl.load(sbase + ch * KC * N2 + soffs0)
+            ki = tl.load(sbase + tl.cast(H, tl.int64) * NTOT + ch * KC * N2 + soffs0)
+            if CONJ_SPEC:
+                ki = -ki
+            if HAS_D:
+                kr = kr + dv
+            yr = dr * kr - di * ki
+            yi = dr * ki + di * kr
+            if MMA_FP16 and STATIC:
+                inv2 = 1.0 / s2
+                er, ei = _lmatmul(
+                    f2r, f2i, (yr * inv2).to(tl.float16), (yi * inv2).to(tl.float16), True, True
+                )
+                er = er * s2
+                ei = ei * s2
+            else:
+                yr, yi, ys = _col_scaled(yr, yi, MMA_FP16)
+                er, ei = _lmatmul(f2r, f2i, yr, yi, True, MMA_FP16)
+                if MMA_FP16:
+                    er = er * ys[None, :]
+                    ei = ei * ys[None, :]
+            gr = er * wr + ei * wi
+            gi = ei * wr - er * wi
+            # last step: y^T[b, a] += sum_k1 G^T[b, k1] conj(F1)[k1, a] (operand scaled per b)
+            goffs = k1[:, None] * N1 + a[None, :]  # (KC, N1_IO)
+            hr = tl.load(f1_ptr + goffs)
+            hi = tl.load(f1_ptr + N1 * N1 + goffs)
+            if MMA_FP16 and STATIC:
+                inv3 = 1.0 / s3
+                g16r = (gr * inv3).to(tl.float16)
+                g16i = (gi * inv3).to(tl.float16)
+                pr, pi = _rmatmul(g16r, g16i, hr, hi, True, True)
+                pr = pr * s3
+                pi = pi * s3
+            else:
+                g16r, g16i, gs = _row_scaled(gr, gi, MMA_FP16)
+                pr, pi = _rmatmul(g16r, g16i, hr, hi, True, MMA_FP16)
+                if MMA_FP16:
+                    pr = pr * gs[:, None]
+                    pi = pi * gs[:, None]
+            accr += pr
+            acci += pi
+        if COMPLEX_IO:  # the outer levels' buffer (fp32, bf16 or scaled fp16)
+            if SCALE_NR:
+                cs = tl.load(cs_ptr + h)
+                accr = accr * cs
+                acci = acci * cs
+            _store(y_ptr + base0, n, accr, m0, RNE_Y)
+            _store(y_ptr + base1, n, acci, m1, RNE_Y)
+        else:
+            if HAS_Y2:
+                a0 = tl.load(aux_ptr + base0 + n, mask=m0, other=0.0).to(tl.float32)
+                a1 = tl.load(aux_ptr + base1 + n, mask=m1, other=0.0).to(tl.float32)
+                _store(y2_ptr + base0, n, a0 * accr, m0, RNE_Y2)
+                _store(y2_ptr + base1, n, a1 * acci, m1, RNE_Y2)
+            if HAS_G2:
+                accr = accr * tl.load(g2_ptr + base0 + n, mask=m0, other=0.0).to(tl.float32)
+                acci = acci * tl.load(g2_ptr + base1 + n, mask=m1, other=0.0).to(tl.float32)
+            _store(y_ptr + base0, n, accr, m0, RNE_Y)
+            _store(y_ptr + base1, n, acci, m1, RNE_Y)
+
+
+@triton.jit
 def _xcorr_nat_kernel(
     a_ptr,
     ga_ptr,
@@ -1894,6 +2107,15 @@ def _launch_inner_conv(
             if plan.bwd_maxnreg is not None:
                 flags.update(_regcap(plan.bwd_maxnreg))
         kmax = _spectrum_bound(spec, D, plan.n, plan.inner) if static else spec
+        if plan.nat_transposed and xcorr is None and not plan.block and not plan.freq_cut:
+            for key in ("SCALE_NR", "cs_ptr"):  # (passed by keyword below)
+                flags.pop(key)
+            _conv_nat_t_kernel[(nprog,)](
+                *ptrs, kmax, batch, heads, seq_len, npairs, plan.n, n_tiles, per,
+                KC=plan.chunk, HOIST_F2=plan.hoist_f2, STATIC=static, **flags,
+                cs_ptr=cs if cs is not None else spec, SCALE_NR=cs is not None,
+            )  # fmt: skip
+            return out
         _conv_nat_kernel[(nprog,)](
             *ptrs, f2c, f2r, xa, xg, part, ddp, kmax, batch, heads, seq_len, npairs, plan.n,
             n_tiles, per, KC=plan.chunk, N2K=plan.n2_kept, HOIST_F2=plan.hoist_f2, STATIC=static,

@@ -207,6 +207,11 @@ class FFTPlan:
             half the bytes in the filter-gradient pass (which otherwise runs its own outer
             levels into fp32 buffers). Default for the 2-row plans over 1024-point inner FFTs
             (128K and 4M at B >= 3) since stop 16.
+        nat_transposed: one-row inner kernels (forward and du; not the fused backward's
+            filter gradient, windows or frequency-sparse plans) in the transposed orientation,
+            where every product has ``n2`` rows (sm_90 can issue them as wgmma; with 32-row
+            spectrum chunks the natural orientation's first four products have 32 rows and
+            run as mma.sync). Off by default until measured.
         outer_tw_split: outer kernels compute a tile's twiddles as a per-tile vector times a
             per-program block (P cosines and sines per tile instead of BS * P).
         block: overlap-save ("partial convolution" of a short filter, forward only): the
@@ -254,6 +259,7 @@ class FFTPlan:
     block: bool = False
     static_bwd: bool = False
     shared_bwd_outer: bool = False
+    nat_transposed: bool = False
     _strides: tuple[int, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
