@@ -140,6 +140,9 @@ VARIANTS = {
     "nat_t": dict(nat_transposed=True),
     "nat_t_c16": dict(nat_transposed=True, chunk=16),
     "nat_t_w8": dict(nat_transposed=True, num_warps=8),
+    # ... and the fused backward's pass too (16K fused, one-row plans under outer levels)
+    "nat_t_all": dict(nat_transposed=True, nat_transposed_bwd=True),
+    "nat_t_all_c16": dict(nat_transposed=True, nat_transposed_bwd=True, chunk=16),
 }
 
 

@@ -144,8 +144,9 @@ if [[ $what == stop20_nat || $what == all ]]; then
     # (its grid has nat_transposed for one-row plans), then plan_for's default and the table.
     step gpu_nat_transposed 200 python -m pytest -m gpu -q -p no:cacheprovider "${XDIST[@]}" \
         tests/test_fftconv_triton.py -k "nat_transposed"
-    step ab_nat_t_causal 200 python benchmarks/ab_backward_plans.py \
-        --sizes 4096,8192,16384,524288 --variants nat_t,nat_t_c16,nat_t_w8 --rounds 2
+    step ab_nat_t_causal 240 python benchmarks/ab_backward_plans.py \
+        --sizes 4096,8192,16384,524288 --variants nat_t,nat_t_c16,nat_t_w8,nat_t_all \
+        --rounds 2
     step ab_nat_t_circular 120 python benchmarks/ab_backward_plans.py --circular \
         --sizes 4096,8192 --variants nat_t,nat_t_c16,nat_t_w8 --rounds 2
     step ab_nat_t_gated 100 python benchmarks/ab_backward_plans.py --gated \

@@ -814,12 +814,15 @@ class TestGPUAllSizes:
         "n, causal, opts",
         [(8192, True, {}), (8192, True, {"chunk": 16}), (8192, False, {}),
          (4096, False, {"num_warps": 8}), (16384, True, {}), (4096, True, {}),
-         (1 << 19, True, {"fused_bwd": False, "bwd_warps": 0}), (1 << 19, True, {})],
+         (1 << 19, True, {"fused_bwd": False, "bwd_warps": 0}), (1 << 19, True, {}),
+         (16384, True, {"nat_transposed_bwd": True}),
+         (1 << 19, True, {"nat_transposed_bwd": True})],
     )  # fmt: skip
     def test_nat_transposed_on_real_sizes(self, n, causal, opts) -> None:
         """The transposed one-row kernel (stop 19, off by default) on the sizes it would serve:
         fused 4K-16K and one-row 4096-point inner FFTs under outer levels (512K), forward with
-        gates and D and backward (du through it unless the backward is fused)."""
+        gates and D and backward (du through it unless the backward is fused; the fused
+        backward's pass too with ``nat_transposed_bwd``)."""
         L = n // 2 if causal else n
         plan = plan_for(L, L, causal, torch.bfloat16, batch=4)
         assert plan.rows == 1, plan.describe()
@@ -1039,14 +1042,26 @@ class _Boom:
         raise AssertionError("the natural-orientation kernel ran")
 
 
-def test_nat_transposed_leaves_the_fused_backward_to_the_natural_kernel() -> None:
-    """The fused backward (du and the filter gradient in one pass) keeps the natural kernel:
-    with nat_transposed its forward and du take the transposed one, the results stay within
-    the bars."""
-    plan = plan_for(2000, 2000, True, torch.bfloat16, batch=3, max_fused=512, rows=1)
-    assert plan.fused_bwd, plan.describe()
-    plan = dataclasses.replace(plan, nat_transposed=True)
-    check_backward(3, 2, 2000, 2000, torch.bfloat16, plan=plan, decay=True)
+@pytest.mark.parametrize(
+    ("L", "kw"),
+    [(2000, dict(max_fused=512)),  # one-row 512-point inner FFTs under an outer level
+     (1000, {})],  # fused 2048, one-row tiles
+)  # fmt: skip
+def test_nat_transposed_fused_backward(L, kw, monkeypatch) -> None:
+    """The fused backward (du and the filter gradient's spectra in one pass) in the transposed
+    orientation (nat_transposed_bwd), with gates and D (the second signal's gate and the D
+    gradient in the pass), scaled float16 buffers under the outer level: every gradient within
+    the bars, and the natural kernel never runs."""
+    import dnastream.kernels.fftconv_triton as ft
+
+    plan = plan_for(L, L, True, torch.bfloat16, batch=3, rows=1, **kw)
+    plan = dataclasses.replace(plan, fused_bwd=True, nat_transposed=True, nat_transposed_bwd=True)
+    monkeypatch.setattr(ft, "_conv_nat_kernel", _Boom())
+    check_backward(3, 2, L, L, torch.bfloat16, plan=plan, decay=True)
+    # the backward flag alone: the forward takes the natural kernel, the fused pass not
+    monkeypatch.undo()
+    plan = dataclasses.replace(plan, nat_transposed=False)
+    check_backward(3, 2, L, L, torch.bfloat16, plan=plan, decay=True)
 
 
 @pytest.mark.parametrize("hermitian_max_n", [0, 1 << 16])

@@ -54,6 +54,8 @@ add("outer 131072 2-row fused backward bounded", 131072, bounded_fwd=True, fused
     bwd_warps=8, bwd_maxnreg=0)
 add("fp32 2048", 2048, torch.float32)
 add("one-row 8192 transposed", 8192, nat_transposed=True, **one)
+add("one-row 16384 transposed fused backward", 16384, nat_transposed=True,
+    nat_transposed_bwd=True, **one)
 add("outer 524288 one-row transposed", 524288, nat_transposed=True, fused_bwd=False, bwd_warps=0)
 out, seen = [], set()
 for label, n, dtype, keep, kw in cases:
@@ -134,7 +136,10 @@ def test_every_kernel_kind_compiles_for_sm90() -> None:
     # the one-row kernel in the transposed orientation: every product a warpgroup MMA (the
     # natural one at 32-row chunks issues 12 of its 16 as mma.sync; Triton 3.9's choice)
     trans = [r for r in rows if r["kernel"] == "_conv_nat_t_kernel"]
-    assert {r["case"] for r in trans} >= {"one-row 8192 transposed"}
+    assert {r["case"] for r in trans} >= {
+        "one-row 8192 transposed",
+        "one-row 16384 transposed fused backward",
+    }
     for r in trans:
         assert r["wgmma"] > 0 and r["mma_sync"] == 0, r
     short = [r for r in rows if r["case"].startswith("short conv")]

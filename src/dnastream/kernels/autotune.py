@@ -111,6 +111,7 @@ LAUNCH_FIELDS: tuple[str, ...] = (
     "bounded_fwd",
     "static_inv",
     "nat_transposed",
+    "nat_transposed_bwd",
 )
 
 # settings that change only the backward: applied from an entry only when the backward was
@@ -118,7 +119,15 @@ LAUNCH_FIELDS: tuple[str, ...] = (
 # they must not pin those once plan_for's change (stop 17: two shipped 32K entries held the
 # one-row filter gradient, 16.1 against 12.2 ms forward+backward on an H100).
 BACKWARD_FIELDS: frozenset[str] = frozenset(
-    {"bwd_chunk", "bwd_warps", "bwd_maxnreg", "fused_bwd", "bwd_rows", "shared_bwd_outer"}
+    {
+        "bwd_chunk",
+        "bwd_warps",
+        "bwd_maxnreg",
+        "fused_bwd",
+        "bwd_rows",
+        "shared_bwd_outer",
+        "nat_transposed_bwd",
+    }
 )
 
 BARS = {torch.bfloat16: 3e-3, torch.float16: 3e-3, torch.float32: 1e-5}
@@ -334,6 +343,7 @@ def _valid_value(name: str, value: Any, plan: FFTPlan) -> bool:
         "bounded_fwd",
         "static_inv",
         "nat_transposed",
+        "nat_transposed_bwd",
     ):
         return isinstance(value, bool)
     if name in ("maxnreg", "outer_maxnreg", "bwd_maxnreg"):

@@ -1261,6 +1261,52 @@ def _conv_nat_kernel(
 
 
 @triton.jit
+def _nat_t_chunk(
+    ar,
+    ai,
+    scale,
+    f1_ptr,
+    f2r,
+    f2i,
+    wr,
+    wi,
+    a,
+    k1,
+    N1: tl.constexpr,
+    MMA_FP16: tl.constexpr,
+    s=1.0,
+    STATIC: tl.constexpr = False,
+):
+    """Spectrum chunk of the transposed one-row kernel: D^T[k2, k1] = F2 @ (tw * (x^T @
+    F1[:, k1])) for the (N2, N1_IO) operand x^T (fp16: rows scaled by ``scale``); ``wr``, ``wi``
+    the chunk's (N2, KC) twiddles. Step 2's operand is scaled per k1, or by the bound ``s``
+    (``STATIC``)."""
+    foffs = a[:, None] * N1 + k1[None, :]  # (N1_IO, KC): F1[a, k1] (F1 is symmetric)
+    fr = tl.load(f1_ptr + foffs)
+    fi = tl.load(f1_ptr + N1 * N1 + foffs)
+    cr, ci = _rmatmul(ar, ai, fr, fi, False, MMA_FP16)
+    if MMA_FP16:
+        cr = cr * scale[:, None]
+        ci = ci * scale[:, None]
+    tr = cr * wr - ci * wi
+    ti = cr * wi + ci * wr
+    if MMA_FP16 and STATIC:
+        inv = 1.0 / s
+        dr, di = _lmatmul(
+            f2r, f2i, (tr * inv).to(tl.float16), (ti * inv).to(tl.float16), False, True
+        )
+        dr = dr * s
+        di = di * s
+    else:
+        tr, ti, ts = _col_scaled(tr, ti, MMA_FP16)
+        dr, di = _lmatmul(f2r, f2i, tr, ti, False, MMA_FP16)
+        if MMA_FP16:
+            dr = dr * ts[None, :]
+            di = di * ts[None, :]
+    return dr, di
+
+
+@triton.jit
 def _conv_nat_t_kernel(
     src_ptr,
     g1_ptr,
@@ -1299,9 +1345,19 @@ def _conv_nat_t_kernel(
     STATIC: tl.constexpr = False,
     cs_ptr=None,
     SCALE_NR: tl.constexpr = False,
+    xa_ptr=None,
+    xg_ptr=None,
+    part_ptr=None,
+    ddp_ptr=None,
+    xw_ptr=None,
+    XCORR: tl.constexpr = False,
+    HAS_XG: tl.constexpr = False,
+    X_DD: tl.constexpr = False,
+    HAS_XW: tl.constexpr = False,
+    SLOTS: tl.constexpr = 1,
 ):
-    """:func:`_conv_nat_kernel` (dense, forward or du; no filter gradient, no windows) in the
-    transposed orientation: every product has the ``N2`` rows of b or k2 as its M dimension.
+    """:func:`_conv_nat_kernel` (dense; no windows) in the transposed orientation: every
+    product has the ``N2`` rows of b or k2 as its M dimension.
 
     The row is held as x^T, the (N2, N1_IO) matrix [b, a] = x[a * N2 + b]. Per chunk of KC
     spectrum rows k1: step 1 C^T = x^T @ F1[:, k1] (F1 is symmetric), twiddles, step 2
@@ -1309,7 +1365,9 @@ def _conv_nat_t_kernel(
     accumulates G^T @ conj(F1)[k1, :] into y^T. With KC = 32 the natural kernel's first four
     products have M = KC = 32 rows, which sm_90 runs as mma.sync; here M = N2 >= 64, which
     Triton can issue as wgmma. The operands are scaled in the same groups (per b, per k1) as
-    there, so the rounding is the same kind.
+    there, so the rounding is the same kind. ``XCORR`` (the fused backward: du and the filter
+    gradient's spectra in one pass), ``HAS_XG``, ``X_DD``, ``HAS_XW``, ``SLOTS``: as in the
+    natural kernel; the spectra land in the same [k1, k2] layout.
     """
     M: tl.constexpr = N1 * N2
     pid = tl.program_id(0)
@@ -1322,6 +1380,7 @@ def _conv_nat_t_kernel(
     if HOIST_F2:  # step-2 tables loaded once per program
         hf2r, hf2i = _load_planes(f2_ptr, N2, N2, N2, N2 * N2)
     t0 = pid * tiles_per_prog
+    c_first = t0 // NPAIRS
     for t in range(t0, tl.minimum(t0 + tiles_per_prog, n_tiles)):
         c = t // NPAIRS
         p = t % NPAIRS
@@ -1332,6 +1391,18 @@ def _conv_nat_t_kernel(
         m1 = n < hi1
         xr = _gload(src_ptr + base0, g1_ptr + base0, n, m0, HAS_G1)
         xi = _gload(src_ptr + base1, g1_ptr + base1, n, m1, HAS_G1)
+        if XCORR:
+            vr = _gload(xa_ptr + base0, xg_ptr + base0, n, m0, HAS_XG)
+            vi = _gload(xa_ptr + base1, xg_ptr + base1, n, m1, HAS_XG)
+            if X_DD:
+                tl.atomic_add(ddp_ptr + c, tl.sum(tl.sum(xr * vr + xi * vi, axis=1), axis=0))
+            var, vai, vscale = _row_scaled(vr, vi, MMA_FP16)
+            pbase = part_ptr + (tl.cast(pid, tl.int64) * SLOTS + (c - c_first)) * (2 * M)
+            # the slot's first tile stores its product (no read: slots need no zero fill)
+            acc_lim = tl.minimum(p, 1) * tl.minimum(t - t0, 1) * M  # M, or 0 on a first tile
+            xw = 1.0
+            if HAS_XW:
+                xw = tl.load(xw_ptr + p * H + h)
         ar, ai, scale = _row_scaled(xr, xi, MMA_FP16)  # per b (the natural kernel's columns)
         s1, s2, s3 = 1.0, 1.0, 1.0
         if STATIC:  # |any DFT sum of x| <= ||x||_1 (as the natural kernel)
@@ -1349,37 +1420,26 @@ def _conv_nat_t_kernel(
             dv = tl.load(d_ptr + h).to(tl.float32) / NTOT
         for ch in range(N1 // KC):
             k1 = ch * KC + kc
-            # step 1 and twiddles: C^T[b, k1] = sum_a x^T[b, a] F1[a, k1]
-            foffs = a[:, None] * N1 + k1[None, :]  # (N1_IO, KC)
-            fr = tl.load(f1_ptr + foffs)
-            fi = tl.load(f1_ptr + N1 * N1 + foffs)
-            cr, ci = _rmatmul(ar, ai, fr, fi, False, MMA_FP16)
-            if MMA_FP16:
-                cr = cr * scale[:, None]
-                ci = ci * scale[:, None]
-            toffs = b[:, None] * N1 + k1[None, :]  # (N2, KC)
-            wr = tl.load(tw_ptr + toffs)
-            wi = tl.load(tw_ptr + N1 * N2 + toffs)
-            tr = cr * wr - ci * wi
-            ti = cr * wi + ci * wr
-            # step 2: D^T[k2, k1] = sum_b F2[k2, b] C^T[b, k1] (operand scaled per k1)
             if HOIST_F2:
                 f2r, f2i = hf2r, hf2i
             else:
                 f2r, f2i = _load_planes(f2_ptr, N2, N2, N2, N2 * N2)
-            if MMA_FP16 and STATIC:
-                inv1 = 1.0 / s1
-                dr, di = _lmatmul(
-                    f2r, f2i, (tr * inv1).to(tl.float16), (ti * inv1).to(tl.float16), False, True
+            toffs = b[:, None] * N1 + k1[None, :]  # (N2, KC)
+            wr = tl.load(tw_ptr + toffs)
+            wi = tl.load(tw_ptr + N1 * N2 + toffs)
+            dr, di = _nat_t_chunk(
+                ar, ai, scale, f1_ptr, f2r, f2i, wr, wi, a, k1, N1, MMA_FP16, s1, STATIC
+            )
+            if XCORR:  # filter gradient: FFT(src) * conj(FFT(x)), accumulated per slot
+                qr, qi = _nat_t_chunk(
+                    var, vai, vscale, f1_ptr, f2r, f2i, wr, wi, a, k1, N1, MMA_FP16
                 )
-                dr = dr * s1
-                di = di * s1
-            else:
-                tr, ti, ts = _col_scaled(tr, ti, MMA_FP16)
-                dr, di = _lmatmul(f2r, f2i, tr, ti, False, MMA_FP16)
-                if MMA_FP16:
-                    dr = dr * ts[None, :]
-                    di = di * ts[None, :]
+                poffs = ch * KC * N2 + soffs0
+                pm = poffs < acc_lim
+                sr = tl.load(pbase + poffs, mask=pm, other=0.0) + xw * (dr * qr + di * qi)
+                si = tl.load(pbase + M + poffs, mask=pm, other=0.0) + xw * (di * qr - dr * qi)
+                tl.store(pbase + poffs, sr)
+                tl.store(pbase + M + poffs, si)
             # the filter (K + D / N), then the inverse step 2: E^T = conj(F2) @ Y^T
             kr = tl.load(sbase + ch * KC * N2 + soffs0)
             ki = tl.load(sbase + tl.cast(H, tl.int64) * NTOT + ch * KC * N2 + soffs0)
@@ -2107,13 +2167,15 @@ def _launch_inner_conv(
             if plan.bwd_maxnreg is not None:
                 flags.update(_regcap(plan.bwd_maxnreg))
         kmax = _spectrum_bound(spec, D, plan.n, plan.inner) if static else spec
-        if plan.nat_transposed and xcorr is None and not plan.block and not plan.freq_cut:
-            for key in ("SCALE_NR", "cs_ptr"):  # (passed by keyword below)
-                flags.pop(key)
+        transposed = plan.nat_transposed_bwd if xcorr is not None else plan.nat_transposed
+        if transposed and not plan.block and not plan.freq_cut:
             _conv_nat_t_kernel[(nprog,)](
                 *ptrs, kmax, batch, heads, seq_len, npairs, plan.n, n_tiles, per,
-                KC=plan.chunk, HOIST_F2=plan.hoist_f2, STATIC=static, **flags,
-                cs_ptr=cs if cs is not None else spec, SCALE_NR=cs is not None,
+                KC=plan.chunk, HOIST_F2=plan.hoist_f2, STATIC=static, xa_ptr=xa, xg_ptr=xg,
+                part_ptr=part, ddp_ptr=ddp, xw_ptr=xw if xw is not None else spec,
+                XCORR=xcorr is not None, HAS_XG=xcorr is not None and xcorr[1] is not None,
+                X_DD=xcorr is not None and xcorr[2], HAS_XW=xw is not None, SLOTS=slots,
+                **flags,
             )  # fmt: skip
             return out
         _conv_nat_kernel[(nprog,)](

@@ -212,6 +212,8 @@ class FFTPlan:
             where every product has ``n2`` rows (sm_90 can issue them as wgmma; with 32-row
             spectrum chunks the natural orientation's first four products have 32 rows and
             run as mma.sync). Off by default until measured.
+        nat_transposed_bwd: the same for the fused backward's pass (du and the filter
+            gradient's spectra, ``fused_bwd`` on one-row plans).
         outer_tw_split: outer kernels compute a tile's twiddles as a per-tile vector times a
             per-program block (P cosines and sines per tile instead of BS * P).
         block: overlap-save ("partial convolution" of a short filter, forward only): the
@@ -260,6 +262,7 @@ class FFTPlan:
     static_bwd: bool = False
     shared_bwd_outer: bool = False
     nat_transposed: bool = False
+    nat_transposed_bwd: bool = False
     _strides: tuple[int, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
