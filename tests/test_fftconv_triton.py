@@ -815,7 +815,7 @@ class TestGPUAllSizes:
         [(8192, True, {}), (8192, True, {"chunk": 16}), (8192, False, {}),
          (4096, False, {"num_warps": 8}), (16384, True, {}), (4096, True, {}),
          (1 << 19, True, {"fused_bwd": False, "bwd_warps": 0}), (1 << 19, True, {}),
-         (16384, True, {"nat_transposed_bwd": True}),
+         (16384, True, {"nat_transposed_bwd": True}), (8192, True, {"nat_transposed_bwd": True}),
          (1 << 19, True, {"nat_transposed_bwd": True})],
     )  # fmt: skip
     def test_nat_transposed_on_real_sizes(self, n, causal, opts) -> None:
@@ -1032,6 +1032,22 @@ def test_nat_transposed_forward_and_du(name, monkeypatch) -> None:
     got = check_forward(3, 2, L, Lk, dtype, causal=causal, plan=plan, decay=True)
     y = fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, causal=causal, plan=plan)
     assert rel_err(y, want) <= BARS[dtype], got
+    check_backward(3, 2, L, Lk, dtype, causal=causal, plan=plan, decay=True)
+
+
+@pytest.mark.parametrize("name", ["causal-bf16", "circular-fp16", "outer-bf16"])
+def test_nat_transposed_separate_filter_gradient(name, monkeypatch) -> None:
+    """With nat_transposed_bwd the separate one-row filter-gradient pass runs transposed too
+    (under the outer level on the scaled float16 buffers, with their pair weights): every
+    gradient within the bars, and neither natural-orientation kernel runs."""
+    import dnastream.kernels.fftconv_triton as ft
+
+    L, Lk, causal, dtype, kw, opts = NAT_T_CASES[name]
+    plan = dataclasses.replace(plan_for(L, Lk, causal, dtype, batch=3, **kw), **opts)
+    assert plan.rows == 1 and not plan.fused_bwd, plan.describe()
+    plan = dataclasses.replace(plan, nat_transposed=True, nat_transposed_bwd=True)
+    monkeypatch.setattr(ft, "_conv_nat_kernel", _Boom())
+    monkeypatch.setattr(ft, "_xcorr_nat_kernel", _Boom())
     check_backward(3, 2, L, Lk, dtype, causal=causal, plan=plan, decay=True)
 
 

@@ -53,7 +53,7 @@ add("outer 131072 2-row bounded forward", 131072, bounded_fwd=True)
 add("outer 131072 2-row fused backward bounded", 131072, bounded_fwd=True, fused_bwd=True,
     bwd_warps=8, bwd_maxnreg=0)
 add("fp32 2048", 2048, torch.float32)
-add("one-row 8192 transposed", 8192, nat_transposed=True, **one)
+add("one-row 8192 transposed", 8192, nat_transposed=True, nat_transposed_bwd=True, **one)
 add("one-row 16384 transposed fused backward", 16384, nat_transposed=True,
     nat_transposed_bwd=True, **one)
 add("outer 524288 one-row transposed", 524288, nat_transposed=True, fused_bwd=False, bwd_warps=0)
@@ -135,7 +135,8 @@ def test_every_kernel_kind_compiles_for_sm90() -> None:
     assert {"_conv_nat_kernel", "_outer_fwd_kernel", "_outer_inv_kernel"} <= outer
     # the one-row kernel in the transposed orientation: every product a warpgroup MMA (the
     # natural one at 32-row chunks issues 12 of its 16 as mma.sync; Triton 3.9's choice)
-    trans = [r for r in rows if r["kernel"] == "_conv_nat_t_kernel"]
+    trans = [r for r in rows if r["kernel"] in ("_conv_nat_t_kernel", "_xcorr_nat_t_kernel")]
+    assert {r["kernel"] for r in trans} == {"_conv_nat_t_kernel", "_xcorr_nat_t_kernel"}
     assert {r["case"] for r in trans} >= {
         "one-row 8192 transposed",
         "one-row 16384 transposed fused backward",

@@ -1588,6 +1588,92 @@ def _xcorr_nat_kernel(
 
 
 @triton.jit
+def _xcorr_nat_t_kernel(
+    a_ptr,
+    ga_ptr,
+    b_ptr,
+    gb_ptr,
+    s_ptr,
+    dd_ptr,
+    f1_ptr,
+    f2_ptr,
+    tw_ptr,
+    B,
+    H,
+    L,
+    NPAIRS,
+    NTOT,
+    pairs_per_prog,
+    G,
+    NCH,
+    N1: tl.constexpr,
+    N2: tl.constexpr,
+    N1_IO: tl.constexpr,
+    KC: tl.constexpr,
+    NR: tl.constexpr,
+    COMPLEX_IO: tl.constexpr,
+    HAS_GA: tl.constexpr,
+    HAS_GB: tl.constexpr,
+    HAS_DD: tl.constexpr,
+    MMA_FP16: tl.constexpr,
+    xw_ptr=None,
+    HAS_XW: tl.constexpr = False,
+):
+    """:func:`_xcorr_nat_kernel` in the transposed orientation (as :func:`_conv_nat_t_kernel`):
+    the rows as (N2, N1_IO) matrices x^T, every product with N2 rows; the spectra land in the
+    same [k1, k2] layout."""
+    M: tl.constexpr = N1 * N2
+    pid = tl.program_id(0)
+    ch = pid % NCH
+    g = (pid // NCH) % G
+    c = pid // (NCH * G)
+    h = c // NR
+    kp = c % NR
+    a = tl.arange(0, N1_IO)
+    b = tl.arange(0, N2)
+    k1 = ch * KC + tl.arange(0, KC)
+    n = a[None, :] * N2 + b[:, None]  # (N2, N1_IO)
+    f2r, f2i = _load_planes(f2_ptr, N2, N2, N2, N2 * N2)
+    toffs = b[:, None] * N1 + k1[None, :]  # (N2, KC)
+    wr = tl.load(tw_ptr + toffs)
+    wi = tl.load(tw_ptr + N1 * N2 + toffs)
+    accr = tl.zeros((N2, KC), dtype=tl.float32)
+    acci = tl.zeros((N2, KC), dtype=tl.float32)
+    dd = tl.sum(tl.zeros((16,), dtype=tl.float32), axis=0)
+    start = g * pairs_per_prog
+    for p in range(start, tl.minimum(start + pairs_per_prog, NPAIRS)):
+        base0, base1, _, lim0, _, lim1 = _nat_bases(p, h, kp, B, H, L, NTOT, M, COMPLEX_IO)
+        m0 = n < lim0
+        m1 = n < lim1
+        xr = _gload(a_ptr + base0, ga_ptr + base0, n, m0, HAS_GA)
+        xi = _gload(a_ptr + base1, ga_ptr + base1, n, m1, HAS_GA)
+        if HAS_DD:
+            zr = _gload(b_ptr + base0, gb_ptr + base0, n, m0, HAS_GB)
+            zi = _gload(b_ptr + base1, gb_ptr + base1, n, m1, HAS_GB)
+            dd += tl.sum(tl.sum(xr * zr + xi * zi, axis=1), axis=0)
+        ar, ai, sa = _row_scaled(xr, xi, MMA_FP16)
+        pr, pi = _nat_t_chunk(ar, ai, sa, f1_ptr, f2r, f2i, wr, wi, a, k1, N1, MMA_FP16)
+        if not HAS_DD:  # load the second row only now (fewer live registers)
+            zr = _gload(b_ptr + base0, gb_ptr + base0, n, m0, HAS_GB)
+            zi = _gload(b_ptr + base1, gb_ptr + base1, n, m1, HAS_GB)
+        br, bi, sz = _row_scaled(zr, zi, MMA_FP16)
+        qr, qi = _nat_t_chunk(br, bi, sz, f1_ptr, f2r, f2i, wr, wi, a, k1, N1, MMA_FP16)
+        if HAS_XW:
+            w = tl.load(xw_ptr + p * H + h)
+            accr += w * (qr * pr + qi * pi)
+            acci += w * (qi * pr - qr * pi)
+        else:
+            accr += qr * pr + qi * pi
+            acci += qi * pr - qr * pi
+    offs = k1[None, :] * N2 + b[:, None]  # (N2, KC): [k1, k2] at k1 * N2 + k2
+    base = tl.cast(c * G + g, tl.int64) * (2 * M)
+    tl.store(s_ptr + base + offs, accr)
+    tl.store(s_ptr + base + M + offs, acci)
+    if HAS_DD:
+        tl.store(dd_ptr + (c * G + g) * NCH + ch, dd)
+
+
+@triton.jit
 def _outer_fwd_kernel(
     src_ptr,
     g_ptr,
@@ -2367,7 +2453,8 @@ def _xcorr(
     # (without weights a placeholder pointer: the kernels never read it)
     weights = dict(xw_ptr=pre[2] if pre is not None else dd_part, HAS_XW=pre is not None)
     if rows == 1:
-        _xcorr_nat_kernel[(n_c * groups * nch,)](
+        kernel = _xcorr_nat_t_kernel if plan.nat_transposed_bwd else _xcorr_nat_kernel
+        kernel[(n_c * groups * nch,)](
             *common, blk_per_prog, groups, nch, KC=xchunk, **flags, **weights
         )
     else:

@@ -212,8 +212,9 @@ class FFTPlan:
             where every product has ``n2`` rows (sm_90 can issue them as wgmma; with 32-row
             spectrum chunks the natural orientation's first four products have 32 rows and
             run as mma.sync). Off by default until measured.
-        nat_transposed_bwd: the same for the fused backward's pass (du and the filter
-            gradient's spectra, ``fused_bwd`` on one-row plans).
+        nat_transposed_bwd: the same for the one-row filter-gradient passes: the fused
+            backward's (du and the filter gradient's spectra, ``fused_bwd``) or the separate
+            one (du then follows ``nat_transposed``).
         outer_tw_split: outer kernels compute a tile's twiddles as a per-tile vector times a
             per-program block (P cosines and sines per tile instead of BS * P).
         block: overlap-save ("partial convolution" of a short filter, forward only): the
