@@ -43,6 +43,11 @@ ROW_VARIANTS = {
     "sep_nocap": dict(bwd_maxnreg=0),
     "sep_w8_nocap": dict(bwd_warps=8, bwd_maxnreg=0),
 }
+# the one-row kernels in the transposed orientation (stop 19), forward and filter gradient
+ONE_ROW_VARIANTS = {
+    "nat_t": dict(nat_transposed=True, nat_transposed_bwd=True),
+    "nat_t_c16": dict(nat_transposed=True, nat_transposed_bwd=True, chunk=16),
+}
 
 
 def report(label: str, run, arch: int, seen: set) -> None:
@@ -52,21 +57,22 @@ def report(label: str, run, arch: int, seen: set) -> None:
             continue
         flag = " (too much: will not launch)" if (r.shared_bytes or 0) > MAX_SHARED_BYTES else ""
         print(f"| {label} | {r.kernel} | {r.registers} | {r.spill_store_bytes} | "
-              f"{r.shared_bytes}{flag} | {r.options} |")  # fmt: skip
+              f"{r.shared_bytes}{flag} | {r.wgmma} / {r.mma_sync} | {r.options} |")  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="256,1024,2048,4096,8192,16384,1048576",
                     help="FFT sizes (padded causal: L = N / 2)")  # fmt: skip
-    ap.add_argument("--variants", default=",".join(VARIANTS),
-                    help=f"of {', '.join(VARIANTS + tuple(ROW_VARIANTS))}")  # fmt: skip
+    every = (*VARIANTS, *ROW_VARIANTS, *ONE_ROW_VARIANTS)
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"of {', '.join(every)}")
     ap.add_argument("--arch", type=int, default=90, help="compute capability x 10")
     ap.add_argument("--batch", type=int, default=8)
     args = ap.parse_args()
     print(f"# triton {triton.__version__}, target sm_{args.arch}; one row per distinct kernel")
-    print("| case | kernel | registers | spill stores B | shared B | launch options |")
-    print("|---|---|---|---|---|---|")
+    print("| case | kernel | registers | spill stores B | shared B | wgmma / mma.sync | "
+          "launch options |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
     seen: set = set()
     for n in (int(x) for x in args.sizes.split(",")):
         seq = n // 2
@@ -82,6 +88,10 @@ def main() -> None:
                 if base.rows == 1 or not base.outer:
                     continue
                 base = dataclasses.replace(base, **ROW_VARIANTS[variant])
+            elif variant in ONE_ROW_VARIANTS:
+                if base.rows != 1:
+                    continue
+                base = dataclasses.replace(base, **ONE_ROW_VARIANTS[variant])
             h = 2
             u = torch.zeros(args.batch, h, seq, dtype=dtype)
             k = torch.zeros(h, seq)

@@ -1039,7 +1039,8 @@ def test_nat_transposed_forward_and_du(name, monkeypatch) -> None:
 def test_nat_transposed_separate_filter_gradient(name, monkeypatch) -> None:
     """With nat_transposed_bwd the separate one-row filter-gradient pass runs transposed too
     (under the outer level on the scaled float16 buffers, with their pair weights): every
-    gradient within the bars, and neither natural-orientation kernel runs."""
+    gradient within the bars; the natural conv kernel never runs, and the filter-gradient
+    kernel runs with TRANSPOSED only."""
     import dnastream.kernels.fftconv_triton as ft
 
     L, Lk, causal, dtype, kw, opts = NAT_T_CASES[name]
@@ -1047,8 +1048,20 @@ def test_nat_transposed_separate_filter_gradient(name, monkeypatch) -> None:
     assert plan.rows == 1 and not plan.fused_bwd, plan.describe()
     plan = dataclasses.replace(plan, nat_transposed=True, nat_transposed_bwd=True)
     monkeypatch.setattr(ft, "_conv_nat_kernel", _Boom())
-    monkeypatch.setattr(ft, "_xcorr_nat_kernel", _Boom())
+    seen = []
+    real = ft._xcorr_nat_kernel
+
+    class Spy:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                seen.append(kwargs["TRANSPOSED"])
+                return real[grid](*args, **kwargs)
+
+            return launch
+
+    monkeypatch.setattr(ft, "_xcorr_nat_kernel", Spy())
     check_backward(3, 2, L, Lk, dtype, causal=causal, plan=plan, decay=True)
+    assert seen and all(seen), seen
 
 
 class _Boom:

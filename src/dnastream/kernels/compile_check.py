@@ -50,7 +50,6 @@ KERNELS = (
     "_conv_nat_t_kernel",
     "_conv_kernel",
     "_xcorr_nat_kernel",
-    "_xcorr_nat_t_kernel",
     "_xcorr_kernel",
     "_outer_fwd_kernel",
     "_outer_inv_kernel",

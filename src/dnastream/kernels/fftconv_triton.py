@@ -197,19 +197,13 @@ def _col_scaled(xr, xi, MMA_FP16: tl.constexpr):
 @triton.jit
 def _rmatmul(xr, xi, br, bi, CONJ_B: tl.constexpr, MMA_FP16: tl.constexpr):
     """(xr + i xi) @ (br + i bi), or @ conj(.) when CONJ_B, both operands already in the dot
-    dtype (fp16 operands scaled by the caller, who undoes it; fp32 ones use 3xTF32)."""
-    b_im, b_imn = _imag_parts(bi, CONJ_B)
-    if MMA_FP16:
-        cr = tl.dot(xr, br)
-        cr = tl.dot(xi, b_imn, cr)
-        ci = tl.dot(xr, b_im)
-        ci = tl.dot(xi, br, ci)
+    dtype (fp16 operands scaled by the caller, who undoes it; fp32 ones use 3xTF32):
+    :func:`_lmatmul`, with x @ conj(B) = conj(conj(x) @ B)."""
+    if CONJ_B:
+        cr, ci = _lmatmul(xr, xi, br, bi, True, MMA_FP16)
+        return cr, -ci
     else:
-        cr = tl.dot(xr, br, input_precision="tf32x3")
-        cr = tl.dot(xi, b_imn, cr, input_precision="tf32x3")
-        ci = tl.dot(xr, b_im, input_precision="tf32x3")
-        ci = tl.dot(xi, br, ci, input_precision="tf32x3")
-    return cr, ci
+        return _lmatmul(xr, xi, br, bi, False, MMA_FP16)
 
 
 @triton.jit
@@ -1026,6 +1020,59 @@ def _in_rows(n, lo, hi, BLOCKED: tl.constexpr):
 
 
 @triton.jit
+def _static_bounds(xr, xi, kmax_at, N2: tl.constexpr):
+    """Bounds of |.| in a one-row kernel's transform of x (``static_scale``): at step 2 (the
+    partial DFTs of x), at its inverse (the spectrum times the filter, ``kmax`` the channel's
+    max |K| + |D| / N) and at the last step (N2 terms more). |any DFT sum of x| <= ||x||_1,
+    so every bound follows from it."""
+    l1 = tl.sum(tl.sum(tl.abs(xr) + tl.abs(xi), axis=1), axis=0)
+    l1 = tl.where(l1 > 0.0, l1, 1.0)
+    km = tl.load(kmax_at)
+    km = tl.where(km > 0.0, km, 1.0)
+    return l1, l1 * km, N2 * l1 * km
+
+
+@triton.jit
+def _nat_store(
+    accr, acci, n, m0, m1, base0, base1, h, y_ptr, y2_ptr, aux_ptr, g2_ptr, cs_ptr,
+    COMPLEX_IO: tl.constexpr, SCALE_NR: tl.constexpr, HAS_Y2: tl.constexpr,
+    HAS_G2: tl.constexpr, RNE_Y: tl.constexpr, RNE_Y2: tl.constexpr,
+):  # fmt: skip
+    """Epilogue of the one-row kernels: the two rows (re, im planes) of a pair at element
+    offsets ``n`` of ``base0`` / ``base1``. Complex I/O (the outer levels' buffer): times the
+    channel's factor ``cs[h]`` (scaled fp16 buffers, ``SCALE_NR``); real I/O: ``y2 = aux * y``
+    (``HAS_Y2``), then ``y`` times the post-gate (``HAS_G2``)."""
+    if COMPLEX_IO:
+        if SCALE_NR:  # scaled fp16 buffers: the inverse levels' inputs at the output's
+            cs = tl.load(cs_ptr + h)  # scale (NR, less where a channel's norm is large)
+            accr = accr * cs
+            acci = acci * cs
+    else:
+        if HAS_Y2:
+            a0 = tl.load(aux_ptr + base0 + n, mask=m0, other=0.0).to(tl.float32)
+            a1 = tl.load(aux_ptr + base1 + n, mask=m1, other=0.0).to(tl.float32)
+            _store(y2_ptr + base0, n, a0 * accr, m0, RNE_Y2)
+            _store(y2_ptr + base1, n, a1 * acci, m1, RNE_Y2)
+        if HAS_G2:
+            accr = accr * tl.load(g2_ptr + base0 + n, mask=m0, other=0.0).to(tl.float32)
+            acci = acci * tl.load(g2_ptr + base1 + n, mask=m1, other=0.0).to(tl.float32)
+    _store(y_ptr + base0, n, accr, m0, RNE_Y)
+    _store(y_ptr + base1, n, acci, m1, RNE_Y)
+
+
+@triton.jit
+def _part_add(pbase, poffs, acc_lim, M, xw, dr, di, qr, qi):
+    """The fused backward's filter-gradient slot: ``part[poffs] += xw * FFT(src) *
+    conj(FFT(x))`` (planes re at ``pbase``, im at ``pbase + M``); offsets from ``acc_lim`` on
+    are stored without reading (a slot's first tile)."""
+    pm = poffs < acc_lim
+    sr = tl.load(pbase + poffs, mask=pm, other=0.0) + xw * (dr * qr + di * qi)
+    si = tl.load(pbase + M + poffs, mask=pm, other=0.0) + xw * (di * qr - dr * qi)
+    tl.store(pbase + poffs, sr)
+    tl.store(pbase + M + poffs, si)
+
+
+@triton.jit
 def _conv_nat_kernel(
     src_ptr,
     g1_ptr,
@@ -1165,14 +1212,8 @@ def _conv_nat_kernel(
                 xw = tl.load(xw_ptr + p * H + h)
         ar, ai, scale = _col_scaled(xr, xi, MMA_FP16)
         s1, s2, s3 = 1.0, 1.0, 1.0  # bounds of |.| at step 2, its inverse, the last step
-        if STATIC:  # |any DFT sum of x| <= ||x||_1, so every bound follows from it
-            l1 = tl.sum(tl.sum(tl.abs(xr) + tl.abs(xi), axis=1), axis=0)
-            l1 = tl.where(l1 > 0.0, l1, 1.0)
-            km = tl.load(kmax_ptr + c)
-            km = tl.where(km > 0.0, km, 1.0)
-            s1 = l1  # step-1 output (partial DFTs of x)
-            s2 = l1 * km  # the spectrum times the filter
-            s3 = N2 * s2  # after the inverse step 2 (N2 terms)
+        if STATIC:
+            s1, s2, s3 = _static_bounds(xr, xi, kmax_ptr + c, N2)
         accr = tl.zeros((N1_IO, N2), dtype=tl.float32)
         acci = tl.zeros((N1_IO, N2), dtype=tl.float32)
         sbase = spec_ptr + tl.cast(c, tl.int64) * M
@@ -1189,12 +1230,7 @@ def _conv_nat_kernel(
                     var, vai, vscale, f1_ptr, f2_ptr, f2c_ptr, tw_ptr, hf2r, hf2i, k1,
                     N1, N2, N1_IO, MMA_FP16, N2K, HOIST_F2,
                 )  # fmt: skip
-                poffs = ch * KC * N2 + soffs0
-                pm = poffs < acc_lim
-                sr = tl.load(pbase + poffs, mask=pm, other=0.0) + xw * (dr * qr + di * qi)
-                si = tl.load(pbase + M + poffs, mask=pm, other=0.0) + xw * (di * qr - dr * qi)
-                tl.store(pbase + poffs, sr)
-                tl.store(pbase + M + poffs, si)
+                _part_add(pbase, ch * KC * N2 + soffs0, acc_lim, M, xw, dr, di, qr, qi)
             kr = tl.load(sbase + ch * KC * N2 + soffs0)
             ki = tl.load(sbase + tl.cast(H, tl.int64) * NTOT + ch * KC * N2 + soffs0)
             if CONJ_SPEC:
@@ -1240,24 +1276,31 @@ def _conv_nat_kernel(
             dt = tl.load(d_ptr + h).to(tl.float32)
             accr += dt * _gload(src_ptr + base0, g1_ptr + base0, n, m0, HAS_G1)
             acci += dt * _gload(src_ptr + base1, g1_ptr + base1, n, m1, HAS_G1)
-        if COMPLEX_IO:  # the outer levels' buffer (fp32, bf16 or scaled fp16)
-            if SCALE_NR:  # scaled fp16 buffers: the inverse levels' inputs at the output's
-                cs = tl.load(cs_ptr + h)  # scale (NR, less where a channel's norm is large)
-                accr = accr * cs
-                acci = acci * cs
-            _store(y_ptr + base0, n, accr, m0, RNE_Y)
-            _store(y_ptr + base1, n, acci, m1, RNE_Y)
-        else:
-            if HAS_Y2:
-                a0 = tl.load(aux_ptr + base0 + n, mask=m0, other=0.0).to(tl.float32)
-                a1 = tl.load(aux_ptr + base1 + n, mask=m1, other=0.0).to(tl.float32)
-                _store(y2_ptr + base0, n, a0 * accr, m0, RNE_Y2)
-                _store(y2_ptr + base1, n, a1 * acci, m1, RNE_Y2)
-            if HAS_G2:
-                accr = accr * tl.load(g2_ptr + base0 + n, mask=m0, other=0.0).to(tl.float32)
-                acci = acci * tl.load(g2_ptr + base1 + n, mask=m1, other=0.0).to(tl.float32)
-            _store(y_ptr + base0, n, accr, m0, RNE_Y)
-            _store(y_ptr + base1, n, acci, m1, RNE_Y)
+        _nat_store(
+            accr, acci, n, m0, m1, base0, base1, h, y_ptr, y2_ptr, aux_ptr, g2_ptr, cs_ptr,
+            COMPLEX_IO, SCALE_NR, HAS_Y2, HAS_G2, RNE_Y, RNE_Y2,
+        )  # fmt: skip
+
+
+@triton.jit
+def _f2_product(f2r, f2i, xr, xi, CONJ_F: tl.constexpr, MMA_FP16: tl.constexpr, s, STATIC):
+    """F2 @ X (or conj(F2) @ X) for the fp32 right operand X of the transposed one-row kernel:
+    in fp16 mode X is rounded per column scaled by its max |.| (per k1, the natural kernel's
+    rows), or by the bound ``s`` (``STATIC``), and the scale undone after the fp32 dot."""
+    if MMA_FP16 and STATIC:
+        inv = 1.0 / s
+        pr, pi = _lmatmul(
+            f2r, f2i, (xr * inv).to(tl.float16), (xi * inv).to(tl.float16), CONJ_F, True
+        )
+        pr = pr * s
+        pi = pi * s
+    else:
+        xr, xi, m = _col_scaled(xr, xi, MMA_FP16)
+        pr, pi = _lmatmul(f2r, f2i, xr, xi, CONJ_F, MMA_FP16)
+        if MMA_FP16:
+            pr = pr * m[None, :]
+            pi = pi * m[None, :]
+    return pr, pi
 
 
 @triton.jit
@@ -1290,20 +1333,7 @@ def _nat_t_chunk(
         ci = ci * scale[:, None]
     tr = cr * wr - ci * wi
     ti = cr * wi + ci * wr
-    if MMA_FP16 and STATIC:
-        inv = 1.0 / s
-        dr, di = _lmatmul(
-            f2r, f2i, (tr * inv).to(tl.float16), (ti * inv).to(tl.float16), False, True
-        )
-        dr = dr * s
-        di = di * s
-    else:
-        tr, ti, ts = _col_scaled(tr, ti, MMA_FP16)
-        dr, di = _lmatmul(f2r, f2i, tr, ti, False, MMA_FP16)
-        if MMA_FP16:
-            dr = dr * ts[None, :]
-            di = di * ts[None, :]
-    return dr, di
+    return _f2_product(f2r, f2i, tr, ti, False, MMA_FP16, s, STATIC)
 
 
 @triton.jit
@@ -1404,15 +1434,9 @@ def _conv_nat_t_kernel(
             if HAS_XW:
                 xw = tl.load(xw_ptr + p * H + h)
         ar, ai, scale = _row_scaled(xr, xi, MMA_FP16)  # per b (the natural kernel's columns)
-        s1, s2, s3 = 1.0, 1.0, 1.0
-        if STATIC:  # |any DFT sum of x| <= ||x||_1 (as the natural kernel)
-            l1 = tl.sum(tl.sum(tl.abs(xr) + tl.abs(xi), axis=1), axis=0)
-            l1 = tl.where(l1 > 0.0, l1, 1.0)
-            km = tl.load(kmax_ptr + c)
-            km = tl.where(km > 0.0, km, 1.0)
-            s1 = l1
-            s2 = l1 * km
-            s3 = N2 * s2
+        s1, s2, s3 = 1.0, 1.0, 1.0  # bounds of |.| at step 2, its inverse, the last step
+        if STATIC:
+            s1, s2, s3 = _static_bounds(xr, xi, kmax_ptr + c, N2)
         accr = tl.zeros((N2, N1_IO), dtype=tl.float32)
         acci = tl.zeros((N2, N1_IO), dtype=tl.float32)
         sbase = spec_ptr + tl.cast(c, tl.int64) * M
@@ -1434,12 +1458,7 @@ def _conv_nat_t_kernel(
                 qr, qi = _nat_t_chunk(
                     var, vai, vscale, f1_ptr, f2r, f2i, wr, wi, a, k1, N1, MMA_FP16
                 )
-                poffs = ch * KC * N2 + soffs0
-                pm = poffs < acc_lim
-                sr = tl.load(pbase + poffs, mask=pm, other=0.0) + xw * (dr * qr + di * qi)
-                si = tl.load(pbase + M + poffs, mask=pm, other=0.0) + xw * (di * qr - dr * qi)
-                tl.store(pbase + poffs, sr)
-                tl.store(pbase + M + poffs, si)
+                _part_add(pbase, ch * KC * N2 + soffs0, acc_lim, M, xw, dr, di, qr, qi)
             # the filter (K + D / N), then the inverse step 2: E^T = conj(F2) @ Y^T
             kr = tl.load(sbase + ch * KC * N2 + soffs0)
             ki = tl.load(sbase + tl.cast(H, tl.int64) * NTOT + ch * KC * N2 + soffs0)
@@ -1449,19 +1468,7 @@ def _conv_nat_t_kernel(
                 kr = kr + dv
             yr = dr * kr - di * ki
             yi = dr * ki + di * kr
-            if MMA_FP16 and STATIC:
-                inv2 = 1.0 / s2
-                er, ei = _lmatmul(
-                    f2r, f2i, (yr * inv2).to(tl.float16), (yi * inv2).to(tl.float16), True, True
-                )
-                er = er * s2
-                ei = ei * s2
-            else:
-                yr, yi, ys = _col_scaled(yr, yi, MMA_FP16)
-                er, ei = _lmatmul(f2r, f2i, yr, yi, True, MMA_FP16)
-                if MMA_FP16:
-                    er = er * ys[None, :]
-                    ei = ei * ys[None, :]
+            er, ei = _f2_product(f2r, f2i, yr, yi, True, MMA_FP16, s2, STATIC)
             gr = er * wr + ei * wi
             gi = ei * wr - er * wi
             # last step: y^T[b, a] += sum_k1 G^T[b, k1] conj(F1)[k1, a] (operand scaled per b)
@@ -1483,24 +1490,10 @@ def _conv_nat_t_kernel(
                     pi = pi * gs[:, None]
             accr += pr
             acci += pi
-        if COMPLEX_IO:  # the outer levels' buffer (fp32, bf16 or scaled fp16)
-            if SCALE_NR:
-                cs = tl.load(cs_ptr + h)
-                accr = accr * cs
-                acci = acci * cs
-            _store(y_ptr + base0, n, accr, m0, RNE_Y)
-            _store(y_ptr + base1, n, acci, m1, RNE_Y)
-        else:
-            if HAS_Y2:
-                a0 = tl.load(aux_ptr + base0 + n, mask=m0, other=0.0).to(tl.float32)
-                a1 = tl.load(aux_ptr + base1 + n, mask=m1, other=0.0).to(tl.float32)
-                _store(y2_ptr + base0, n, a0 * accr, m0, RNE_Y2)
-                _store(y2_ptr + base1, n, a1 * acci, m1, RNE_Y2)
-            if HAS_G2:
-                accr = accr * tl.load(g2_ptr + base0 + n, mask=m0, other=0.0).to(tl.float32)
-                acci = acci * tl.load(g2_ptr + base1 + n, mask=m1, other=0.0).to(tl.float32)
-            _store(y_ptr + base0, n, accr, m0, RNE_Y)
-            _store(y_ptr + base1, n, acci, m1, RNE_Y)
+        _nat_store(
+            accr, acci, n, m0, m1, base0, base1, h, y_ptr, y2_ptr, aux_ptr, g2_ptr, cs_ptr,
+            COMPLEX_IO, SCALE_NR, HAS_Y2, HAS_G2, RNE_Y, RNE_Y2,
+        )  # fmt: skip
 
 
 @triton.jit
@@ -1534,10 +1527,13 @@ def _xcorr_nat_kernel(
     MMA_FP16: tl.constexpr,
     xw_ptr=None,
     HAS_XW: tl.constexpr = False,
+    TRANSPOSED: tl.constexpr = False,
 ):
     """Natural-orientation twin of ``_xcorr_kernel``: program (c, g, ch) accumulates spectrum
     rows k1 in chunk ch of sum over its pairs of FFT(b) * conj(FFT(a)) (and sum(a * b)),
-    each pair's product weighted by ``xw[pair, h]`` when HAS_XW.
+    each pair's product weighted by ``xw[pair, h]`` when HAS_XW. ``TRANSPOSED``
+    (``nat_transposed_bwd``): the rows as (N2, N1_IO) matrices x^T and every product with N2
+    rows, as :func:`_conv_nat_t_kernel` (the spectra land in the same [k1, k2] layout).
 
     The grid is flat with the chunk fastest: the NCH programs of one channel, which all load
     the same rows, run side by side and share them through L2 (with the chunk slowest each
@@ -1549,96 +1545,23 @@ def _xcorr_nat_kernel(
     c = pid // (NCH * G)
     h = c // NR
     kp = c % NR
-    k1 = ch * KC + tl.arange(0, KC)
-    n = tl.arange(0, N1_IO)[:, None] * N2 + tl.arange(0, N2)[None, :]
-    accr = tl.zeros((KC, N2), dtype=tl.float32)
-    acci = tl.zeros((KC, N2), dtype=tl.float32)
-    dd = tl.sum(tl.zeros((16,), dtype=tl.float32), axis=0)
-    start = g * pairs_per_prog
-    for p in range(start, tl.minimum(start + pairs_per_prog, NPAIRS)):
-        base0, base1, _, lim0, _, lim1 = _nat_bases(p, h, kp, B, H, L, NTOT, M, COMPLEX_IO)
-        m0 = n < lim0
-        m1 = n < lim1
-        xr = _gload(a_ptr + base0, ga_ptr + base0, n, m0, HAS_GA)
-        xi = _gload(a_ptr + base1, ga_ptr + base1, n, m1, HAS_GA)
-        if HAS_DD:
-            zr = _gload(b_ptr + base0, gb_ptr + base0, n, m0, HAS_GB)
-            zi = _gload(b_ptr + base1, gb_ptr + base1, n, m1, HAS_GB)
-            dd += tl.sum(tl.sum(xr * zr + xi * zi, axis=1), axis=0)
-        ar, ai, sa = _col_scaled(xr, xi, MMA_FP16)
-        pr, pi = _nat_chunk_fwd(ar, ai, sa, f1_ptr, f2_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16)
-        if not HAS_DD:  # load the second row only now (fewer live registers)
-            zr = _gload(b_ptr + base0, gb_ptr + base0, n, m0, HAS_GB)
-            zi = _gload(b_ptr + base1, gb_ptr + base1, n, m1, HAS_GB)
-        br, bi, sz = _col_scaled(zr, zi, MMA_FP16)
-        qr, qi = _nat_chunk_fwd(br, bi, sz, f1_ptr, f2_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16)
-        if HAS_XW:
-            w = tl.load(xw_ptr + p * H + h)
-            accr += w * (qr * pr + qi * pi)
-            acci += w * (qi * pr - qr * pi)
-        else:
-            accr += qr * pr + qi * pi
-            acci += qi * pr - qr * pi
-    offs = k1[:, None] * N2 + tl.arange(0, N2)[None, :]
-    base = tl.cast(c * G + g, tl.int64) * (2 * M)
-    tl.store(s_ptr + base + offs, accr)
-    tl.store(s_ptr + base + M + offs, acci)
-    if HAS_DD:
-        tl.store(dd_ptr + (c * G + g) * NCH + ch, dd)
-
-
-@triton.jit
-def _xcorr_nat_t_kernel(
-    a_ptr,
-    ga_ptr,
-    b_ptr,
-    gb_ptr,
-    s_ptr,
-    dd_ptr,
-    f1_ptr,
-    f2_ptr,
-    tw_ptr,
-    B,
-    H,
-    L,
-    NPAIRS,
-    NTOT,
-    pairs_per_prog,
-    G,
-    NCH,
-    N1: tl.constexpr,
-    N2: tl.constexpr,
-    N1_IO: tl.constexpr,
-    KC: tl.constexpr,
-    NR: tl.constexpr,
-    COMPLEX_IO: tl.constexpr,
-    HAS_GA: tl.constexpr,
-    HAS_GB: tl.constexpr,
-    HAS_DD: tl.constexpr,
-    MMA_FP16: tl.constexpr,
-    xw_ptr=None,
-    HAS_XW: tl.constexpr = False,
-):
-    """:func:`_xcorr_nat_kernel` in the transposed orientation (as :func:`_conv_nat_t_kernel`):
-    the rows as (N2, N1_IO) matrices x^T, every product with N2 rows; the spectra land in the
-    same [k1, k2] layout."""
-    M: tl.constexpr = N1 * N2
-    pid = tl.program_id(0)
-    ch = pid % NCH
-    g = (pid // NCH) % G
-    c = pid // (NCH * G)
-    h = c // NR
-    kp = c % NR
     a = tl.arange(0, N1_IO)
     b = tl.arange(0, N2)
     k1 = ch * KC + tl.arange(0, KC)
-    n = a[None, :] * N2 + b[:, None]  # (N2, N1_IO)
-    f2r, f2i = _load_planes(f2_ptr, N2, N2, N2, N2 * N2)
-    toffs = b[:, None] * N1 + k1[None, :]  # (N2, KC)
-    wr = tl.load(tw_ptr + toffs)
-    wi = tl.load(tw_ptr + N1 * N2 + toffs)
-    accr = tl.zeros((N2, KC), dtype=tl.float32)
-    acci = tl.zeros((N2, KC), dtype=tl.float32)
+    if TRANSPOSED:
+        n = a[None, :] * N2 + b[:, None]  # (N2, N1_IO)
+        f2r, f2i = _load_planes(f2_ptr, N2, N2, N2, N2 * N2)
+        toffs = b[:, None] * N1 + k1[None, :]  # (N2, KC)
+        wr = tl.load(tw_ptr + toffs)
+        wi = tl.load(tw_ptr + N1 * N2 + toffs)
+        offs = k1[None, :] * N2 + b[:, None]  # (N2, KC): [k1, k2] at k1 * N2 + k2
+        accr = tl.zeros((N2, KC), dtype=tl.float32)
+        acci = tl.zeros((N2, KC), dtype=tl.float32)
+    else:
+        n = a[:, None] * N2 + b[None, :]
+        offs = k1[:, None] * N2 + b[None, :]
+        accr = tl.zeros((KC, N2), dtype=tl.float32)
+        acci = tl.zeros((KC, N2), dtype=tl.float32)
     dd = tl.sum(tl.zeros((16,), dtype=tl.float32), axis=0)
     start = g * pairs_per_prog
     for p in range(start, tl.minimum(start + pairs_per_prog, NPAIRS)):
@@ -1651,13 +1574,21 @@ def _xcorr_nat_t_kernel(
             zr = _gload(b_ptr + base0, gb_ptr + base0, n, m0, HAS_GB)
             zi = _gload(b_ptr + base1, gb_ptr + base1, n, m1, HAS_GB)
             dd += tl.sum(tl.sum(xr * zr + xi * zi, axis=1), axis=0)
-        ar, ai, sa = _row_scaled(xr, xi, MMA_FP16)
-        pr, pi = _nat_t_chunk(ar, ai, sa, f1_ptr, f2r, f2i, wr, wi, a, k1, N1, MMA_FP16)
+        if TRANSPOSED:
+            ar, ai, sa = _row_scaled(xr, xi, MMA_FP16)
+            pr, pi = _nat_t_chunk(ar, ai, sa, f1_ptr, f2r, f2i, wr, wi, a, k1, N1, MMA_FP16)
+        else:
+            ar, ai, sa = _col_scaled(xr, xi, MMA_FP16)
+            pr, pi = _nat_chunk_fwd(ar, ai, sa, f1_ptr, f2_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16)
         if not HAS_DD:  # load the second row only now (fewer live registers)
             zr = _gload(b_ptr + base0, gb_ptr + base0, n, m0, HAS_GB)
             zi = _gload(b_ptr + base1, gb_ptr + base1, n, m1, HAS_GB)
-        br, bi, sz = _row_scaled(zr, zi, MMA_FP16)
-        qr, qi = _nat_t_chunk(br, bi, sz, f1_ptr, f2r, f2i, wr, wi, a, k1, N1, MMA_FP16)
+        if TRANSPOSED:
+            br, bi, sz = _row_scaled(zr, zi, MMA_FP16)
+            qr, qi = _nat_t_chunk(br, bi, sz, f1_ptr, f2r, f2i, wr, wi, a, k1, N1, MMA_FP16)
+        else:
+            br, bi, sz = _col_scaled(zr, zi, MMA_FP16)
+            qr, qi = _nat_chunk_fwd(br, bi, sz, f1_ptr, f2_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16)
         if HAS_XW:
             w = tl.load(xw_ptr + p * H + h)
             accr += w * (qr * pr + qi * pi)
@@ -1665,7 +1596,6 @@ def _xcorr_nat_t_kernel(
         else:
             accr += qr * pr + qi * pi
             acci += qi * pr - qr * pi
-    offs = k1[None, :] * N2 + b[:, None]  # (N2, KC): [k1, k2] at k1 * N2 + k2
     base = tl.cast(c * G + g, tl.int64) * (2 * M)
     tl.store(s_ptr + base + offs, accr)
     tl.store(s_ptr + base + M + offs, acci)
@@ -2453,10 +2383,10 @@ def _xcorr(
     # (without weights a placeholder pointer: the kernels never read it)
     weights = dict(xw_ptr=pre[2] if pre is not None else dd_part, HAS_XW=pre is not None)
     if rows == 1:
-        kernel = _xcorr_nat_t_kernel if plan.nat_transposed_bwd else _xcorr_nat_kernel
-        kernel[(n_c * groups * nch,)](
-            *common, blk_per_prog, groups, nch, KC=xchunk, **flags, **weights
-        )
+        _xcorr_nat_kernel[(n_c * groups * nch,)](
+            *common, blk_per_prog, groups, nch, KC=xchunk, TRANSPOSED=plan.nat_transposed_bwd,
+            **flags, **weights,
+        )  # fmt: skip
     else:
         _xcorr_kernel[(n_c, groups)](
             *common, n_pblk, blk_per_prog, R=rows, HOIST=plan.hoist, DERIVED=plan.static_scale,
