@@ -137,19 +137,22 @@ if [[ $what == stop20_nat || $what == all ]]; then
     # queued by stop 19, first (~6 min on an H100): the one-row kernels in the transposed
     # orientation (nat_transposed, built after stop 19's device time). sm_90 compile on the CPU
     # (Triton 3.9): every product wgmma where the natural kernel issues 12 of its 16 as
-    # mma.sync at 32-row chunks; 255 registers either way, spills 752 -> 496 B at 4K causal
-    # (0 with 16-row chunks). GPU tests, then forward and forward+backward against the default
+    # mma.sync at 32-row chunks; 255 registers either way, spills 712 -> 396 B at 8K (36 B
+    # with 16-row chunks; results/compile_nat_transposed_sm90_stop19.log). nat_t_all also
+    # runs the one-row filter-gradient passes transposed (nat_transposed_bwd).
+    # GPU tests, then forward and forward+backward against the default
     # at the fused one-row sizes (4K-16K, where the forward misses 2x FlashFFTConv's speed-up)
     # and 512K (one-row 4096-point inner FFTs under an outer level). If it wins: the tuner
     # (its grid has nat_transposed for one-row plans), then plan_for's default and the table.
-    step gpu_nat_transposed 200 python -m pytest -m gpu -q -p no:cacheprovider "${XDIST[@]}" \
+    # (step limits sum to 550 s: the whole section fits one 600 s call)
+    step gpu_nat_transposed 150 python -m pytest -m gpu -q -p no:cacheprovider "${XDIST[@]}" \
         tests/test_fftconv_triton.py -k "nat_transposed"
-    step ab_nat_t_causal 240 python benchmarks/ab_backward_plans.py \
+    step ab_nat_t_causal 200 python benchmarks/ab_backward_plans.py \
         --sizes 4096,8192,16384,524288 --variants nat_t,nat_t_c16,nat_t_w8,nat_t_all \
         --rounds 2
-    step ab_nat_t_circular 120 python benchmarks/ab_backward_plans.py --circular \
+    step ab_nat_t_circular 110 python benchmarks/ab_backward_plans.py --circular \
         --sizes 4096,8192 --variants nat_t,nat_t_c16,nat_t_w8 --rounds 2
-    step ab_nat_t_gated 100 python benchmarks/ab_backward_plans.py --gated \
+    step ab_nat_t_gated 90 python benchmarks/ab_backward_plans.py --gated \
         --sizes 8192,16384 --variants nat_t,nat_t_c16 --rounds 2
 fi
 if [[ $what == stop20 || $what == all ]]; then
