@@ -110,6 +110,25 @@ def _imag_parts(bi, CONJ_B: tl.constexpr):
 
 
 @triton.jit
+def _rmatmul(xr, xi, br, bi, CONJ_B: tl.constexpr, MMA_FP16: tl.constexpr):
+    """(xr + i xi) @ (br + i bi), or @ conj(.) when CONJ_B, fp32 result; both operands already
+    in the dot dtype (fp16 operands scaled by the caller, who undoes it; fp32 ones use
+    3xTF32). Only B's imaginary part is negated (no pass over x or the result)."""
+    b_im, b_imn = _imag_parts(bi, CONJ_B)
+    if MMA_FP16:
+        cr = tl.dot(xr, br)
+        cr = tl.dot(xi, b_imn, cr)
+        ci = tl.dot(xr, b_im)
+        ci = tl.dot(xi, br, ci)
+    else:
+        cr = tl.dot(xr, br, input_precision="tf32x3")
+        cr = tl.dot(xi, b_imn, cr, input_precision="tf32x3")
+        ci = tl.dot(xr, b_im, input_precision="tf32x3")
+        ci = tl.dot(xi, br, ci, input_precision="tf32x3")
+    return cr, ci
+
+
+@triton.jit
 def _cmatmul(
     xr, xi, br, bi, CONJ_B: tl.constexpr, MMA_FP16: tl.constexpr, s=1.0,
     STATIC: tl.constexpr = False,
@@ -134,11 +153,7 @@ def _cmatmul(
         cr = cr * m[:, None]
         ci = ci * m[:, None]
     else:
-        b_im, b_imn = _imag_parts(bi, CONJ_B)
-        cr = tl.dot(xr, br, input_precision="tf32x3")
-        cr = tl.dot(xi, b_imn, cr, input_precision="tf32x3")
-        ci = tl.dot(xr, b_im, input_precision="tf32x3")
-        ci = tl.dot(xi, br, ci, input_precision="tf32x3")
+        cr, ci = _rmatmul(xr, xi, br, bi, CONJ_B, False)
     return cr, ci
 
 
@@ -172,14 +187,7 @@ def _cmatmul_unscaled(xr, xi, br, bi, CONJ_B: tl.constexpr):
     """(xr + i xi) @ (br + i bi) (or @ conj(.) when CONJ_B) with the left operand rounded to
     fp16 as it is (no scaling: its magnitude is known to stay within fp16's normal range, or
     the caller scaled it, :func:`_cmatmul`), fp32 accumulation."""
-    b_im, b_imn = _imag_parts(bi, CONJ_B)
-    ar = xr.to(tl.float16)
-    ai = xi.to(tl.float16)
-    cr = tl.dot(ar, br)
-    cr = tl.dot(ai, b_imn, cr)
-    ci = tl.dot(ar, b_im)
-    ci = tl.dot(ai, br, ci)
-    return cr, ci
+    return _rmatmul(xr.to(tl.float16), xi.to(tl.float16), br, bi, CONJ_B, True)
 
 
 @triton.jit
@@ -192,18 +200,6 @@ def _col_scaled(xr, xi, MMA_FP16: tl.constexpr):
         return (xr * inv[None, :]).to(tl.float16), (xi * inv[None, :]).to(tl.float16), m
     else:
         return xr, xi, 1.0
-
-
-@triton.jit
-def _rmatmul(xr, xi, br, bi, CONJ_B: tl.constexpr, MMA_FP16: tl.constexpr):
-    """(xr + i xi) @ (br + i bi), or @ conj(.) when CONJ_B, both operands already in the dot
-    dtype (fp16 operands scaled by the caller, who undoes it; fp32 ones use 3xTF32):
-    :func:`_lmatmul`, with x @ conj(B) = conj(conj(x) @ B)."""
-    if CONJ_B:
-        cr, ci = _lmatmul(xr, xi, br, bi, True, MMA_FP16)
-        return cr, -ci
-    else:
-        return _lmatmul(xr, xi, br, bi, False, MMA_FP16)
 
 
 @triton.jit

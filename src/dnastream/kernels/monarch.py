@@ -207,11 +207,11 @@ class FFTPlan:
             half the bytes in the filter-gradient pass (which otherwise runs its own outer
             levels into fp32 buffers). Default for the 2-row plans over 1024-point inner FFTs
             (128K and 4M at B >= 3) since stop 16.
-        nat_transposed: one-row inner kernels (forward and du; not the fused backward's
-            filter gradient, windows or frequency-sparse plans) in the transposed orientation,
-            where every product has ``n2`` rows (sm_90 can issue them as wgmma; with 32-row
-            spectrum chunks the natural orientation's first four products have 32 rows and
-            run as mma.sync). Off by default until measured.
+        nat_transposed: one-row inner kernels (forward, and du where the backward is not
+            fused; windows and frequency-sparse plans keep the natural kernel) in the
+            transposed orientation, where every product has ``n2`` rows (sm_90 can issue them
+            as wgmma; with 32-row spectrum chunks the natural orientation's first four
+            products have 32 rows and run as mma.sync). Off by default until measured.
         nat_transposed_bwd: the same for the one-row filter-gradient passes: the fused
             backward's (du and the filter gradient's spectra, ``fused_bwd``) or the separate
             one (du then follows ``nat_transposed``).
