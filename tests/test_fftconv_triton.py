@@ -813,7 +813,7 @@ class TestGPUAllSizes:
     @pytest.mark.parametrize(
         "n, causal, opts",
         [(8192, True, {}), (8192, True, {"chunk": 16}), (8192, False, {}),
-         (4096, False, {"num_warps": 8}), (16384, True, {}), (4096, True, {}),
+         (4096, False, {"chunk": 16}), (16384, True, {}), (4096, True, {}),
          (1 << 19, True, {"fused_bwd": False, "bwd_warps": 0}), (1 << 19, True, {}),
          (16384, True, {"nat_transposed_bwd": True}), (8192, True, {"nat_transposed_bwd": True}),
          (1 << 19, True, {"nat_transposed_bwd": True})],
@@ -1770,3 +1770,22 @@ def test_dft_table_products_avoid_tf32(monkeypatch) -> None:
     assert gemm_dtype(torch.float32, cuda) == torch.float64
     assert gemm_dtype(torch.float32, cpu) == torch.float32
     assert gemm_dtype(torch.float64, cuda) == torch.float64
+
+
+def test_nat_transposed_refuses_eight_warps_on_64_row_products() -> None:
+    """The transposed forward kernel at n2 = 64 over 8 warps made an illegal memory access on
+    an H200 (Triton 3.6, stop 20): the plan refuses it; n2 = 128 keeps 8 warps, and the
+    tuner's grid offers only 4 warps at n2 = 64."""
+    from dnastream.kernels.autotune import inner_grid
+
+    base = plan_for(4096, 4096, False, torch.bfloat16, batch=4)
+    assert (base.n2, base.rows) == (64, 1)
+    with pytest.raises(ValueError, match="at most 4 warps"):
+        dataclasses.replace(base, nat_transposed=True, num_warps=8)
+    dataclasses.replace(base, nat_transposed=True, num_warps=4)
+    big = plan_for(8192, 8192, True, torch.bfloat16, batch=4)
+    assert big.n2 == 128
+    dataclasses.replace(big, nat_transposed=True, num_warps=8)
+    t_warps = {v["num_warps"] for v in inner_grid(base) if v.get("nat_transposed")}
+    assert t_warps == {4}
+    assert {v["num_warps"] for v in inner_grid(big) if v.get("nat_transposed")} == {4, 8}

@@ -481,7 +481,8 @@ def inner_grid(plan: FFTPlan) -> list[dict[str, Any]]:
         for nw, ch in itertools.product((4, 8), chunks):  # step-2 tables loaded once
             out.append(dict(hoist_f2=True, num_warps=nw, maxnreg=None, chunk=ch, ctas_per_sm=2))
         # the transposed orientation (every product n2 rows: wgmma on sm_90)
-        for reg, nw, ch in itertools.product((128, None), (4, 8), chunks):
+        for reg, nw, ch in itertools.product((128, None), (4, 8) if plan.n2 >= 128 else (4,),
+                                             chunks):  # fmt: skip
             out.append(dict(nat_transposed=True, num_warps=nw, maxnreg=reg, chunk=ch,
                             ctas_per_sm=2))  # fmt: skip
         if plan.inner <= 2048:  # two-row tiles (the transposed kernel)

@@ -286,6 +286,14 @@ class FFTPlan:
                 )
         elif self.causal and self.n < self.seq_len + self.taps - 1:
             raise ValueError("FFTPlan: causal convolution needs n >= seq_len + taps - 1")
+        if self.nat_transposed and self.rows == 1 and self.n2 < 128 and self.num_warps > 4:
+            # the transposed forward kernel with 64-row products over 8 warps made an illegal
+            # memory access on an H200 (Triton 3.6; stop 20, 4096-point 64 x 64 inner FFT):
+            # refused here, before it can poison the CUDA context
+            raise ValueError(
+                "FFTPlan: nat_transposed with n2 < 128 runs on at most 4 warps "
+                f"(got num_warps={self.num_warps}, n2={self.n2})"
+            )
         strides = []
         s = self.n
         for p in self.outer:
