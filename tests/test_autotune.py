@@ -461,6 +461,24 @@ def test_packaged_settings_are_the_fallback(monkeypatch) -> None:
     assert got.ctas_per_sm == 3
 
 
+def test_packaged_settings_of_the_same_compute_capability(monkeypatch) -> None:
+    """An H200 (the H100's chip) takes the H100's shipped entries when none of its own exist;
+    its own win, another capability's never apply, and the counts say so."""
+    h100, h200 = "NVIDIA H100 80GB HBM3|sm90|triton-3.6.0", "NVIDIA H200|sm90|triton-3.6.0"
+    a100 = "NVIDIA A100-SXM4-80GB|sm80|triton-3.6.0"
+    table = {h100: {"k": {"ctas_per_sm": 3}, "j": {"ctas_per_sm": 2}}, a100: {"a": {"rows": 2}}}
+    monkeypatch.setattr(autotune, "_PACKAGED", table)
+    assert autotune.packaged_entry(h200, "k") == {"ctas_per_sm": 3}
+    assert autotune.packaged_entry(h200, "a") is None
+    assert autotune.packaged_entry(CPU, "k") is None
+    assert autotune.stored_counts(h200)[1] == 2
+    assert autotune.stored_counts(CPU)[1] == 0
+    table[h200] = {"k": {"ctas_per_sm": 4}}
+    assert autotune.packaged_entry(h200, "k") == {"ctas_per_sm": 4}
+    assert autotune.packaged_entry(h200, "j") == {"ctas_per_sm": 2}  # not in its own: the chip's
+    assert autotune.stored_counts(h200)[1] == 2
+
+
 def test_the_shipped_table_is_valid() -> None:
     import importlib.resources
 

@@ -437,31 +437,52 @@ def _card(gpu: str) -> str:
     return "|".join(p for p in gpu.split("|") if not p.startswith("triton-"))
 
 
-def packaged_entry(gpu: str, key: str) -> dict[str, Any] | None:
-    """Settings shipped with dnastream (``kernels/tuned_plans.json``, written from
-    ``benchmarks/tune_conv.py --write-cache`` runs on lent GPUs) for this card and key; used
-    when the user's cache has none. Matched on the card (name and compute capability) when
-    the Triton version differs."""
+def _chip(gpu: str) -> str | None:
+    """The compute capability of a GPU id (``smXY``), or ``None`` (CPU ids)."""
+    return next((p for p in gpu.split("|") if p.startswith("sm")), None)
+
+
+def _packaged() -> dict[str, dict[str, dict]]:
     global _PACKAGED
     if _PACKAGED is None:
         path = os.path.join(os.path.dirname(os.path.abspath(__file__)), PACKAGED_FILE)
         _PACKAGED = _read_file(path) if os.path.exists(path) else {}
-    exact = _PACKAGED.get(gpu, {}).get(key)
+    return _PACKAGED
+
+
+def packaged_entry(gpu: str, key: str) -> dict[str, Any] | None:
+    """Settings shipped with dnastream (``kernels/tuned_plans.json``, written from
+    ``benchmarks/tune_conv.py --write-cache`` runs on lent GPUs) for this card and key; used
+    when the user's cache has none. Matched on the card (name and compute capability) when
+    the Triton version differs, then on the compute capability alone: the launch settings
+    (warps, register caps, tiles, programs per SM) follow the SM's design, which cards of one
+    capability share (an H200 is an H100's chip with faster memory)."""
+    table = _packaged()
+    exact = table.get(gpu, {}).get(key)
     if exact is not None:
         return exact
-    card = _card(gpu)
-    for other, entries in _PACKAGED.items():
-        if _card(other) == card and key in entries:
-            return entries[key]
+    chip = _chip(gpu)
+    for same_card in (True, False):
+        for other, entries in table.items():
+            if key not in entries:
+                continue
+            match = _card(other) == _card(gpu) if same_card else _chip(other) == chip
+            if match and (same_card or chip is not None):
+                return entries[key]
     return None
 
 
 def stored_counts(gpu: str) -> tuple[int, int]:
-    """(entries in the user's cache, entries shipped with dnastream for this card)."""
+    """(entries in the user's cache, keys shipped with dnastream that apply to this card:
+    its own and its compute capability's, as :func:`packaged_entry` finds them)."""
     user = len(_entries(cache_path()).get(gpu, {}))
-    packaged_entry(gpu, "")  # loads the shipped table
-    card = _card(gpu)
-    shipped = {k for g, e in (_PACKAGED or {}).items() if _card(g) == card for k in e}
+    chip = _chip(gpu)
+    shipped = {
+        k
+        for g, e in _packaged().items()
+        if _card(g) == _card(gpu) or (chip is not None and _chip(g) == chip)
+        for k in e
+    }
     return user, len(shipped)
 
 

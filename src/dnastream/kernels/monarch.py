@@ -398,7 +398,7 @@ _DEFAULT_INNER: dict[tuple[bool, bool], dict[int, int]] = {
         1 << 21: 1024, 1 << 22: 1024,
     },
     (True, False): {1 << 18: 4096, 1 << 19: 4096, 1 << 22: 4096},
-    (False, True): {1 << 16: 1024, 1 << 17: 2048, 1 << 18: 2048, 1 << 19: 2048, 1 << 20: 1024,
+    (False, True): {1 << 16: 1024, 1 << 17: 2048, 1 << 18: 2048, 1 << 19: 1024, 1 << 20: 1024,
                     1 << 21: 1024, 1 << 22: 1024},
 }  # fmt: skip
 
@@ -548,6 +548,9 @@ def plan_for(
     # 128 over 8192, 1.34x / 1.31x; at 512K 32 x 16 over 1024 1.02x / 0.91x, not taken
     # (results/ab_two_level_mid_h100_stop19.log). Circular 1M the same, instead of 16 x 16
     # over 4096: 1.60x / 1.50x (results/ab_circ_1m_h100_stop19.log).
+    # Stop 20 (H200): circular 512K 32 x 16 over 1024 points (the radix-32 launch) instead of
+    # 16 x 16 over 2048, forward+backward 1.13x, forward 1.14x
+    # (results/ab_circ_256k_512k_h200_stop20.log).
     pairs = batch is None or batch >= 3
     small_inner = _DEFAULT_INNER.get((causal, pairs), {}).get(n)
     if (
@@ -661,6 +664,12 @@ def plan_for(
     # 4M 1.04x; forward 1.03-1.05x; error unchanged (results/ab_bounded_*_h100_stop17.log).
     # (static_inv, the inverse scaled by known bounds, lost: forward 0.77-0.96x.)
     bounded_fwd = fp16 and bool(outer) and rows > 1
+    # the fused 16K plan (128 x 128) runs its forward (and du) in the transposed orientation,
+    # every product 128 rows (wgmma on sm_90): H200, bf16, forward 1.21x, forward+backward
+    # 1.07x; gated 1.16x / 1.09x. At 4K / 8K (n2 = 64) it lost, 0.92-0.96x forward; the
+    # fused backward's pass transposed too lost at 16K (1.04x against 1.07x)
+    # (results/ab_nat_t_*_h200_stop20.log)
+    nat_transposed = fp16 and not outer and rows == 1 and inner == 2 * MAX_FUSED_SIZE
     maxnreg = None
     ctas_per_sm = 2
     if rows > 1:
@@ -687,6 +696,13 @@ def plan_for(
         # bench_conv on an H100, one call: forward 1.04-1.06x, gated 1.06x, forward+backward
         # 1.03-1.04x at 128K / 256K (results/ab_tuned_launch_bench_*_h100_stop15.log)
         outer_maxnreg, outer_ctas = None, 3
+        if not causal:
+            # circular 256K: 32-column tiles. H200, bf16, forward+backward 1.10x, forward
+            # 1.07x (results/ab_circ_256k_512k_h200_stop20.log); the shipped H100 tuning of
+            # this plan (16 columns, 8 warps, 2 per SM), which an H200 would take, lost to it,
+            # 0.97x / 0.98x, and was dropped (ab_circ_256k_h200_stop20.log). Causal 256K
+            # (the same structure) lost with it: 0.93x (ab_causal_256k_512k_h200_stop20.log)
+            outer_block = 32
     if fp16 and radix_max == 64 and rows > 1:
         # largest radix 64 over 2-row inner tiles (B >= 3: causal 64K / 2M / 4M, circular 64K /
         # 128K / 2M / 4M): 32-column tiles, 4 warps, 3 programs per SM slot. The launch tuner
@@ -751,6 +767,7 @@ def plan_for(
         # levels 1.03x / 1.05x at 128K / 1M (measured with the forward's bounds on too, which
         # alone gained nothing there: 0.99-1.01x)
         static_bwd=fp16 and fused_bwd and rows == 1,
+        nat_transposed=nat_transposed,
     )
 
 
