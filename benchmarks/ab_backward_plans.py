@@ -128,8 +128,9 @@ VARIANTS = {
     "ob64_w4_c3": dict(outer_block=64, outer_warps=4, outer_ctas_per_sm=3),
     # the shipped H100 tuning of circular 256K (an H200 takes it since stop 20's same-chip
     # fallback) against stop 20's default there (32-column tiles, 4 warps, 3 per SM)
-    "h100_entry_256k": dict(outer_block=16, outer_warps=8, outer_maxnreg=128,
-                            outer_ctas_per_sm=2, ctas_per_sm=4),  # fmt: skip
+    "h100_entry_256k": dict(
+        outer_block=16, outer_warps=8, outer_maxnreg=128, outer_ctas_per_sm=2, ctas_per_sm=4
+    ),  # fmt: skip
     # 512K / 1M over two levels of 1024 points lost in stops 17-18 (0.54-0.90x) with the old
     # outer launch, or with 32 / 64-column tiles alone (8 warps kept): with the whole launch
     "inner1k_ob32_w4_c3": dict(max_fused=1024, outer_block=32, outer_warps=4, outer_ctas_per_sm=3),

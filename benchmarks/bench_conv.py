@@ -410,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
             tuned, plan = tplan != plan, tplan
         row["plan"] = plan.describe() if plan is not None else "torch fallback"
         if tuned:
-            row["plan"] += " (tuned on this GPU)"
+            row["plan"] += " (tuned: stored settings for this card or its chip)"
         spec = filter_spectrum(k, plan) if plan is not None else None
         act = B * H * L * u.element_size()
         if bwd:  # fwd: u, y, k; bwd: dy, u, k in, du, dk out
