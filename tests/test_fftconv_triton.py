@@ -126,11 +126,11 @@ def check_backward(B, H, L, Lk, dtype, causal=True, plan=None, **kw):
         (131072, 131072, True, 262144, 64, 32, (128,)),
         (262144, 262144, True, 524288, 64, 64, (128,)),
         (16384, 16384, False, 16384, 32, 32, (16,)),
-        # circular 128K and 256K: one level over 2048 points (stop 18); 512K 16 x 16 over 2048
-        # (stop 17); 1M: 32 x 32 over 1024 points (stop 19)
+        # circular 128K and 256K: one level over 2048 points (stop 18); 512K 32 x 16 over 1024
+        # (stop 20); 1M: 32 x 32 over 1024 points (stop 19)
         (1 << 17, 1 << 17, False, 1 << 17, 64, 32, (64,)),
         (1 << 18, 1 << 18, False, 1 << 18, 64, 32, (128,)),
-        (1 << 19, 1 << 19, False, 1 << 19, 64, 32, (16, 16)),
+        (1 << 19, 1 << 19, False, 1 << 19, 32, 32, (32, 16)),
         (1 << 20, 1 << 20, False, 1 << 20, 32, 32, (32, 32)),
         (1 << 24, 1 << 24, False, 1 << 24, 128, 64, (64, 32)),
         # 1M causal: 32 x 32 over 1024 points (stop 19)
@@ -178,6 +178,29 @@ def test_radix32_outer_launch() -> None:
     one = plan_for(1 << 19, 1 << 19, True, torch.bfloat16, batch=2)
     assert (one.outer, one.inner, one.rows) == ((128,), 8192, 1), one.describe()
     assert one.outer_block == 16
+
+
+def test_stop20_plan_defaults() -> None:
+    """Stop 20 (H200): the fused 16K plan's forward runs transposed (not 4K / 8K, whose
+    n2 = 64 lost, nor one pair's fused 32K); circular 512K takes 32 x 16 over 1024 points
+    with the radix-32 launch; circular 256K (radix 128 over 2-row tiles) takes 32-column
+    outer tiles while causal 256K keeps 16."""
+    f16k = plan_for(8192, 8192, True, torch.bfloat16, batch=64)
+    assert (f16k.n, f16k.outer, f16k.n2, f16k.rows) == (16384, (), 128, 1)
+    assert f16k.nat_transposed and not f16k.nat_transposed_bwd
+    for L, causal, b in ((2048, True, 64), (4096, False, 64), (4096, True, 64), (8192, False, 64),
+                         (16384, True, 2), (1 << 18, True, 8)):  # fmt: skip
+        assert not plan_for(L, L, causal, torch.bfloat16, batch=b).nat_transposed, (L, causal)
+    assert not plan_for(8192, 8192, True, torch.float32, batch=64).nat_transposed
+    c512 = plan_for(1 << 19, 1 << 19, False, torch.bfloat16, batch=8)
+    assert (c512.outer, c512.inner, c512.rows) == ((32, 16), 1024, 2), c512.describe()
+    assert (c512.outer_block, c512.outer_warps, c512.outer_ctas_per_sm) == (64, 4, 3)
+    c256 = plan_for(1 << 18, 1 << 18, False, torch.bfloat16, batch=8)
+    assert (c256.outer, c256.inner, c256.rows) == ((128,), 2048, 2), c256.describe()
+    assert (c256.outer_block, c256.outer_warps, c256.outer_ctas_per_sm) == (32, 4, 3)
+    assert c256.outer_maxnreg is None
+    p256 = plan_for(1 << 17, 1 << 17, True, torch.bfloat16, batch=8)
+    assert (p256.outer, p256.inner, p256.outer_block) == ((128,), 2048, 16), p256.describe()
 
 
 @pytest.mark.parametrize("L, radix, block", [(8192, 64, 32), (4096, 32, 64)])
