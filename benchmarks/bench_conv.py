@@ -13,8 +13,10 @@ convolution, and prints per size: the memory floor (bytes of u read + y written 
 (+ gates) / copy bandwidth), PyTorch ms, ours ms (filter spectrum precomputed once, as a model
 would cache it) and ours including the spectrum computation, ours / floor, our speed-up over
 PyTorch, FlashFFTConv's speed-up over PyTorch from the anchors file, our speed-up divided by
-FlashFFTConv's (``ours_vs_ffc``; the forward bar is >= 2), and our relative error
-against a float64 convolution of the same rounded inputs (first 2 x 8 rows).
+FlashFFTConv's (``ours_vs_ffc``; the forward bar is >= 2), FlashFFTConv's time from the
+anchors and that time over ours (``ffc_ms_over_ours``: across cards when this one is not the
+anchors' card, which the header then says), and our relative error against a float64
+convolution of the same rounded inputs (first 2 x 8 rows).
 
 Run from the repository root (dnastream need not be installed; ``src`` is put on sys.path)::
 
@@ -98,6 +100,12 @@ def _num(text: str | None) -> float | None:
         return None
     m = re.match(r"^\s*([0-9.]+(?:e[-+]?\d+)?)\s*$", text)
     return float(m.group(1)) if m else None
+
+
+def _anchor_card(path: Path) -> str:
+    """The card the anchors file names (``flashfftconv_h100.md``: ``H100``)."""
+    tag = path.stem.rsplit("_", 1)[-1]
+    return tag.upper() if tag[:1].isalpha() and tag[1:].isdigit() else "other card"
 
 
 def workload(mode: str, n: int, anchors_fwd: dict) -> tuple[int, int, int]:
@@ -358,6 +366,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# device: {card} | torch {torch.__version__} | triton {triton.__version__}")
     print(f"# device-to-device copy bandwidth: {bw / 1e12:.3f} TB/s (read + write)")
     print(f"# anchors: {args.anchors if anchors_fwd else 'not found'}")
+    anchor_card = _anchor_card(Path(args.anchors))
+    if anchors_fwd and dev == "cuda" and anchor_card not in torch.cuda.get_device_name():
+        print(
+            f"# the anchors were measured on an {anchor_card}, not on this card: ours_vs_ffc "
+            "sets our speed-up over PyTorch here beside FlashFFTConv's over PyTorch there, and "
+            "ffc_ms_over_ours FlashFFTConv's time there over ours here"
+        )
     cols = [
         "mode",
         "N",
@@ -372,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
         "speedup_vs_torch",
         "ffc_speedup_vs_torch",
         "ours_vs_ffc",
+        "ffc_ms",
+        "ffc_ms_over_ours",
         "ours_rel_err",
         "torch_rel_err",
         "ours_peak_MB",
@@ -462,6 +479,7 @@ def main(argv: list[str] | None = None) -> int:
                 f_ms = _num(anchor.get("flashfftconv ms"))
                 if t_ms and f_ms:
                     row["ffc_speedup_vs_torch"] = t_ms / f_ms
+                    row["ffc_ms"] = f_ms
         else:
             y = ours()  # compile + warm
             y64 = ref64(
@@ -487,6 +505,7 @@ def main(argv: list[str] | None = None) -> int:
             anchor = anchors_fwd.get((mode, n))
             if anchor is not None:
                 row["ffc_speedup_vs_torch"] = _num(anchor.get("flashfftconv speed-up vs rfft"))
+                row["ffc_ms"] = _num(anchor.get("flashfftconv ms"))
             if args.sweep and plan is not None:
                 for kw, p in plan_variants(plan):
                     try:
@@ -516,6 +535,8 @@ def main(argv: list[str] | None = None) -> int:
                 ):
                     row["graph_speedup_vs_torch"] = row["torch_graph_ms"] / row["ours_graph_ms"]
         row["ours/floor"] = row["ours_ms"] / row["floor_ms"]
+        if row.get("ffc_ms"):  # FlashFFTConv's time on the anchors' card over ours on this one
+            row["ffc_ms_over_ours"] = row["ffc_ms"] / row["ours_ms"]
         if row.get("torch_ms"):
             row["speedup_vs_torch"] = row["torch_ms"] / row["ours_ms"]
             if row.get("ffc_speedup_vs_torch"):  # the issue's bar: >= 2 (forward)
