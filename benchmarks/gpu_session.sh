@@ -9,13 +9,12 @@
 #   bash benchmarks/gpu_session.sh structures   # plan-structure A/Bs (circular, B = 2) and tests
 #   bash benchmarks/gpu_session.sh bwd_options  # backward options of the 2-row outer plans
 #   bash benchmarks/gpu_session.sh scaling      # R-row static scaling, shipped tuning entries
-#   bash benchmarks/gpu_session.sh stop20_nat   # stop 19's queue: the transposed one-row
-#                                               # kernel (tests, A/Bs at 4K-16K and 512K)
-#   bash benchmarks/gpu_session.sh stop20       # ... plan A/Bs at circular
-#                                               # 256K / 512K and causal 512K
-#   bash benchmarks/gpu_session.sh stop20_tune  # ... launch tuning at B = 2 (training)
-#   bash benchmarks/gpu_session.sh stop20_ncu   # ... Nsight Compute on the outer kernels and
-#                                               # the fused 4K / 8K kernels
+#   bash benchmarks/gpu_session.sh stop21_x2    # stop 20's queue, on nvidia-h200-x2: the
+#                                               # 2-GPU pipeline tests and bench_multi_gpu
+#   bash benchmarks/gpu_session.sh stop21_tune  # ... launch tuning at B = 2 (training) and
+#                                               # of the H200's forward misses
+#   bash benchmarks/gpu_session.sh stop21_ncu   # ... Nsight Compute on the outer kernels at
+#                                               # 1M / 128K and the fused backward at 16K
 #   bash benchmarks/gpu_session.sh eager        # eager-training path vs the operators
 #   bash benchmarks/gpu_session.sh bench        # bench_conv (with the tuned cache), sparse rows,
 #                                               # backward-plan A/B, training step, windows
@@ -26,6 +25,10 @@
 #
 # Time on an H100 (2026-11-27): tests ~5 min with pytest-xdist, tune ~4 min,
 # explore ~1-2 min (parallel pre-compilation), bench ~5 min, multi ~2 min (2 GPUs).
+# On an H200 (2026-11-28, stop 20): the kernel file with xdist 1.5 min, bench_conv --graphs
+# 3 min. The H200 image has no pyfaidx or biopython: carry their wheels with pytest's
+# (pip download --python-version 3.12 ... pyfaidx==0.9.2.2 biopython==1.88, README's device
+# notes), or the pipeline and FASTA suites fail to import (results/gpu_suite_h200_stop20.log).
 set -u
 OUT=${OUT:-gpu_out}
 mkdir -p "$OUT"
@@ -133,66 +136,40 @@ if [[ $what == scaling || $what == all ]]; then
     step bench_entries_tuned 150 python benchmarks/bench_conv.py --graphs \
         --sizes 256,512,1024,4096,32768,65536 --modes circular,padded,gated_padded,padded_bwd
 fi
-if [[ $what == stop20_nat || $what == all ]]; then
-    # queued by stop 19, first (~6 min on an H100): the one-row kernels in the transposed
-    # orientation (nat_transposed, built after stop 19's device time). sm_90 compile on the CPU
-    # (Triton 3.9): every product wgmma where the natural kernel issues 12 of its 16 as
-    # mma.sync at 32-row chunks; 255 registers either way, spills 712 -> 396 B at 8K (36 B
-    # with 16-row chunks; results/compile_nat_transposed_sm90_stop19.log). nat_t_all also
-    # runs the one-row filter-gradient passes transposed (nat_transposed_bwd).
-    # GPU tests, then forward and forward+backward against the default
-    # at the fused one-row sizes (4K-16K, where the forward misses 2x FlashFFTConv's speed-up)
-    # and 512K (one-row 4096-point inner FFTs under an outer level). If it wins: the tuner
-    # (its grid has nat_transposed for one-row plans), then plan_for's default and the table.
-    # (step limits sum to 550 s: the whole section fits one 600 s call)
-    step gpu_nat_transposed 150 python -m pytest -m gpu -q -p no:cacheprovider "${XDIST[@]}" \
-        tests/test_fftconv_triton.py -k "nat_transposed"
-    step ab_nat_t_causal 200 python benchmarks/ab_backward_plans.py \
-        --sizes 4096,8192,16384,524288 --variants nat_t,nat_t_c16,nat_t_w8,nat_t_all \
-        --rounds 2
-    step ab_nat_t_circular 110 python benchmarks/ab_backward_plans.py --circular \
-        --sizes 4096,8192 --variants nat_t,nat_t_c16,nat_t_w8 --rounds 2
-    step ab_nat_t_gated 90 python benchmarks/ab_backward_plans.py --gated \
-        --sizes 8192,16384 --variants nat_t,nat_t_c16 --rounds 2
+if [[ $what == stop21_x2 || $what == all ]]; then
+    # queued by stop 20 (needs 2 GPUs: kind nvidia-h200-x2, ~6 min): the two torchrun tests
+    # that one GPU skips (results/gpu_pipeline_h200_stop20.log), then one GPU against two
+    step gpu_pipelines_x2 240 python -m pytest -m gpu -q -rs -p no:cacheprovider \
+        tests/test_gpu_pipeline.py -k "torchrun or distributed or nproc"
+    step bench_multi_gpu 300 python benchmarks/bench_multi_gpu.py
 fi
-if [[ $what == stop20 || $what == all ]]; then
-    # queued by stop 19 (one call, ~7 min on an H100): the remaining forward misses above 64K
-    # and the forward+backward miss at 512K, with the launches that won at 1M (64-column tiles,
-    # 4 warps, 3 per SM: results/ab_two_level_mid_h100_stop19.log, ab_circ_1m_h100_stop19.log).
-    # Circular 256K (1.93x FlashFFTConv's speed-up): 16 x 16 over 1024 points, and its radix
-    # 128 over 2048 with the radix-64 / radix-32 launches; circular 512K (16 x 16 over 2048)
-    # with both launches; causal 512K (2.05x PyTorch forward+backward) over 2048 points.
-    step ab_circ_256k_512k 200 python benchmarks/ab_backward_plans.py --circular \
-        --sizes 262144,524288 --variants inner1k_ob64_w4_c3,ob64_w4_c3,ob32_w4_c3 --rounds 2
-    step ab_causal_512k 120 python benchmarks/ab_backward_plans.py --sizes 524288 \
-        --variants inner2k_ob64_w4_c3,inner2k_ob32_w4_c3,inner2k --rounds 2
-    # the whole table again if anything above is adopted: bench_conv --graphs (~4 min)
-fi
-if [[ $what == stop20_tune || $what == all ]]; then
-    # two sequences per step (training at B = 2: bench_train_step's 2 x 64K / 2 x 128K) run
-    # the one-pair plans, which no launch tuning has reached; HyenaDNA-large's H = 256
+if [[ $what == stop21_tune || $what == all ]]; then
+    # queued since stop 18: two sequences per step (training at B = 2: bench_train_step's
+    # 2 x 64K / 2 x 128K) run the one-pair plans, which no launch tuning has reached;
+    # HyenaDNA-large's H = 256. Then the H200's own tuning of the forward misses that run on
+    # the H100's entries or on none (stop 20: 1.02-1.04x at the fused 4K-16K plans)
     step tune_b2 300 python benchmarks/tune_conv.py --write-cache --budget-s 270 \
         --case-budget-s 45 --batch 2 --heads 256 --json "$OUT/tuned_b2.json" \
         --cases padded:131072,padded:262144,padded:524288,padded:2097152
     step tune_b2_backward 200 python benchmarks/tune_conv.py --backward --write-cache \
         --budget-s 180 --batch 2 --heads 256 --cases padded:131072,padded:262144
+    step tune_h200_misses 300 python benchmarks/tune_conv.py --write-cache --budget-s 280 \
+        --case-budget-s 45 --json "$OUT/tuned_h200_misses.json" \
+        --cases circular:16384,circular:32768,padded:32768,padded:524288,padded:2097152,circular:262144
     cp "$DNASTREAM_CACHE_DIR"/fftconv_plans.json "$OUT/" 2>/dev/null
 fi
-if [[ $what == stop20_ncu || $what == all ]]; then
-    # Nsight Compute (~4 min): the outer kernels at 4M, 1M and 128K (most of those steps,
-    # results/profile_steps_*_h100_stop1[89].log; their static sm_90 SASS is 59-72% integer
-    # instructions, mostly sinf/cosf's range-reduction slow path, which never runs: the
-    # executed mix, issue-slot use, warp stalls and bytes moved tell what binds them), and the
-    # fused 4K / 8K kernels, where the forward misses 2x FlashFFTConv's speed-up (1.24-1.71x)
-    # at about a quarter of the tensor cores' dense throughput
+if [[ $what == stop21_ncu || $what == all ]]; then
+    # Nsight Compute (~4 min). Stop 20 read the fused 4K-16K forward kernels (12.5% occupancy,
+    # L1/shared pipe 62-72%, issue 20-28%) and the padded 4M forward (outer kernels: DRAM
+    # 28-37%, L1/shared 74-79%; results/ncu_*_h200_stop20.log). Still unread: the outer
+    # kernels at 1M and 128K, and the fused backward at 16K (10 of its 10 ms step)
     step ncu_outer 240 ncu --profile-from-start off --clock-control none \
         --section SpeedOfLight --section WarpStateStats --section InstructionStats \
         --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
-        python benchmarks/profile_conv.py --cases padded:4194304,padded:1048576,padded:131072
-    step ncu_fused 150 ncu --profile-from-start off --clock-control none \
-        --section SpeedOfLight --section WarpStateStats --section InstructionStats \
-        --section ComputeWorkloadAnalysis --section Occupancy \
-        python benchmarks/profile_conv.py --cases padded:4096,padded:8192,circular:8192
+        python benchmarks/profile_conv.py --cases padded:1048576,padded:131072
+    step ncu_fused_bwd 150 ncu --profile-from-start off --clock-control none \
+        --section SpeedOfLight --section WarpStateStats --section Occupancy \
+        python benchmarks/profile_conv.py --cases padded:16384 --backward
 fi
 if [[ $what == eager || $what == all ]]; then
     # eager training through a plain autograd.Function (default) against the operators
