@@ -143,6 +143,11 @@ VARIANTS = {
     # wgmma on sm_90 where the natural one issues 12 of 16 as mma.sync), with 16-row chunks
     # (no spills at 4K causal in the sm_90 compile) and with 8 warps
     "nat_t": dict(nat_transposed=True),
+    # stop 20 (H200 ncu: the fused 4K-16K kernels latency bound at 8 warps per SM): 4096 points
+    # on 2-row tiles of 8 warps (every product a wgmma in the sm_90 compile), and the one-row
+    # kernel capped at 168 registers, 3 programs per SM (416 B of spills at 4K)
+    "r2_w8": dict(rows=2, num_warps=8),
+    "reg168_c3": dict(maxnreg=168, ctas_per_sm=3),
     "nat_t_c16": dict(nat_transposed=True, chunk=16),
     "nat_t_w8": dict(nat_transposed=True, num_warps=8),
     # ... and the fused backward's pass too (16K fused, one-row plans under outer levels)

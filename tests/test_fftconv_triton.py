@@ -1812,3 +1812,20 @@ def test_nat_transposed_refuses_eight_warps_on_64_row_products() -> None:
     t_warps = {v["num_warps"] for v in inner_grid(base) if v.get("nat_transposed")}
     assert t_warps == {4}
     assert {v["num_warps"] for v in inner_grid(big) if v.get("nat_transposed")} == {4, 8}
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_two_row_tiles_at_4096_points(causal) -> None:
+    """The tuner's grid offers 2-row tiles of 8 warps at the fused 4096-point plans (stop 20):
+    the R-row kernel at that size, forward with gates and D, and every gradient."""
+    L = 2048 if causal else 4096
+    plan = plan_for(L, L, causal, torch.bfloat16, batch=4)
+    assert (plan.n, plan.rows, plan.outer) == (4096, 1, ())
+    from dnastream.kernels.autotune import inner_grid
+
+    grid = inner_grid(plan)
+    assert dict(rows=2, num_warps=8, maxnreg=None, ctas_per_sm=2) in grid
+    assert any(v.get("maxnreg") == 168 and v["ctas_per_sm"] == 3 for v in grid)
+    tiled = dataclasses.replace(plan, rows=2, num_warps=8)
+    check_forward(4, 2, L, L, torch.bfloat16, causal=causal, plan=tiled, decay=True)
+    check_backward(4, 1, L, L, torch.bfloat16, causal=causal, plan=tiled, decay=True)

@@ -496,7 +496,9 @@ def inner_grid(plan: FFTPlan) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     if plan.rows == 1:
         chunks = sorted({c for c in (16, 32, plan.chunk) if c <= plan.n1})
-        for reg, nw, ch in itertools.product((128, None), (8, 4), chunks):
+        # (168 registers: 3 programs of 4 warps per SM. Stop 20's Nsight Compute on the H200 read
+        # the fused 4K-16K kernels at 8 warps per SM, issue 20-28% busy: latency bound)
+        for reg, nw, ch in itertools.product((128, 168, None), (8, 4), chunks):
             for c in (1, 2, 4) if reg is None else (2, 3, 4):
                 out.append(dict(num_warps=nw, maxnreg=reg, chunk=ch, ctas_per_sm=c))
         for nw, ch in itertools.product((4, 8), chunks):  # step-2 tables loaded once
@@ -506,7 +508,10 @@ def inner_grid(plan: FFTPlan) -> list[dict[str, Any]]:
                                              chunks):  # fmt: skip
             out.append(dict(nat_transposed=True, num_warps=nw, maxnreg=reg, chunk=ch,
                             ctas_per_sm=2))  # fmt: skip
-        if plan.inner <= 2048:  # two-row tiles (the transposed kernel)
+        # two-row tiles (the transposed kernel). At 4096 points with 8 warps every product
+        # is a wgmma (sm_90 compile: 56, no mma.sync, 264 B of spills, 80 KB of shared
+        # memory); at 8192 it spills 2.8 KB over 184 KB of shared memory
+        if plan.inner <= 4096:
             for nw in (4, 8):
                 out.append(dict(rows=2, num_warps=nw, maxnreg=None, ctas_per_sm=2))
     else:
