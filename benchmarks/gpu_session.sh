@@ -9,7 +9,9 @@
 #   bash benchmarks/gpu_session.sh structures   # plan-structure A/Bs (circular, B = 2) and tests
 #   bash benchmarks/gpu_session.sh bwd_options  # backward options of the 2-row outer plans
 #   bash benchmarks/gpu_session.sh scaling      # R-row static scaling, shipped tuning entries
-#   bash benchmarks/gpu_session.sh stop21_x2    # stop 20's queue, on nvidia-h200-x2: the
+#   bash benchmarks/gpu_session.sh stop21_fused # stop 20's queue, first: the fused 4K / 8K
+#                                               # kernels' launch A/Bs (2-row tiles, 168 regs)
+#   bash benchmarks/gpu_session.sh stop21_x2    # ... on nvidia-h200-x2: the
 #                                               # 2-GPU pipeline tests and bench_multi_gpu
 #   bash benchmarks/gpu_session.sh stop21_tune  # ... launch tuning at B = 2 (training) and
 #                                               # of the H200's forward misses
@@ -135,6 +137,26 @@ if [[ $what == scaling || $what == all ]]; then
         --sizes 256,512,1024,4096,32768,65536 --modes circular,padded,gated_padded,padded_bwd
     step bench_entries_tuned 150 python benchmarks/bench_conv.py --graphs \
         --sizes 256,512,1024,4096,32768,65536 --modes circular,padded,gated_padded,padded_bwd
+fi
+if [[ $what == stop21_fused || $what == all ]]; then
+    # queued by stop 20 (~6 min). Nsight Compute on the H200 read the fused 4K-16K forward
+    # kernels at 12.5% occupancy (8 warps per SM: 2 programs of 4 warps, held to that by 249-255
+    # registers), issue 20-28% busy, L1 62-72% (at 8K mostly the spills' local loads and stores:
+    # 712 B per thread in the sm_90 compile; results/ncu_l1_fused_8k_h200_stop20.log). The
+    # tuner's 8-warp launches (no spills, 1 program per SM) ran 1.7x slower, the 128-register
+    # caps slower still (results/tune_fused_h200_stop20.log). Two launches not yet run: 2-row
+    # tiles of 8 warps at 4096 points (all 56 products wgmma, 264 B of spills) and the one-row
+    # kernel capped at 168 registers, 3 programs per SM (416 B of spills at 4K). Then the
+    # source-level counters of the 8K kernel, to place its local and global loads
+    step ab_fused_4k 200 python benchmarks/ab_backward_plans.py --sizes 4096,8192 \
+        --variants r2_w8,reg168_c3 --rounds 2
+    step ab_fused_4k_circ 120 python benchmarks/ab_backward_plans.py --circular \
+        --sizes 4096 --variants r2_w8,reg168_c3 --rounds 2
+    step ab_fused_4k_gated 100 python benchmarks/ab_backward_plans.py --gated \
+        --sizes 4096 --variants r2_w8,reg168_c3 --rounds 2
+    step ncu_source_8k 120 ncu --profile-from-start off --clock-control none -k regex:_conv_nat \
+        --section SourceCounters --print-details all \
+        python benchmarks/profile_conv.py --cases padded:8192
 fi
 if [[ $what == stop21_x2 || $what == all ]]; then
     # queued by stop 20 (needs 2 GPUs: kind nvidia-h200-x2, ~6 min): the two torchrun tests
