@@ -324,13 +324,14 @@ def test_causal_half_plans_take_radix_128_with_two_pairs_or_more() -> None:
     # causal 4M at one row pair: 32 x 32 over 4096 points
     plan = plan_for(1 << 21, 1 << 21, True, torch.bfloat16, batch=2)
     assert (plan.outer, plan.inner) == ((32, 32), 4096)
-    # stop 17 (B >= 3): causal 64K and 2M, circular 64K and 2M over 1024 points, circular
-    # 512K over 2048; one row pair keeps the one-row plans (causal 2M: one level over 16384)
+    # stop 17 (B >= 3): causal 64K and 2M, circular 64K and 2M over 1024 points; circular
+    # 512K over 1024 (stop 20; 2048 since stop 17); one row pair keeps the one-row plans
+    # (causal 2M: one level over 16384)
     for n, causal, outer, inner, one_pair in (
         (1 << 16, True, (64,), 1024, ((16,), 4096)),
         (1 << 21, True, (64, 32), 1024, ((128,), 16384)),
         (1 << 16, False, (64,), 1024, ((16,), 4096)),
-        (1 << 19, False, (16, 16), 2048, ((64,), 8192)),
+        (1 << 19, False, (32, 16), 1024, ((64,), 8192)),
         (1 << 21, False, (64, 32), 1024, ((16, 16), 8192)),
     ):
         seq = n // 2 if causal else n
