@@ -141,8 +141,8 @@ fi
 if [[ $what == stop21_fused || $what == all ]]; then
     # queued by stop 20 (~6 min). Nsight Compute on the H200 read the fused 4K-16K forward
     # kernels at 12.5% occupancy (8 warps per SM: 2 programs of 4 warps, held to that by 249-255
-    # registers), issue 20-28% busy, L1 62-72% (at 8K mostly the spills' local loads and stores:
-    # 712 B per thread in the sm_90 compile; results/ncu_l1_fused_8k_h200_stop20.log). The
+    # registers), issue 19.5-28% busy, L1 62-72% (at 8K ncu's rules rank first the spills' local
+    # loads and stores: 712 B per thread in the sm_90 compile; ncu_l1_fused_8k_h200_stop20.log). The
     # tuner's 8-warp launches (no spills, 1 program per SM) ran 1.7x slower, the 128-register
     # caps slower still (results/tune_fused_h200_stop20.log). Two launches not yet run: 2-row
     # tiles of 8 warps at 4096 points (all 56 products wgmma, 264 B of spills) and the one-row
@@ -182,7 +182,7 @@ if [[ $what == stop21_tune || $what == all ]]; then
 fi
 if [[ $what == stop21_ncu || $what == all ]]; then
     # Nsight Compute (~4 min). Stop 20 read the fused 4K-16K forward kernels (12.5% occupancy,
-    # L1/shared pipe 62-72%, issue 20-28%) and the padded 4M forward (outer kernels: DRAM
+    # L1/shared pipe 62-72%, issue 19.5-28%) and the padded 4M forward (outer kernels: DRAM
     # 28-37%, L1/shared 74-79%; results/ncu_*_h200_stop20.log). Still unread: the outer
     # kernels at 1M and 128K, and the fused backward at 16K (10 of its 10 ms step)
     step ncu_outer 240 ncu --profile-from-start off --clock-control none \

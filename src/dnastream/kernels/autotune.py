@@ -497,7 +497,7 @@ def inner_grid(plan: FFTPlan) -> list[dict[str, Any]]:
     if plan.rows == 1:
         chunks = sorted({c for c in (16, 32, plan.chunk) if c <= plan.n1})
         # (168 registers: 3 programs of 4 warps per SM. Stop 20's Nsight Compute on the H200 read
-        # the fused 4K-16K kernels at 8 warps per SM, issue 20-28% busy: latency bound)
+        # the fused 4K-16K kernels at 8 warps per SM, issue 19.5-28% busy: latency bound)
         for reg, nw, ch in itertools.product((128, 168, None), (8, 4), chunks):
             for c in (1, 2, 4) if reg is None else (2, 3, 4):
                 out.append(dict(num_warps=nw, maxnreg=reg, chunk=ch, ctas_per_sm=c))
