@@ -147,6 +147,12 @@ VARIANTS = {
     # on 2-row tiles of 8 warps (every product a wgmma in the sm_90 compile), and the one-row
     # kernel capped at 168 registers, 3 programs per SM (416 B of spills at 4K)
     "r2_w8": dict(rows=2, num_warps=8),
+    # the static-bound one-row kernels' last product accumulated in the dots (8K spills
+    # 712 -> 484 B in the sm_90 compile), alone, with hoisted step-2 tables (364 B), and with
+    # 168 registers / 3 programs per SM
+    "acc_dot": dict(acc_dot=True),
+    "acc_dot_hoist": dict(acc_dot=True, hoist_f2=True),
+    "acc_dot_reg168_c3": dict(acc_dot=True, maxnreg=168, ctas_per_sm=3),
     "reg168_c3": dict(maxnreg=168, ctas_per_sm=3),
     "nat_t_c16": dict(nat_transposed=True, chunk=16),
     "nat_t_w8": dict(nat_transposed=True, num_warps=8),

@@ -47,6 +47,9 @@ ROW_VARIANTS = {
 ONE_ROW_VARIANTS = {
     "nat_t": dict(nat_transposed=True, nat_transposed_bwd=True),
     "nat_t_c16": dict(nat_transposed=True, nat_transposed_bwd=True, chunk=16),
+    # stop 20: the last product accumulated in the dots (static-bound one-row kernels)
+    "acc_dot": dict(acc_dot=True),
+    "acc_dot_hoist": dict(acc_dot=True, hoist_f2=True),
 }
 
 

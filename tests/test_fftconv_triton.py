@@ -1830,3 +1830,41 @@ def test_two_row_tiles_at_4096_points(causal) -> None:
     tiled = dataclasses.replace(plan, rows=2, num_warps=8)
     check_forward(4, 2, L, L, torch.bfloat16, causal=causal, plan=tiled, decay=True)
     check_backward(4, 1, L, L, torch.bfloat16, causal=causal, plan=tiled, decay=True)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+@pytest.mark.parametrize("causal", [True, False])
+def test_acc_dot_accumulates_the_last_product_in_the_dots(transposed, causal, monkeypatch) -> None:
+    """``acc_dot`` (stop 20, off by default): the one-row kernels with per-tile static bounds
+    accumulate their last product in the dots, in units of the tile's bound, scaled once after
+    the chunk loop. Forward with gates and D equal to the per-chunk sums up to fp32 rounding,
+    and every gradient within the bars through the fused backward with static bounds (its du
+    transform takes the same path); natural and transposed orientations."""
+    L = 1000 if causal else 2048
+    plan = plan_for(L, L, causal, torch.bfloat16, batch=3, rows=1)
+    plan = dataclasses.replace(plan, static_scale=True, nat_transposed=transposed)
+    assert plan.rows == 1 and not plan.outer and plan.mma == "fp16", plan.describe()
+    acc = dataclasses.replace(plan, acc_dot=True)
+    u, k, d, g1, g2 = make_inputs(3, 2, L, L, torch.bfloat16, decay=True)
+    want = fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, causal=causal, plan=plan)
+    import dnastream.kernels.fftconv_triton as ft
+
+    name = "_conv_nat_t_kernel" if transposed else "_conv_nat_kernel"
+    real, seen = getattr(ft, name), []
+
+    class Spy:  # the flag reaches the kernel that runs
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                seen.append((kwargs["ACC_DOT"], kwargs["STATIC"]))
+                return real[grid](*args, **kwargs)
+
+            return launch
+
+    monkeypatch.setattr(ft, name, Spy())
+    got = fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, causal=causal, plan=acc)
+    assert seen == [(True, True)]
+    assert rel_err(got, want) <= 2e-4
+    check_forward(3, 2, L, L, torch.bfloat16, causal=causal, plan=acc, decay=True)
+    fused = dataclasses.replace(acc, fused_bwd=True, static_bwd=True,
+                                nat_transposed_bwd=transposed)  # fmt: skip
+    check_backward(3, 2, L, L, torch.bfloat16, causal=causal, plan=fused, decay=True)

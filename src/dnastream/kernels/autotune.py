@@ -112,6 +112,7 @@ LAUNCH_FIELDS: tuple[str, ...] = (
     "static_inv",
     "nat_transposed",
     "nat_transposed_bwd",
+    "acc_dot",
 )
 
 # settings that change only the backward: applied from an entry only when the backward was
@@ -344,6 +345,7 @@ def _valid_value(name: str, value: Any, plan: FFTPlan) -> bool:
         "static_inv",
         "nat_transposed",
         "nat_transposed_bwd",
+        "acc_dot",
     ):
         return isinstance(value, bool)
     if name in ("maxnreg", "outer_maxnreg", "bwd_maxnreg"):
@@ -503,6 +505,10 @@ def inner_grid(plan: FFTPlan) -> list[dict[str, Any]]:
                 out.append(dict(num_warps=nw, maxnreg=reg, chunk=ch, ctas_per_sm=c))
         for nw, ch in itertools.product((4, 8), chunks):  # step-2 tables loaded once
             out.append(dict(hoist_f2=True, num_warps=nw, maxnreg=None, chunk=ch, ctas_per_sm=2))
+        if plan.static_scale:  # the last product accumulated in the dots (fewer spills)
+            for hoist, reg, c in ((False, None, 2), (True, None, 2), (False, 168, 3)):
+                out.append(dict(acc_dot=True, hoist_f2=hoist, num_warps=4, maxnreg=reg,
+                                chunk=plan.chunk, ctas_per_sm=c))  # fmt: skip
         # the transposed orientation (every product n2 rows: wgmma on sm_90)
         for reg, nw, ch in itertools.product((128, None), (4, 8) if plan.n2 >= 128 else (4,),
                                              chunks):  # fmt: skip

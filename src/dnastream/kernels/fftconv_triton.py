@@ -114,16 +114,24 @@ def _rmatmul(xr, xi, br, bi, CONJ_B: tl.constexpr, MMA_FP16: tl.constexpr):
     """(xr + i xi) @ (br + i bi), or @ conj(.) when CONJ_B, fp32 result; both operands already
     in the dot dtype (fp16 operands scaled by the caller, who undoes it; fp32 ones use
     3xTF32). Only B's imaginary part is negated (no pass over x or the result)."""
+    zero = tl.zeros((xr.shape[0], br.shape[1]), dtype=tl.float32)
+    return _rmatmul_acc(xr, xi, br, bi, zero, zero, CONJ_B, MMA_FP16)
+
+
+@triton.jit
+def _rmatmul_acc(xr, xi, br, bi, cr, ci, CONJ_B: tl.constexpr, MMA_FP16: tl.constexpr):
+    """(cr + i ci) + (xr + i xi) @ (br + i bi) (or @ conj(.)): :func:`_rmatmul` accumulated
+    in the dots themselves (a loop-carried accumulator needs no product temporaries)."""
     b_im, b_imn = _imag_parts(bi, CONJ_B)
     if MMA_FP16:
-        cr = tl.dot(xr, br)
+        cr = tl.dot(xr, br, cr)
         cr = tl.dot(xi, b_imn, cr)
-        ci = tl.dot(xr, b_im)
+        ci = tl.dot(xr, b_im, ci)
         ci = tl.dot(xi, br, ci)
     else:
-        cr = tl.dot(xr, br, input_precision="tf32x3")
+        cr = tl.dot(xr, br, cr, input_precision="tf32x3")
         cr = tl.dot(xi, b_imn, cr, input_precision="tf32x3")
-        ci = tl.dot(xr, b_im, input_precision="tf32x3")
+        ci = tl.dot(xr, b_im, ci, input_precision="tf32x3")
         ci = tl.dot(xi, br, ci, input_precision="tf32x3")
     return cr, ci
 
@@ -164,20 +172,29 @@ def _lmatmul(fr, fi, ar, ai, CONJ_F: tl.constexpr, MMA_FP16: tl.constexpr):
     The right operand must already be in the dot dtype (fp16 operands pre-scaled per column by
     the caller, who also undoes the scaling; fp32 operands use 3xTF32).
     """
+    zero = tl.zeros((fr.shape[0], ar.shape[1]), dtype=tl.float32)
+    return _lmatmul_acc(fr, fi, ar, ai, zero, zero, CONJ_F, MMA_FP16)
+
+
+@triton.jit
+def _lmatmul_acc(fr, fi, ar, ai, cr, ci, CONJ_F: tl.constexpr, MMA_FP16: tl.constexpr):
+    """(cr + i ci) + (fr + i fi) @ (ar + i ai) (or conj(F) @ (.)): :func:`_lmatmul`
+    accumulated in the dots themselves (a loop-carried accumulator needs no product
+    temporaries)."""
     if CONJ_F:
         f_im = -fi
     else:
         f_im = fi
     f_imn = -f_im
     if MMA_FP16:
-        cr = tl.dot(fr, ar)
+        cr = tl.dot(fr, ar, cr)
         cr = tl.dot(f_imn, ai, cr)
-        ci = tl.dot(fr, ai)
+        ci = tl.dot(fr, ai, ci)
         ci = tl.dot(f_im, ar, ci)
     else:
-        cr = tl.dot(fr, ar, input_precision="tf32x3")
+        cr = tl.dot(fr, ar, cr, input_precision="tf32x3")
         cr = tl.dot(f_imn, ai, cr, input_precision="tf32x3")
-        ci = tl.dot(fr, ai, input_precision="tf32x3")
+        ci = tl.dot(fr, ai, ci, input_precision="tf32x3")
         ci = tl.dot(f_im, ar, ci, input_precision="tf32x3")
     return cr, ci
 
@@ -1127,6 +1144,7 @@ def _conv_nat_kernel(
     HAS_XW: tl.constexpr = False,
     cs_ptr=None,
     SCALE_NR: tl.constexpr = False,
+    ACC_DOT: tl.constexpr = False,
 ):
     """Fused convolution of one complex row per tile, transpose-free ("natural" orientation).
 
@@ -1251,20 +1269,27 @@ def _conv_nat_kernel(
             goffs = a[:, None] * N1 + k1[None, :]
             hr = tl.load(f1_ptr + goffs)
             hi = tl.load(f1_ptr + N1 * N1 + goffs)
-            if STATIC:
+            if STATIC and ACC_DOT:  # in units of s3 (one bound per tile), in the dots
+                gr = (gr * (1.0 / s3)).to(tl.float16)
+                gi = (gi * (1.0 / s3)).to(tl.float16)
+                accr, acci = _lmatmul_acc(hr, hi, gr, gi, accr, acci, True, MMA_FP16)  # [a, b]
+            elif STATIC:
                 gr = (gr * (1.0 / s3)).to(tl.float16)
                 gi = (gi * (1.0 / s3)).to(tl.float16)
                 pr, pi = _lmatmul(hr, hi, gr, gi, True, MMA_FP16)  # [a, b]
-                pr = pr * s3
-                pi = pi * s3
+                accr += pr * s3
+                acci += pi * s3
             else:
                 gr, gi, gs = _col_scaled(gr, gi, MMA_FP16)
                 pr, pi = _lmatmul(hr, hi, gr, gi, True, MMA_FP16)  # [a, b]
                 if MMA_FP16:
                     pr = pr * gs[None, :]
                     pi = pi * gs[None, :]
-            accr += pr
-            acci += pi
+                accr += pr
+                acci += pi
+        if STATIC and ACC_DOT:
+            accr = accr * s3
+            acci = acci * s3
         if BLOCKED:  # a window's first T0 samples only feed the later ones
             m0 = m0 & (n >= T0)
             m1 = m1 & (n >= T0)
@@ -1381,6 +1406,7 @@ def _conv_nat_t_kernel(
     X_DD: tl.constexpr = False,
     HAS_XW: tl.constexpr = False,
     SLOTS: tl.constexpr = 1,
+    ACC_DOT: tl.constexpr = False,
 ):
     """:func:`_conv_nat_kernel` (dense; no windows) in the transposed orientation: every
     product has the ``N2`` rows of b or k2 as its M dimension.
@@ -1471,21 +1497,29 @@ def _conv_nat_t_kernel(
             goffs = k1[:, None] * N1 + a[None, :]  # (KC, N1_IO)
             hr = tl.load(f1_ptr + goffs)
             hi = tl.load(f1_ptr + N1 * N1 + goffs)
-            if MMA_FP16 and STATIC:
+            if MMA_FP16 and STATIC and ACC_DOT:  # in units of s3 (one bound per tile)
+                inv3 = 1.0 / s3
+                g16r = (gr * inv3).to(tl.float16)
+                g16i = (gi * inv3).to(tl.float16)
+                accr, acci = _rmatmul_acc(g16r, g16i, hr, hi, accr, acci, True, True)
+            elif MMA_FP16 and STATIC:
                 inv3 = 1.0 / s3
                 g16r = (gr * inv3).to(tl.float16)
                 g16i = (gi * inv3).to(tl.float16)
                 pr, pi = _rmatmul(g16r, g16i, hr, hi, True, True)
-                pr = pr * s3
-                pi = pi * s3
+                accr += pr * s3
+                acci += pi * s3
             else:
                 g16r, g16i, gs = _row_scaled(gr, gi, MMA_FP16)
                 pr, pi = _rmatmul(g16r, g16i, hr, hi, True, MMA_FP16)
                 if MMA_FP16:
                     pr = pr * gs[:, None]
                     pi = pi * gs[:, None]
-            accr += pr
-            acci += pi
+                accr += pr
+                acci += pi
+        if MMA_FP16 and STATIC and ACC_DOT:
+            accr = accr * s3
+            acci = acci * s3
         _nat_store(
             accr, acci, n, m0, m1, base0, base1, h, y_ptr, y2_ptr, aux_ptr, g2_ptr, cs_ptr,
             COMPLEX_IO, SCALE_NR, HAS_Y2, HAS_G2, RNE_Y, RNE_Y2,
@@ -2183,7 +2217,8 @@ def _launch_inner_conv(
         if transposed and not plan.block and not plan.freq_cut:
             _conv_nat_t_kernel[(nprog,)](
                 *ptrs, kmax, batch, heads, seq_len, npairs, plan.n, n_tiles, per,
-                KC=plan.chunk, HOIST_F2=plan.hoist_f2, STATIC=static, xa_ptr=xa, xg_ptr=xg,
+                KC=plan.chunk, HOIST_F2=plan.hoist_f2, STATIC=static, ACC_DOT=plan.acc_dot,
+                xa_ptr=xa, xg_ptr=xg,
                 part_ptr=part, ddp_ptr=ddp, xw_ptr=xw if xw is not None else spec,
                 XCORR=xcorr is not None, HAS_XG=xcorr is not None and xcorr[1] is not None,
                 X_DD=xcorr is not None and xcorr[2], HAS_XW=xw is not None, SLOTS=slots,
@@ -2193,6 +2228,7 @@ def _launch_inner_conv(
         _conv_nat_kernel[(nprog,)](
             *ptrs, f2c, f2r, xa, xg, part, ddp, kmax, batch, heads, seq_len, npairs, plan.n,
             n_tiles, per, KC=plan.chunk, N2K=plan.n2_kept, HOIST_F2=plan.hoist_f2, STATIC=static,
+            ACC_DOT=plan.acc_dot,
             XCORR=xcorr is not None, HAS_XG=xcorr is not None and xcorr[1] is not None,
             X_DD=xcorr is not None and xcorr[2], SLOTS=slots, **blocked, **flags,
             xw_ptr=xw if xw is not None else spec, HAS_XW=xw is not None,

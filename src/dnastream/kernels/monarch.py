@@ -215,6 +215,12 @@ class FFTPlan:
         nat_transposed_bwd: the same for the one-row filter-gradient passes: the fused
             backward's (du and the filter gradient's spectra, ``fused_bwd``) or the separate
             one (du then follows ``nat_transposed``).
+        acc_dot: the one-row kernels with per-tile static bounds (``static_scale`` /
+            ``static_bwd``) accumulate their last product in the dots themselves, in units of
+            the tile's bound, scaled once after the chunk loop, instead of adding each chunk's
+            product (a register temporary the size of the output). sm_90 compile (Triton 3.9),
+            fused 8K: spills 712 -> 484 B per thread (592 -> 364 with ``hoist_f2``). Off until
+            measured.
         outer_tw_split: outer kernels compute a tile's twiddles as a per-tile vector times a
             per-program block (P cosines and sines per tile instead of BS * P).
         block: overlap-save ("partial convolution" of a short filter, forward only): the
@@ -264,6 +270,7 @@ class FFTPlan:
     shared_bwd_outer: bool = False
     nat_transposed: bool = False
     nat_transposed_bwd: bool = False
+    acc_dot: bool = False
     _strides: tuple[int, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
