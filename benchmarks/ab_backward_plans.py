@@ -153,6 +153,11 @@ VARIANTS = {
     "acc_dot": dict(acc_dot=True),
     "acc_dot_hoist": dict(acc_dot=True, hoist_f2=True),
     "acc_dot_reg168_c3": dict(acc_dot=True, maxnreg=168, ctas_per_sm=3),
+    # ... or formed in a second loop from scratch rows (4K: 238 registers, no spills; 96 B at
+    # 168 registers against 416 B for the one-loop kernel; 8K: 580 B)
+    "two_phase": dict(two_phase=True),
+    "two_phase_reg168_c3": dict(two_phase=True, maxnreg=168, ctas_per_sm=3),
+    "two_phase_hoist": dict(two_phase=True, hoist_f2=True),
     "reg168_c3": dict(maxnreg=168, ctas_per_sm=3),
     "nat_t_c16": dict(nat_transposed=True, chunk=16),
     "nat_t_w8": dict(nat_transposed=True, num_warps=8),

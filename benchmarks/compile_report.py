@@ -50,6 +50,7 @@ ONE_ROW_VARIANTS = {
     # stop 20: the last product accumulated in the dots (static-bound one-row kernels)
     "acc_dot": dict(acc_dot=True),
     "acc_dot_hoist": dict(acc_dot=True, hoist_f2=True),
+    "two_phase": dict(two_phase=True),
 }
 
 

@@ -150,15 +150,18 @@ if [[ $what == stop21_fused || $what == all ]]; then
     # source-level counters of the 8K kernel, to place its local and global loads
     # and acc_dot (built after stop 20's device time): the static-bound one-row kernels'
     # last product accumulated in the dots, 8K spills 712 -> 484 B (sm_90 compile, Triton 3.9)
-    step ab_fused_4k 200 python benchmarks/ab_backward_plans.py --sizes 4096,8192 \
-        --variants r2_w8,reg168_c3,acc_dot,acc_dot_hoist,acc_dot_reg168_c3 --rounds 2
-    step ab_fused_16k 80 python benchmarks/ab_backward_plans.py --sizes 16384 \
+    # and two_phase (the output formed in a second loop from scratch rows; 4K at 168
+    # registers: 96 B of spills against 416 B)
+    step ab_fused_4k 220 python benchmarks/ab_backward_plans.py --sizes 4096,8192 \
+        --variants r2_w8,reg168_c3,acc_dot,acc_dot_hoist,acc_dot_reg168_c3,two_phase,two_phase_reg168_c3 \
+        --rounds 2
+    step ab_fused_16k 70 python benchmarks/ab_backward_plans.py --sizes 16384 \
         --variants acc_dot,acc_dot_reg168_c3 --rounds 2
-    step ab_fused_4k_circ 120 python benchmarks/ab_backward_plans.py --circular \
-        --sizes 4096,8192 --variants r2_w8,reg168_c3,acc_dot --rounds 2
-    step ab_fused_4k_gated 100 python benchmarks/ab_backward_plans.py --gated \
-        --sizes 4096,8192 --variants r2_w8,acc_dot --rounds 2
-    step ncu_source_8k 120 ncu --profile-from-start off --clock-control none -k regex:_conv_nat \
+    step ab_fused_4k_circ 110 python benchmarks/ab_backward_plans.py --circular \
+        --sizes 4096,8192 --variants r2_w8,reg168_c3,acc_dot,two_phase_reg168_c3 --rounds 2
+    step ab_fused_4k_gated 90 python benchmarks/ab_backward_plans.py --gated \
+        --sizes 4096,8192 --variants r2_w8,acc_dot,two_phase_reg168_c3 --rounds 2
+    step ncu_source_8k 100 ncu --profile-from-start off --clock-control none -k regex:_conv_nat \
         --section SourceCounters --print-details all \
         python benchmarks/profile_conv.py --cases padded:8192
 fi

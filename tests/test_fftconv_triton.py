@@ -1869,3 +1869,38 @@ def test_acc_dot_accumulates_the_last_product_in_the_dots(transposed, causal, mo
     fused = dataclasses.replace(acc, fused_bwd=True, static_bwd=True,
                                 nat_transposed_bwd=transposed)  # fmt: skip
     check_backward(3, 2, L, L, torch.bfloat16, causal=causal, plan=fused, decay=True)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_two_phase_forms_the_output_after_the_transform(causal, monkeypatch) -> None:
+    """``two_phase`` (stop 20, off by default): the natural one-row kernel with static bounds
+    stores each chunk's last-step operand to per-program scratch rows and forms the output
+    in a second loop. Several tiles per program (the scratch is reused), forward with gates
+    and D equal to the one-loop kernel up to fp32 rounding, and every gradient within the
+    bars (du's transform takes the same path; the backward is not fused here)."""
+    import dnastream.kernels.fftconv_triton as ft
+
+    L = 1000 if causal else 2048
+    plan = plan_for(L, L, causal, torch.bfloat16, batch=3, rows=1)
+    plan = dataclasses.replace(plan, static_scale=True, fused_bwd=False)
+    assert plan.rows == 1 and not plan.outer and not plan.nat_transposed, plan.describe()
+    two = dataclasses.replace(plan, two_phase=True)
+    u, k, d, g1, g2 = make_inputs(3, 2, L, L, torch.bfloat16, decay=True)
+    want = fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, causal=causal, plan=plan)
+    real, seen = ft._conv_nat_kernel, []
+
+    class Spy:  # the flag reaches the kernel, and programs take several tiles
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                seen.append((kwargs["TWO_PHASE"], args[24], tuple(kwargs["scr_ptr"].shape)))
+                return real[grid](*args, **kwargs)
+
+            return launch
+
+    monkeypatch.setattr(ft, "_conv_nat_kernel", Spy())
+    got = fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, causal=causal, plan=two)
+    (flag, per, scr_shape), *_ = seen
+    assert flag and per >= 2 and scr_shape[1:] == (2, plan.n1, plan.n2), seen
+    assert rel_err(got, want) <= 2e-4
+    check_forward(3, 2, L, L, torch.bfloat16, causal=causal, plan=two, decay=True)
+    check_backward(3, 2, L, L, torch.bfloat16, causal=causal, plan=two, decay=True)

@@ -113,6 +113,7 @@ LAUNCH_FIELDS: tuple[str, ...] = (
     "nat_transposed",
     "nat_transposed_bwd",
     "acc_dot",
+    "two_phase",
 )
 
 # settings that change only the backward: applied from an entry only when the backward was
@@ -346,6 +347,7 @@ def _valid_value(name: str, value: Any, plan: FFTPlan) -> bool:
         "nat_transposed",
         "nat_transposed_bwd",
         "acc_dot",
+        "two_phase",
     ):
         return isinstance(value, bool)
     if name in ("maxnreg", "outer_maxnreg", "bwd_maxnreg"):
@@ -509,6 +511,9 @@ def inner_grid(plan: FFTPlan) -> list[dict[str, Any]]:
             for hoist, reg, c in ((False, None, 2), (True, None, 2), (False, 168, 3)):
                 out.append(dict(acc_dot=True, hoist_f2=hoist, num_warps=4, maxnreg=reg,
                                 chunk=plan.chunk, ctas_per_sm=c))  # fmt: skip
+                out.append(dict(two_phase=True, nat_transposed=False, hoist_f2=hoist,
+                                num_warps=4, maxnreg=reg, chunk=plan.chunk,
+                                ctas_per_sm=c))  # fmt: skip
         # the transposed orientation (every product n2 rows: wgmma on sm_90)
         for reg, nw, ch in itertools.product((128, None), (4, 8) if plan.n2 >= 128 else (4,),
                                              chunks):  # fmt: skip

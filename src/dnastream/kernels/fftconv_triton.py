@@ -1145,6 +1145,8 @@ def _conv_nat_kernel(
     cs_ptr=None,
     SCALE_NR: tl.constexpr = False,
     ACC_DOT: tl.constexpr = False,
+    scr_ptr=None,
+    TWO_PHASE: tl.constexpr = False,
 ):
     """Fused convolution of one complex row per tile, transpose-free ("natural" orientation).
 
@@ -1173,6 +1175,12 @@ def _conv_nat_kernel(
     ``ddp`` (``X_DD``); the launcher sums the slots per channel. ``HAS_XW`` (``outer_fp16``
     buffers): each pair's product is multiplied by ``xw[p, h]``, undoing both signals' scales.
 
+    ``TWO_PHASE`` (with ``STATIC``; dense, not ``XCORR`` or ``BLOCKED``): the chunk loop stores
+    each chunk's last-step operand G (fp16, in units of the tile's bound, as the product would
+    take it) into the program's scratch rows ``scr`` (2, N1, N2) instead of adding its product
+    to the output; a second loop then forms y = conj(F1)[a, :] @ G chunk by chunk. The output
+    accumulator is then live only in the second loop, not across the whole transform.
+
     ``BLOCKED`` (overlap-save, real I/O, not with ``XCORR``): the rows are B virtual rows,
     windows of N samples of the (B / NB, H, L) tensors (see :func:`_blk_row`), circularly
     convolved; a window's samples from T0 on are stored. ``HAS_CTX`` (streaming): window samples
@@ -1197,6 +1205,9 @@ def _conv_nat_kernel(
             hg2r, hg2i = hf2r, hf2i
     t0 = pid * tiles_per_prog
     c_first = t0 // NPAIRS
+    if TWO_PHASE:  # this program's scratch rows (2, N1, N2), and G's offsets per chunk
+        scr = scr_ptr + tl.cast(pid, tl.int64) * (2 * N1 * N2)
+        goffs0 = kc[:, None] * N2 + tl.arange(0, N2)[None, :]
     for t in range(t0, tl.minimum(t0 + tiles_per_prog, n_tiles)):
         c = t // NPAIRS
         p = t % NPAIRS
@@ -1267,19 +1278,26 @@ def _conv_nat_kernel(
             gr = er * wr + ei * wi
             gi = ei * wr - er * wi
             goffs = a[:, None] * N1 + k1[None, :]
-            hr = tl.load(f1_ptr + goffs)
-            hi = tl.load(f1_ptr + N1 * N1 + goffs)
-            if STATIC and ACC_DOT:  # in units of s3 (one bound per tile), in the dots
+            if STATIC and TWO_PHASE:  # G's rows k1, in units of s3: the second loop's operand
+                tl.store(scr + ch * KC * N2 + goffs0, (gr * (1.0 / s3)).to(tl.float16))
+                tl.store(scr + N1 * N2 + ch * KC * N2 + goffs0, (gi * (1.0 / s3)).to(tl.float16))
+            elif STATIC and ACC_DOT:  # in units of s3 (one bound per tile), in the dots
+                hr = tl.load(f1_ptr + goffs)
+                hi = tl.load(f1_ptr + N1 * N1 + goffs)
                 gr = (gr * (1.0 / s3)).to(tl.float16)
                 gi = (gi * (1.0 / s3)).to(tl.float16)
                 accr, acci = _lmatmul_acc(hr, hi, gr, gi, accr, acci, True, MMA_FP16)  # [a, b]
             elif STATIC:
+                hr = tl.load(f1_ptr + goffs)
+                hi = tl.load(f1_ptr + N1 * N1 + goffs)
                 gr = (gr * (1.0 / s3)).to(tl.float16)
                 gi = (gi * (1.0 / s3)).to(tl.float16)
                 pr, pi = _lmatmul(hr, hi, gr, gi, True, MMA_FP16)  # [a, b]
                 accr += pr * s3
                 acci += pi * s3
             else:
+                hr = tl.load(f1_ptr + goffs)
+                hi = tl.load(f1_ptr + N1 * N1 + goffs)
                 gr, gi, gs = _col_scaled(gr, gi, MMA_FP16)
                 pr, pi = _lmatmul(hr, hi, gr, gi, True, MMA_FP16)  # [a, b]
                 if MMA_FP16:
@@ -1287,7 +1305,18 @@ def _conv_nat_kernel(
                     pi = pi * gs[None, :]
                 accr += pr
                 acci += pi
-        if STATIC and ACC_DOT:
+        if STATIC and TWO_PHASE:  # y[a, b] = sum_k1 conj(F1)[a, k1] G[k1, b], K chunk by chunk
+            tl.debug_barrier()  # every thread's G rows stored before any is read
+            for ch in range(N1 // KC):
+                k1 = ch * KC + kc
+                goffs = a[:, None] * N1 + k1[None, :]
+                hr = tl.load(f1_ptr + goffs)
+                hi = tl.load(f1_ptr + N1 * N1 + goffs)
+                g16r = tl.load(scr + ch * KC * N2 + goffs0)
+                g16i = tl.load(scr + N1 * N2 + ch * KC * N2 + goffs0)
+                accr, acci = _lmatmul_acc(hr, hi, g16r, g16i, accr, acci, True, MMA_FP16)
+            tl.debug_barrier()  # read before the next tile's first loop writes them again
+        if STATIC and (ACC_DOT or TWO_PHASE):
             accr = accr * s3
             acci = acci * s3
         if BLOCKED:  # a window's first T0 samples only feed the later ones
@@ -2225,10 +2254,16 @@ def _launch_inner_conv(
                 **flags,
             )  # fmt: skip
             return out
+        two_phase = (
+            plan.two_phase and static and xcorr is None and not plan.block and not plan.freq_cut
+        )
+        scr = spec  # (a dummy unless two_phase: every program's G rows, (2, N1, N2) fp16)
+        if two_phase:
+            scr = torch.empty((nprog, 2, plan.n1, plan.n2), dtype=torch.float16, device=dev)
         _conv_nat_kernel[(nprog,)](
             *ptrs, f2c, f2r, xa, xg, part, ddp, kmax, batch, heads, seq_len, npairs, plan.n,
             n_tiles, per, KC=plan.chunk, N2K=plan.n2_kept, HOIST_F2=plan.hoist_f2, STATIC=static,
-            ACC_DOT=plan.acc_dot,
+            ACC_DOT=plan.acc_dot, scr_ptr=scr, TWO_PHASE=two_phase,
             XCORR=xcorr is not None, HAS_XG=xcorr is not None and xcorr[1] is not None,
             X_DD=xcorr is not None and xcorr[2], SLOTS=slots, **blocked, **flags,
             xw_ptr=xw if xw is not None else spec, HAS_XW=xw is not None,

@@ -221,6 +221,12 @@ class FFTPlan:
             product (a register temporary the size of the output). sm_90 compile (Triton 3.9),
             fused 8K: spills 712 -> 484 B per thread (592 -> 364 with ``hoist_f2``). Off until
             measured.
+        two_phase: the natural one-row kernel with static bounds (forward and du when the
+            backward is not fused; dense, no windows) in two loops: the first stores each
+            chunk's last-step operand (fp16, in units of the tile's bound) to scratch rows in
+            global memory (2 x N1 x N2 per program, L2 resident) instead of adding its
+            product to the output, the second forms the output from them chunk by chunk. The
+            output accumulator is then not live across the transform. Off until measured.
         outer_tw_split: outer kernels compute a tile's twiddles as a per-tile vector times a
             per-program block (P cosines and sines per tile instead of BS * P).
         block: overlap-save ("partial convolution" of a short filter, forward only): the
@@ -271,6 +277,7 @@ class FFTPlan:
     nat_transposed: bool = False
     nat_transposed_bwd: bool = False
     acc_dot: bool = False
+    two_phase: bool = False
     _strides: tuple[int, ...] = field(default=(), repr=False, compare=False)
 
     def __post_init__(self) -> None:
