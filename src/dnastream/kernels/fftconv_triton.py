@@ -1281,30 +1281,26 @@ def _conv_nat_kernel(
             if STATIC and TWO_PHASE:  # G's rows k1, in units of s3: the second loop's operand
                 tl.store(scr + ch * KC * N2 + goffs0, (gr * (1.0 / s3)).to(tl.float16))
                 tl.store(scr + N1 * N2 + ch * KC * N2 + goffs0, (gi * (1.0 / s3)).to(tl.float16))
-            elif STATIC and ACC_DOT:  # in units of s3 (one bound per tile), in the dots
-                hr = tl.load(f1_ptr + goffs)
-                hi = tl.load(f1_ptr + N1 * N1 + goffs)
-                gr = (gr * (1.0 / s3)).to(tl.float16)
-                gi = (gi * (1.0 / s3)).to(tl.float16)
-                accr, acci = _lmatmul_acc(hr, hi, gr, gi, accr, acci, True, MMA_FP16)  # [a, b]
-            elif STATIC:
-                hr = tl.load(f1_ptr + goffs)
-                hi = tl.load(f1_ptr + N1 * N1 + goffs)
-                gr = (gr * (1.0 / s3)).to(tl.float16)
-                gi = (gi * (1.0 / s3)).to(tl.float16)
-                pr, pi = _lmatmul(hr, hi, gr, gi, True, MMA_FP16)  # [a, b]
-                accr += pr * s3
-                acci += pi * s3
             else:
                 hr = tl.load(f1_ptr + goffs)
                 hi = tl.load(f1_ptr + N1 * N1 + goffs)
-                gr, gi, gs = _col_scaled(gr, gi, MMA_FP16)
-                pr, pi = _lmatmul(hr, hi, gr, gi, True, MMA_FP16)  # [a, b]
-                if MMA_FP16:
-                    pr = pr * gs[None, :]
-                    pi = pi * gs[None, :]
-                accr += pr
-                acci += pi
+                if STATIC:  # in units of s3 (one bound per tile)
+                    gr = (gr * (1.0 / s3)).to(tl.float16)
+                    gi = (gi * (1.0 / s3)).to(tl.float16)
+                    if ACC_DOT:  # accumulated in the dots, scaled once after the loop
+                        accr, acci = _lmatmul_acc(hr, hi, gr, gi, accr, acci, True, MMA_FP16)
+                    else:
+                        pr, pi = _lmatmul(hr, hi, gr, gi, True, MMA_FP16)  # [a, b]
+                        accr += pr * s3
+                        acci += pi * s3
+                else:
+                    gr, gi, gs = _col_scaled(gr, gi, MMA_FP16)
+                    pr, pi = _lmatmul(hr, hi, gr, gi, True, MMA_FP16)  # [a, b]
+                    if MMA_FP16:
+                        pr = pr * gs[None, :]
+                        pi = pi * gs[None, :]
+                    accr += pr
+                    acci += pi
         if STATIC and TWO_PHASE:  # y[a, b] = sum_k1 conj(F1)[a, k1] G[k1, b], K chunk by chunk
             tl.debug_barrier()  # every thread's G rows stored before any is read
             for ch in range(N1 // KC):
