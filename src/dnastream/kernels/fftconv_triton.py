@@ -110,6 +110,16 @@ def _imag_parts(bi, CONJ_B: tl.constexpr):
 
 
 @triton.jit
+def _mma(a, b, acc, MMA_FP16: tl.constexpr):
+    """acc + a @ b with fp32 accumulation: fp16 / bf16 operands as they are, fp32 ones in
+    3xTF32 (the precision every complex product of these kernels takes)."""
+    if MMA_FP16:
+        return tl.dot(a, b, acc)
+    else:
+        return tl.dot(a, b, acc, input_precision="tf32x3")
+
+
+@triton.jit
 def _rmatmul(xr, xi, br, bi, CONJ_B: tl.constexpr, MMA_FP16: tl.constexpr):
     """(xr + i xi) @ (br + i bi), or @ conj(.) when CONJ_B, fp32 result; both operands already
     in the dot dtype (fp16 operands scaled by the caller, who undoes it; fp32 ones use
@@ -123,16 +133,8 @@ def _rmatmul_acc(xr, xi, br, bi, cr, ci, CONJ_B: tl.constexpr, MMA_FP16: tl.cons
     """(cr + i ci) + (xr + i xi) @ (br + i bi) (or @ conj(.)): :func:`_rmatmul` accumulated
     in the dots themselves (a loop-carried accumulator needs no product temporaries)."""
     b_im, b_imn = _imag_parts(bi, CONJ_B)
-    if MMA_FP16:
-        cr = tl.dot(xr, br, cr)
-        cr = tl.dot(xi, b_imn, cr)
-        ci = tl.dot(xr, b_im, ci)
-        ci = tl.dot(xi, br, ci)
-    else:
-        cr = tl.dot(xr, br, cr, input_precision="tf32x3")
-        cr = tl.dot(xi, b_imn, cr, input_precision="tf32x3")
-        ci = tl.dot(xr, b_im, ci, input_precision="tf32x3")
-        ci = tl.dot(xi, br, ci, input_precision="tf32x3")
+    cr = _mma(xi, b_imn, _mma(xr, br, cr, MMA_FP16), MMA_FP16)
+    ci = _mma(xi, br, _mma(xr, b_im, ci, MMA_FP16), MMA_FP16)
     return cr, ci
 
 
@@ -186,16 +188,8 @@ def _lmatmul_acc(fr, fi, ar, ai, cr, ci, CONJ_F: tl.constexpr, MMA_FP16: tl.cons
     else:
         f_im = fi
     f_imn = -f_im
-    if MMA_FP16:
-        cr = tl.dot(fr, ar, cr)
-        cr = tl.dot(f_imn, ai, cr)
-        ci = tl.dot(fr, ai, ci)
-        ci = tl.dot(f_im, ar, ci)
-    else:
-        cr = tl.dot(fr, ar, cr, input_precision="tf32x3")
-        cr = tl.dot(f_imn, ai, cr, input_precision="tf32x3")
-        ci = tl.dot(fr, ai, ci, input_precision="tf32x3")
-        ci = tl.dot(f_im, ar, ci, input_precision="tf32x3")
+    cr = _mma(f_imn, ai, _mma(fr, ar, cr, MMA_FP16), MMA_FP16)
+    ci = _mma(f_im, ar, _mma(fr, ai, ci, MMA_FP16), MMA_FP16)
     return cr, ci
 
 
