@@ -1054,17 +1054,33 @@ def _nat_store(
             cs = tl.load(cs_ptr + h)  # scale (NR, less where a channel's norm is large)
             accr = accr * cs
             acci = acci * cs
+        _store(y_ptr + base0, n, accr, m0, RNE_Y)
+        _store(y_ptr + base1, n, acci, m1, RNE_Y)
     else:
-        if HAS_Y2:
-            a0 = tl.load(aux_ptr + base0 + n, mask=m0, other=0.0).to(tl.float32)
-            a1 = tl.load(aux_ptr + base1 + n, mask=m1, other=0.0).to(tl.float32)
-            _store(y2_ptr + base0, n, a0 * accr, m0, RNE_Y2)
-            _store(y2_ptr + base1, n, a1 * acci, m1, RNE_Y2)
-        if HAS_G2:
-            accr = accr * tl.load(g2_ptr + base0 + n, mask=m0, other=0.0).to(tl.float32)
-            acci = acci * tl.load(g2_ptr + base1 + n, mask=m1, other=0.0).to(tl.float32)
-    _store(y_ptr + base0, n, accr, m0, RNE_Y)
-    _store(y_ptr + base1, n, acci, m1, RNE_Y)
+        _pair_epilogue(
+            accr, acci, n, m0, m1, base0, base1, y_ptr, y2_ptr, aux_ptr, g2_ptr,
+            HAS_Y2, HAS_G2, RNE_Y, RNE_Y2,
+        )  # fmt: skip
+
+
+@triton.jit
+def _pair_epilogue(
+    yr, yi, n, m0, m1, base0, base1, y_ptr, y2_ptr, aux_ptr, g2_ptr,
+    HAS_Y2: tl.constexpr, HAS_G2: tl.constexpr, RNE_Y: tl.constexpr, RNE_Y2: tl.constexpr,
+):  # fmt: skip
+    """Real output rows of a batch-row pair (re plane row 2p at ``base0``, im plane row 2p + 1
+    at ``base1``, element offsets ``n``): ``y2 = aux * y`` (``HAS_Y2``), then ``y`` times the
+    post-gate (``HAS_G2``), stored."""
+    if HAS_Y2:
+        a0 = tl.load(aux_ptr + base0 + n, mask=m0, other=0.0).to(tl.float32)
+        a1 = tl.load(aux_ptr + base1 + n, mask=m1, other=0.0).to(tl.float32)
+        _store(y2_ptr + base0, n, a0 * yr, m0, RNE_Y2)
+        _store(y2_ptr + base1, n, a1 * yi, m1, RNE_Y2)
+    if HAS_G2:
+        yr = yr * tl.load(g2_ptr + base0 + n, mask=m0, other=0.0).to(tl.float32)
+        yi = yi * tl.load(g2_ptr + base1 + n, mask=m1, other=0.0).to(tl.float32)
+    _store(y_ptr + base0, n, yr, m0, RNE_Y)
+    _store(y_ptr + base1, n, yi, m1, RNE_Y)
 
 
 @triton.jit
@@ -1810,16 +1826,10 @@ def _outer_inv_kernel(
                 sg = tl.load(sig_ptr + p * H + h)
                 outr = outr * sg
                 outi = outi * sg
-            if HAS_Y2:
-                a0 = tl.load(aux_ptr + base0 + n, mask=m0, other=0.0).to(tl.float32)
-                a1 = tl.load(aux_ptr + base1 + n, mask=m1, other=0.0).to(tl.float32)
-                _store(y2_ptr + base0, n, a0 * outr, m0, RNE_Y2)
-                _store(y2_ptr + base1, n, a1 * outi, m1, RNE_Y2)
-            if HAS_G2:
-                outr = outr * tl.load(g2_ptr + base0 + n, mask=m0, other=0.0).to(tl.float32)
-                outi = outi * tl.load(g2_ptr + base1 + n, mask=m1, other=0.0).to(tl.float32)
-            _store(dst_ptr + base0, n, outr, m0, RNE_Y)
-            _store(dst_ptr + base1, n, outi, m1, RNE_Y)
+            _pair_epilogue(
+                outr, outi, n, m0, m1, base0, base1, dst_ptr, y2_ptr, aux_ptr, g2_ptr,
+                HAS_Y2, HAS_G2, RNE_Y, RNE_Y2,
+            )  # fmt: skip
         else:
             _store(dst_ptr + sbase, n, outr, None, RNE_BUF)
             _store(dst_ptr + sbase + NTOT, n, outi, None, RNE_BUF)
