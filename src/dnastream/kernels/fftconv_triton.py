@@ -1562,6 +1562,21 @@ def _conv_nat_t_kernel(
 
 
 @triton.jit
+def _xc_chunk(
+    xr, xi, f1_ptr, f2_ptr, tw_ptr, f2r, f2i, wr, wi, a, k1, N1: tl.constexpr, N2: tl.constexpr,
+    N1_IO: tl.constexpr, MMA_FP16: tl.constexpr, TRANSPOSED: tl.constexpr,
+):  # fmt: skip
+    """Spectrum rows k1 of one signal of a pair in the one-row filter-gradient kernel, its
+    operand scaled per row (transposed orientation) or per column (natural)."""
+    if TRANSPOSED:
+        ar, ai, sa = _row_scaled(xr, xi, MMA_FP16)
+        return _nat_t_chunk(ar, ai, sa, f1_ptr, f2r, f2i, wr, wi, a, k1, N1, MMA_FP16)
+    else:
+        ar, ai, sa = _col_scaled(xr, xi, MMA_FP16)
+        return _nat_chunk_fwd(ar, ai, sa, f1_ptr, f2_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16)
+
+
+@triton.jit
 def _xcorr_nat_kernel(
     a_ptr,
     ga_ptr,
@@ -1623,6 +1638,7 @@ def _xcorr_nat_kernel(
         accr = tl.zeros((N2, KC), dtype=tl.float32)
         acci = tl.zeros((N2, KC), dtype=tl.float32)
     else:
+        f2r, f2i, wr, wi = 0.0, 0.0, 0.0, 0.0  # (the transposed orientation's tables only)
         n = a[:, None] * N2 + b[None, :]
         offs = k1[:, None] * N2 + b[None, :]
         accr = tl.zeros((KC, N2), dtype=tl.float32)
@@ -1639,21 +1655,17 @@ def _xcorr_nat_kernel(
             zr = _gload(b_ptr + base0, gb_ptr + base0, n, m0, HAS_GB)
             zi = _gload(b_ptr + base1, gb_ptr + base1, n, m1, HAS_GB)
             dd += tl.sum(tl.sum(xr * zr + xi * zi, axis=1), axis=0)
-        if TRANSPOSED:
-            ar, ai, sa = _row_scaled(xr, xi, MMA_FP16)
-            pr, pi = _nat_t_chunk(ar, ai, sa, f1_ptr, f2r, f2i, wr, wi, a, k1, N1, MMA_FP16)
-        else:
-            ar, ai, sa = _col_scaled(xr, xi, MMA_FP16)
-            pr, pi = _nat_chunk_fwd(ar, ai, sa, f1_ptr, f2_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16)
+        pr, pi = _xc_chunk(
+            xr, xi, f1_ptr, f2_ptr, tw_ptr, f2r, f2i, wr, wi, a, k1, N1, N2, N1_IO, MMA_FP16,
+            TRANSPOSED,
+        )  # fmt: skip
         if not HAS_DD:  # load the second row only now (fewer live registers)
             zr = _gload(b_ptr + base0, gb_ptr + base0, n, m0, HAS_GB)
             zi = _gload(b_ptr + base1, gb_ptr + base1, n, m1, HAS_GB)
-        if TRANSPOSED:
-            br, bi, sz = _row_scaled(zr, zi, MMA_FP16)
-            qr, qi = _nat_t_chunk(br, bi, sz, f1_ptr, f2r, f2i, wr, wi, a, k1, N1, MMA_FP16)
-        else:
-            br, bi, sz = _col_scaled(zr, zi, MMA_FP16)
-            qr, qi = _nat_chunk_fwd(br, bi, sz, f1_ptr, f2_ptr, tw_ptr, k1, N1, N2, N1_IO, MMA_FP16)
+        qr, qi = _xc_chunk(
+            zr, zi, f1_ptr, f2_ptr, tw_ptr, f2r, f2i, wr, wi, a, k1, N1, N2, N1_IO, MMA_FP16,
+            TRANSPOSED,
+        )  # fmt: skip
         if HAS_XW:
             w = tl.load(xw_ptr + p * H + h)
             accr += w * (qr * pr + qi * pi)
