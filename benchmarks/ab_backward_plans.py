@@ -159,6 +159,14 @@ VARIANTS = {
     "two_phase_reg168_c3": dict(two_phase=True, maxnreg=168, ctas_per_sm=3),
     "two_phase_hoist": dict(two_phase=True, hoist_f2=True),
     "reg168_c3": dict(maxnreg=168, ctas_per_sm=3),
+    # stop 21 (H200): r2_w8 won the forward at 4K (1.14x causal, 1.09x circular) but not the
+    # whole step everywhere (1.03x / 0.96x): with the filter gradient on one-row tiles of
+    # 4 warps, and with a 128-register cap (two 8-warp programs per SM); two_phase at 168
+    # registers won circular 8K's forward (1.11x) and lost the step (0.89x): with the filter
+    # gradient uncapped (results/ab_fused_*_h200_stop21.log)
+    "r2_w8_xc1": dict(rows=2, num_warps=8, bwd_rows=1, bwd_warps=4),
+    "r2_w8_reg128_c2": dict(rows=2, num_warps=8, maxnreg=128, ctas_per_sm=2),
+    "two_phase_reg168_c3_xcfree": dict(two_phase=True, maxnreg=168, ctas_per_sm=3, bwd_maxnreg=0),
     "nat_t_c16": dict(nat_transposed=True, chunk=16),
     "nat_t_w8": dict(nat_transposed=True, num_warps=8),
     # ... and the fused backward's pass too (16K fused, one-row plans under outer levels)
