@@ -1803,7 +1803,7 @@ def test_nat_transposed_refuses_eight_warps_on_64_row_products() -> None:
     tuner's grid offers only 4 warps at n2 = 64."""
     from dnastream.kernels.autotune import inner_grid
 
-    base = plan_for(4096, 4096, False, torch.bfloat16, batch=4)
+    base = plan_for(4096, 4096, False, torch.bfloat16, batch=4, rows=1)
     assert (base.n2, base.rows) == (64, 1)
     with pytest.raises(ValueError, match="at most 4 warps"):
         dataclasses.replace(base, nat_transposed=True, num_warps=8)
@@ -1818,19 +1818,27 @@ def test_nat_transposed_refuses_eight_warps_on_64_row_products() -> None:
 
 @pytest.mark.parametrize("causal", [True, False])
 def test_two_row_tiles_at_4096_points(causal) -> None:
-    """The tuner's grid offers 2-row tiles of 8 warps at the fused 4096-point plans (stop 20):
-    the R-row kernel at that size, forward with gates and D, and every gradient."""
+    """The fused 4096-point bf16 plan runs on 2-row tiles of 8 warps with the filter gradient
+    on one-row tiles of 4 warps (stop 21's default, measured on an H200); one row pair (B <= 2)
+    and fp32 keep the one-row kernel, and the tuner's grid offers it back. Forward with gates
+    and D and every gradient: the default, and the filter gradient on the 2-row tiles too."""
     L = 2048 if causal else 4096
     plan = plan_for(L, L, causal, torch.bfloat16, batch=4)
-    assert (plan.n, plan.rows, plan.outer) == (4096, 1, ())
+    assert (plan.n, plan.rows, plan.num_warps, plan.outer) == (4096, 2, 8, ())
+    assert (plan.bwd_rows, plan.bwd_warps, plan.static_scale) == (1, 4, True)
+    one_row = plan_for(L, L, causal, torch.bfloat16, batch=2)
+    assert (one_row.rows, one_row.num_warps, one_row.bwd_rows) == (1, 4, 0)
+    assert plan_for(L, L, causal, torch.float32, batch=4).rows == 1
+    assert plan_for(2 * L, 2 * L, causal, torch.bfloat16, batch=4).rows == 1  # 8192 points
     from dnastream.kernels.autotune import inner_grid
 
     grid = inner_grid(plan)
-    assert dict(rows=2, num_warps=8, maxnreg=None, ctas_per_sm=2) in grid
-    assert any(v.get("maxnreg") == 168 and v["ctas_per_sm"] == 3 for v in grid)
-    tiled = dataclasses.replace(plan, rows=2, num_warps=8)
-    check_forward(4, 2, L, L, torch.bfloat16, causal=causal, plan=tiled, decay=True)
-    check_backward(4, 1, L, L, torch.bfloat16, causal=causal, plan=tiled, decay=True)
+    assert dict(rows=1, num_warps=4, maxnreg=None, ctas_per_sm=2, hoist_f2=False) in grid
+    assert dict(rows=2, num_warps=8, maxnreg=None, ctas_per_sm=2) in inner_grid(one_row)
+    check_forward(4, 2, L, L, torch.bfloat16, causal=causal, plan=plan, decay=True)
+    check_backward(4, 1, L, L, torch.bfloat16, causal=causal, plan=plan, decay=True)
+    tiled_xc = dataclasses.replace(plan, bwd_rows=0, bwd_warps=0)
+    check_backward(4, 1, L, L, torch.bfloat16, causal=causal, plan=tiled_xc, decay=True)
 
 
 @pytest.mark.parametrize("transposed", [False, True])

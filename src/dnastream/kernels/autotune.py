@@ -536,6 +536,9 @@ def inner_grid(plan: FFTPlan) -> list[dict[str, Any]]:
             out += [dict(bounded_fwd=True, num_warps=nw) for nw in (4, 8)]
         if plan.mma == "fp16" and not plan.static_inv:  # inverse scaled by known bounds
             out += [dict(static_scale=True, static_inv=True, num_warps=nw) for nw in (4, 8)]
+        if plan.inner == 4096 and not plan.outer:  # the one-row kernel it replaced (stop 21)
+            for hoist in (False, True):
+                out.append(dict(rows=1, num_warps=4, maxnreg=None, ctas_per_sm=2, hoist_f2=hoist))
     return out
 
 

@@ -627,6 +627,15 @@ def plan_for(
         # forward, 1.92 vs 1.50 ms forward+backward; results/bench_conv_sparse_h100_stop10.log)
         if fp16 and inner == 2048:
             rows = 2
+        # the fused 4096-point plan (64 x 64) on 2-row tiles of 8 warps (every product a wgmma
+        # in the sm_90 compile), its filter gradient on one-row tiles of 4 warps. H200, bf16,
+        # B = 64, H = 768, against the one-row kernel: forward 1.14x causal, 1.09x circular,
+        # 1.12x gated; forward+backward 1.09x / 1.05x / 1.03x (the filter gradient on the
+        # 2-row tiles too: 1.02x / 0.96x / 0.97x). At 8192 points (128 x 64) the 2-row tiles
+        # lost, 0.64-0.76x; a 128-register cap (two programs per SM) lost at 4096, 0.62x
+        # (results/ab_fused_4k_h200_stop21.log, ab_r2_4k*_h200_stop21.log, ab_gated_*)
+        if fp16 and inner == 4096 and not outer and freq_keep is None:
+            rows = 2
         if batch is not None:
             rows = min(rows, _next_pow2(max(1, (batch + 1) // 2)))
     # the filter-gradient kernel runs on the forward's R-row tiles at every inner size. At 2048
@@ -644,14 +653,17 @@ def plan_for(
     # 4M 1.05x / 1.06x; error unchanged (results/ab_static_rows_h100_stop16.log,
     # explore_static_rows_h100_stop16.log)
     static_scale = fp16 and (
-        (rows == 1 and not outer and inner >= 4096) or (rows > 1 and inner <= 2048)
+        (not outer and (inner == 4096 or (rows == 1 and inner > 4096)))
+        or (rows > 1 and inner <= 2048)
     )
     # backward of the fused 16K / 32K plans, as tuned on an H100 (forward+backward 1.21x and
     # 1.32x over 16-row filter-gradient chunks; benchmarks/results/tune_backward_h100_stop9.log):
     # 16K shares FFT(postgate * dy) between du and the filter gradient with the step-2 tables
     # hoisted, 32K takes 64-row chunks. Kept to GPUs with an H100's shared memory (227 KB).
     fused_bwd = hoist_f2 = False
-    bwd_chunk = bwd_warps = 0
+    bwd_chunk = bwd_warps = bwd_rows = 0
+    if fp16 and not outer and inner == 4096 and rows > 1:  # (see the 2-row tiles above)
+        bwd_rows, bwd_warps = 1, 4
     if fp16 and not outer and inner > MAX_FUSED_SIZE and _fused_causal_limit() >= MAX_FUSED_CAUSAL:
         if inner == 2 * MAX_FUSED_SIZE:
             fused_bwd = hoist_f2 = True
@@ -771,6 +783,7 @@ def plan_for(
         hoist_f2=hoist_f2,
         bwd_chunk=bwd_chunk,
         bwd_warps=bwd_warps,
+        bwd_rows=bwd_rows,
         freq_cut=0 if freq_keep is None else _sparse_cut(n, freq_keep),
         # scaled float16 outer buffers (half the bytes of fp32; same error): H100, bf16,
         # forward+backward 1.07x at 128K and 1M, 1.01x at 2M, 1.08x at 4M; forward 1.06-1.08x
