@@ -167,6 +167,10 @@ VARIANTS = {
     "r2_w8_xc1": dict(rows=2, num_warps=8, bwd_rows=1, bwd_warps=4),
     "r2_w8_reg128_c2": dict(rows=2, num_warps=8, maxnreg=128, ctas_per_sm=2),
     "two_phase_reg168_c3_xcfree": dict(two_phase=True, maxnreg=168, ctas_per_sm=3, bwd_maxnreg=0),
+    # the 2-row default of stop 21 at 4096 points against 4-row tiles and one program per SM
+    "r4_w8": dict(rows=4, num_warps=8),
+    "c1": dict(ctas_per_sm=1),
+    "r1_w4": dict(rows=1, num_warps=4, bwd_rows=0, bwd_warps=0),
     "nat_t_c16": dict(nat_transposed=True, chunk=16),
     "nat_t_w8": dict(nat_transposed=True, num_warps=8),
     # ... and the fused backward's pass too (16K fused, one-row plans under outer levels)
