@@ -171,6 +171,32 @@ VARIANTS = {
     "r4_w8": dict(rows=4, num_warps=8),
     "c1": dict(ctas_per_sm=1),
     "r1_w4": dict(rows=1, num_warps=4, bwd_rows=0, bwd_warps=0),
+    # ... and under outer levels (causal 512K: radix 128 over the one-row 4096-point kernel):
+    # separate backward passes, the fused R-row backward, the shared outer forward, and with
+    # the radix-128 launch of the 2-row plans (uncapped, 3 programs per SM)
+    "r2_w8_outer": dict(
+        rows=2, num_warps=8, bounded_fwd=True, fused_bwd=False, bwd_warps=0, static_bwd=False
+    ),
+    "r2_w8_outer_fused": dict(rows=2, num_warps=8, bounded_fwd=True, static_bwd=False),
+    "r2_w8_outer_shared": dict(
+        rows=2,
+        num_warps=8,
+        bounded_fwd=True,
+        fused_bwd=False,
+        bwd_warps=0,
+        static_bwd=False,
+        shared_bwd_outer=True,
+    ),
+    "r2_w8_outer_o3": dict(
+        rows=2,
+        num_warps=8,
+        bounded_fwd=True,
+        fused_bwd=False,
+        bwd_warps=0,
+        static_bwd=False,
+        outer_maxnreg=None,
+        outer_ctas_per_sm=3,
+    ),
     "nat_t_c16": dict(nat_transposed=True, chunk=16),
     "nat_t_w8": dict(nat_transposed=True, num_warps=8),
     # ... and the fused backward's pass too (16K fused, one-row plans under outer levels)

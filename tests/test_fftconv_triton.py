@@ -503,7 +503,8 @@ def test_static_inv_matches_the_derived_scaling(L, B, dtype, max_fused, opts) ->
      (1 << 21, 8, torch.bfloat16, True, True, True),  # 64 x 64 over 1024 points
      (1 << 21, 8, torch.float16, True, True, True),
      (1 << 19, 8, torch.bfloat16, True, True, True),  # 32 x 32 over 1024 points (stop 19)
-     (1 << 18, 8, torch.bfloat16, False, False, False),  # one-row tiles under outer levels
+     (1 << 18, 8, torch.bfloat16, False, True, True),  # 2-row 4096-point tiles (stop 21)
+     (1 << 18, 2, torch.bfloat16, False, False, False),  # one-row tiles under outer levels
      (1 << 17, 8, torch.float32, False, False, False),  # fp32: no fp16 operands to scale
      (1000, 64, torch.float32, False, False, False)],
 )  # fmt: skip
@@ -848,8 +849,8 @@ class TestGPUAllSizes:
         gates and D and backward (du through it unless the backward is fused; the fused
         backward's pass too with ``nat_transposed_bwd``)."""
         L = n // 2 if causal else n
-        # (the fused 4096-point default runs on 2-row tiles since stop 21: its one-row kernel)
-        plan = plan_for(L, L, causal, torch.bfloat16, batch=4, rows=1 if n == 4096 else None)
+        one_row = n in (4096, 1 << 19)  # (2-row tiles by default since stop 21)
+        plan = plan_for(L, L, causal, torch.bfloat16, batch=4, rows=1 if one_row else None)
         assert plan.rows == 1, plan.describe()
         plan = dataclasses.replace(plan, nat_transposed=True, **opts)
         check_forward(4, 2, L, L, torch.bfloat16, causal=causal, plan=plan, decay=True)
@@ -1141,7 +1142,9 @@ def test_static_bounds_in_the_fused_backward_by_default() -> None:
     assert plan_for(8000, 8000, True, torch.bfloat16, batch=8).static_bwd
     assert plan_for(65536, 65536, True, torch.float16, batch=2).static_bwd  # [16] x 8192
     assert plan_for(524288, 524288, True, torch.float16, batch=2).static_bwd  # [128] x 8192
-    assert plan_for(262144, 262144, True, torch.float16, batch=8).static_bwd  # [128] x 4096
+    assert plan_for(262144, 262144, True, torch.float16, batch=2).static_bwd  # [128] x 4096
+    # (at B >= 3 the 512K plan's 4096-point tiles take 2 rows and separate passes, stop 21)
+    assert not plan_for(262144, 262144, True, torch.float16, batch=8).static_bwd
     # (the 2-row radix-128 plans at B >= 3 take the separate backward passes)
     assert not plan_for(65536, 65536, True, torch.float16, batch=8).static_bwd
     assert not plan_for(65536, 65536, True, torch.float32, batch=8).static_bwd
@@ -1840,6 +1843,27 @@ def test_two_row_tiles_at_4096_points(causal) -> None:
     check_backward(4, 1, L, L, torch.bfloat16, causal=causal, plan=plan, decay=True)
     tiled_xc = dataclasses.replace(plan, bwd_rows=0, bwd_warps=0)
     check_backward(4, 1, L, L, torch.bfloat16, causal=causal, plan=tiled_xc, decay=True)
+
+
+def test_two_row_4096_tiles_under_outer_levels() -> None:
+    """Causal 512K at B >= 3 (radix 128 over 4096 points) runs its inner FFTs on 2-row tiles
+    of 8 warps with the separate backward passes sharing the outer forward (stop 21, H200:
+    forward+backward 1.30x); B <= 2 keeps the one-row kernel and its fused backward. The same
+    launch on a 64K plan over 4096 points (radix 16, small enough for the interpreter):
+    forward with gates and D and every gradient within the bars."""
+    L = 1 << 18
+    plan = plan_for(L, L, True, torch.bfloat16, batch=8)
+    assert (plan.outer, plan.inner, plan.rows, plan.num_warps) == ((128,), 4096, 2, 8)
+    assert plan.shared_bwd_outer and plan.bounded_fwd and not plan.fused_bwd, plan.describe()
+    assert (plan.outer_maxnreg, plan.outer_ctas_per_sm) == (168, 8)  # the one-row plan's
+    one = plan_for(L, L, True, torch.bfloat16, batch=2)
+    assert (one.rows, one.fused_bwd, one.shared_bwd_outer) == (1, True, False), one.describe()
+    small = plan_for(32768, 32768, True, torch.bfloat16, batch=3, max_fused=4096)
+    assert (small.outer, small.inner, small.rows) == ((16,), 4096, 1), small.describe()
+    fields = ("rows", "num_warps", "shared_bwd_outer", "bounded_fwd", "fused_bwd", "bwd_warps")
+    small = dataclasses.replace(small, static_bwd=False, **{f: getattr(plan, f) for f in fields})
+    check_forward(3, 1, 32768, 32768, torch.bfloat16, plan=small, decay=True)
+    check_backward(3, 1, 32768, 32768, torch.bfloat16, plan=small, decay=True)
 
 
 @pytest.mark.parametrize("transposed", [False, True])

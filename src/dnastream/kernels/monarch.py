@@ -636,6 +636,13 @@ def plan_for(
         # (results/ab_fused_4k_h200_stop21.log, ab_r2_4k*_h200_stop21.log, ab_gated_*)
         if fp16 and inner == 4096 and not outer and freq_keep is None:
             rows = 2
+        # ... and under causal 512K's radix-128 outer level (B >= 3), with the separate backward
+        # passes sharing the outer forward of postgate * dy (shared_bwd_outer). H200, bf16,
+        # B = 8, H = 96, against the one-row kernel with its fused backward: forward+backward
+        # 1.30x (13.57 vs 17.66 ms), forward 1.18x; the fused R-row backward 1.09x, separate
+        # passes 1.02x (results/ab_512k_r2_h200_stop21.log)
+        if fp16 and causal and outer == (MAX_OUTER_RADIX,) and inner == 4096 == small_inner:
+            rows = 2
         if batch is not None:
             rows = min(rows, _next_pow2(max(1, (batch + 1) // 2)))
     # the filter-gradient kernel runs on the forward's R-row tiles at every inner size. At 2048
@@ -683,7 +690,9 @@ def plan_for(
     # (results/ab_shared_static_h100_stop16.log) while its filter gradient ran on one-row
     # tiles there; on the 2-row tiles it won: 1.32x / 1.28x at 32K / 256K against the stop-16
     # defaults (1.15x / 1.13x for the 2-row filter gradient alone; ab_xc_rows_h100_stop17.log)
-    shared_bwd_outer = fp16 and bool(outer) and rows > 1 and inner in (1024, 2048) and not fused_bwd
+    shared_bwd_outer = (
+        fp16 and bool(outer) and rows > 1 and inner in (1024, 2048, 4096) and not fused_bwd
+    )
     # the forward transforms of the scaled float16 buffers (values at most 1) round their fp16
     # operands unscaled, no row reductions (R-row inner kernels under outer levels): H100,
     # bf16, forward+backward 1.04x / 1.08x / 1.02x / 1.04x at 32K / 128K / 256K / 4M, circular
@@ -716,7 +725,10 @@ def plan_for(
     # 8 outer programs per SM slot with float16 buffers and 3 stages: H100, forward+backward
     # 1.02x / 1.04x / 1.00x at 128K / 1M / 4M (results/ab_launch2_h100_stop12.log)
     outer_ctas = 8 if fp16 else 0
-    if fp16 and outer == (MAX_OUTER_RADIX,) and rows > 1:
+    if fp16 and outer == (MAX_OUTER_RADIX,) and rows > 1 and inner <= 2048:
+        # (over 4096 points, causal 512K, the A/B above kept the one-row plan's outer launch:
+        # this one with the 2-row tiles gave forward 1.22x against 1.18x, forward+backward
+        # with separate passes 1.07x against 1.02x, and has not run with shared_bwd_outer)
         # radix 128 over 2-row inner tiles (128K / 256K at B >= 3): uncapped registers and 3
         # programs per SM slot (found by the launch tuner, results/tune_conv_near_misses_*).
         # bench_conv on an H100, one call: forward 1.04-1.06x, gated 1.06x, forward+backward
