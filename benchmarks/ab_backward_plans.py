@@ -187,6 +187,8 @@ VARIANTS = {
         static_bwd=False,
         shared_bwd_outer=True,
     ),
+    # stop 21's 512K default (2-row tiles, shared backward pass) with the radix-128 2-row launch
+    "o3_shared": dict(outer_maxnreg=None, outer_ctas_per_sm=3),
     "r2_w8_outer_o3": dict(
         rows=2,
         num_warps=8,

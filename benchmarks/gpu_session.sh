@@ -9,14 +9,10 @@
 #   bash benchmarks/gpu_session.sh structures   # plan-structure A/Bs (circular, B = 2) and tests
 #   bash benchmarks/gpu_session.sh bwd_options  # backward options of the 2-row outer plans
 #   bash benchmarks/gpu_session.sh scaling      # R-row static scaling, shipped tuning entries
-#   bash benchmarks/gpu_session.sh stop21_fused # stop 20's queue, first: the fused 4K / 8K
-#                                               # kernels' launch A/Bs (2-row tiles, 168 regs)
-#   bash benchmarks/gpu_session.sh stop21_x2    # ... on nvidia-h200-x2: the
-#                                               # 2-GPU pipeline tests and bench_multi_gpu
-#   bash benchmarks/gpu_session.sh stop21_tune  # ... launch tuning at B = 2 (training) and
-#                                               # of the H200's forward misses
-#   bash benchmarks/gpu_session.sh stop21_ncu   # ... Nsight Compute on the outer kernels at
-#                                               # 1M / 128K and the fused backward at 16K
+#   bash benchmarks/gpu_session.sh stop22       # stop 21's queue, first: the GPU tests of its new
+#                                               # defaults, 512K through bench_conv, one A/B
+#   bash benchmarks/gpu_session.sh stop22_tune  # ... launch tuning at B = 2 (training)
+#   bash benchmarks/gpu_session.sh stop22_ncu   # ... Nsight Compute: fused 16K backward, 2-row 4K
 #   bash benchmarks/gpu_session.sh eager        # eager-training path vs the operators
 #   bash benchmarks/gpu_session.sh bench        # bench_conv (with the tuned cache), sparse rows,
 #                                               # backward-plan A/B, training step, windows
@@ -138,67 +134,40 @@ if [[ $what == scaling || $what == all ]]; then
     step bench_entries_tuned 150 python benchmarks/bench_conv.py --graphs \
         --sizes 256,512,1024,4096,32768,65536 --modes circular,padded,gated_padded,padded_bwd
 fi
-if [[ $what == stop21_fused || $what == all ]]; then
-    # queued by stop 20 (~6 min). Nsight Compute on the H200 read the fused 4K-16K forward
-    # kernels at 12.5% occupancy (8 warps per SM: 2 programs of 4 warps, held to that by 249-255
-    # registers), issue 19.5-28% busy, L1 62-72% (at 8K ncu's rules rank first the spills' local
-    # loads and stores: 712 B per thread in the sm_90 compile; ncu_l1_fused_8k_h200_stop20.log). The
-    # tuner's 8-warp launches (no spills, 1 program per SM) ran 1.7x slower, the 128-register
-    # caps slower still (results/tune_fused_h200_stop20.log). Two launches not yet run: 2-row
-    # tiles of 8 warps at 4096 points (all 56 products wgmma, 264 B of spills) and the one-row
-    # kernel capped at 168 registers, 3 programs per SM (416 B of spills at 4K). Then the
-    # source-level counters of the 8K kernel, to place its local and global loads
-    # and acc_dot (built after stop 20's device time): the static-bound one-row kernels'
-    # last product accumulated in the dots, 8K spills 712 -> 484 B (sm_90 compile, Triton 3.9)
-    # and two_phase (the output formed in a second loop from scratch rows; 4K at 168
-    # registers: 96 B of spills against 416 B)
-    step ab_fused_4k 220 python benchmarks/ab_backward_plans.py --sizes 4096,8192 \
-        --variants r2_w8,reg168_c3,acc_dot,acc_dot_hoist,acc_dot_reg168_c3,two_phase,two_phase_reg168_c3 \
-        --rounds 2
-    step ab_fused_16k 70 python benchmarks/ab_backward_plans.py --sizes 16384 \
-        --variants acc_dot,acc_dot_reg168_c3 --rounds 2
-    step ab_fused_4k_circ 110 python benchmarks/ab_backward_plans.py --circular \
-        --sizes 4096,8192 --variants r2_w8,reg168_c3,acc_dot,two_phase_reg168_c3 --rounds 2
-    step ab_fused_4k_gated 90 python benchmarks/ab_backward_plans.py --gated \
-        --sizes 4096,8192 --variants r2_w8,acc_dot,two_phase_reg168_c3 --rounds 2
-    step ncu_source_8k 100 ncu --profile-from-start off --clock-control none -k regex:_conv_nat \
-        --section SourceCounters --print-details all \
-        python benchmarks/profile_conv.py --cases padded:8192
+if [[ $what == stop22 || $what == all ]]; then
+    # queued by stop 21 (~6 min). First the GPU tests of stop 21's two new defaults (the fused
+    # 4096-point plan and causal 512K at B >= 3 on 2-row tiles of 8 warps; 512K also with the
+    # shared backward pass), then bench_conv's 512K rows with the new plan (stop 21 measured it
+    # only in an A/B: forward+backward 13.57 vs 17.66 ms), then the one combination that A/B did
+    # not run: those tiles with the radix-128 2-row outer launch (uncapped, 3 per SM; forward
+    # 1.22x against 1.18x with separate passes)
+    step gpu_kernels_sizes 240 python -m pytest -m gpu -q -p no:cacheprovider "${XDIST[@]}" \
+        tests/test_fftconv_triton.py -k "not offsets_past_2_31"
+    step bench_512k 90 python benchmarks/bench_conv.py --graphs --sizes 524288 \
+        --modes padded,gated_padded,padded_bwd
+    step ab_512k_o3 150 python benchmarks/ab_backward_plans.py --sizes 524288 \
+        --variants o3_shared --rounds 2
 fi
-if [[ $what == stop21_x2 || $what == all ]]; then
-    # queued by stop 20 (needs 2 GPUs: kind nvidia-h200-x2, ~6 min): the two torchrun tests
-    # that one GPU skips (results/gpu_pipeline_h200_stop20.log), then one GPU against two
-    step gpu_pipelines_x2 240 python -m pytest -m gpu -q -rs -p no:cacheprovider \
-        tests/test_gpu_pipeline.py -k "torchrun or distributed or nproc"
-    step bench_multi_gpu 300 python benchmarks/bench_multi_gpu.py
-fi
-if [[ $what == stop21_tune || $what == all ]]; then
+if [[ $what == stop22_tune || $what == all ]]; then
     # queued since stop 18: two sequences per step (training at B = 2: bench_train_step's
     # 2 x 64K / 2 x 128K) run the one-pair plans, which no launch tuning has reached;
-    # HyenaDNA-large's H = 256. Then the H200's own tuning of the forward misses that run on
-    # the H100's entries or on none (stop 20: 1.02-1.04x at the fused 4K-16K plans)
+    # HyenaDNA-large's H = 256
     step tune_b2 300 python benchmarks/tune_conv.py --write-cache --budget-s 270 \
         --case-budget-s 45 --batch 2 --heads 256 --json "$OUT/tuned_b2.json" \
         --cases padded:131072,padded:262144,padded:524288,padded:2097152
     step tune_b2_backward 200 python benchmarks/tune_conv.py --backward --write-cache \
         --budget-s 180 --batch 2 --heads 256 --cases padded:131072,padded:262144
-    step tune_h200_misses 300 python benchmarks/tune_conv.py --write-cache --budget-s 280 \
-        --case-budget-s 45 --json "$OUT/tuned_h200_misses.json" \
-        --cases circular:16384,circular:32768,padded:32768,padded:524288,padded:2097152,circular:262144
     cp "$DNASTREAM_CACHE_DIR"/fftconv_plans.json "$OUT/" 2>/dev/null
 fi
-if [[ $what == stop21_ncu || $what == all ]]; then
-    # Nsight Compute (~4 min). Stop 20 read the fused 4K-16K forward kernels (12.5% occupancy,
-    # L1/shared pipe 62-72%, issue 19.5-28%) and the padded 4M forward (outer kernels: DRAM
-    # 28-37%, L1/shared 74-79%; results/ncu_*_h200_stop20.log). Still unread: the outer
-    # kernels at 1M and 128K, and the fused backward at 16K (10 of its 10 ms step)
-    step ncu_outer 240 ncu --profile-from-start off --clock-control none \
-        --section SpeedOfLight --section WarpStateStats --section InstructionStats \
-        --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis \
-        python benchmarks/profile_conv.py --cases padded:1048576,padded:131072
+if [[ $what == stop22_ncu || $what == all ]]; then
+    # Nsight Compute on the fused 16K backward (10 of its 10 ms step; not yet read) and the
+    # fused 4096-point 2-row kernel that stop 21 made the default
     step ncu_fused_bwd 150 ncu --profile-from-start off --clock-control none \
         --section SpeedOfLight --section WarpStateStats --section Occupancy \
         python benchmarks/profile_conv.py --cases padded:16384 --backward
+    step ncu_r2_4k 100 ncu --profile-from-start off --clock-control none -k regex:_conv_kernel \
+        --section SpeedOfLight --section WarpStateStats --section Occupancy \
+        python benchmarks/profile_conv.py --cases padded:4096
 fi
 if [[ $what == eager || $what == all ]]; then
     # eager training through a plain autograd.Function (default) against the operators
