@@ -467,8 +467,7 @@ def test_bounded_fwd_matches_the_scaled_transforms(L, B, dtype, max_fused, bwd) 
      (500, 5, torch.float16, None, {}),  # fused 1024, 2-row tiles (3 pairs: one half empty)
      (1000, 4, torch.bfloat16, None, {}),  # fused 2048
      (2000, 4, torch.bfloat16, 256, {"shared_bwd_outer": True}),  # outer, separate passes
-     (2000, 4, torch.float16, 256, {"bounded_fwd": True}),  # with the unscaled forward
-     (2000, 3, torch.bfloat16, 256,  # the fused backward on 2-row tiles
+     (2000, 3, torch.bfloat16, 256,  # the unscaled forward, the fused backward on 2-row tiles
       {"fused_bwd": True, "bwd_warps": 8, "bwd_maxnreg": 0, "bounded_fwd": True})],
 )  # fmt: skip
 def test_static_inv_matches_the_derived_scaling(L, B, dtype, max_fused, opts) -> None:
@@ -1226,7 +1225,7 @@ def test_fused_backward_channel_runs(monkeypatch, programs, aligned, freq_keep) 
 @pytest.mark.parametrize(
     ("B", "L", "Lk", "dtype", "causal", "gates"),
     [(3, 2000, 1000, torch.float32, True, True),
-     (4, 2000, 2000, torch.bfloat16, True, True),
+     (2, 2000, 2000, torch.bfloat16, True, True),
      (2, 4096, 4096, torch.float16, False, False),
      (3, 2000, 700, torch.bfloat16, True, True)],
 )  # fmt: skip
@@ -1327,6 +1326,8 @@ def test_scaled_fp16_outer_buffers_forward(B, L, Lk, dtype, scale, radix) -> Non
     err = {}
     variants = (("fp32", {"outer_fp16": False}), ("fp16", {"outer_fp16": True}),
                 ("bf16", {"outer_fp16": False, "outer_bf16": True}))  # fmt: skip
+    if radix:  # (bfloat16 buffers, off by default, are compared at one level: CI time)
+        variants = variants[:2]
     for name, kw in variants:
         pl = dataclasses.replace(plan, **kw)
         y = fftconv_triton(u, k, D=d, pregate=g1, postgate=g2, plan=pl)
@@ -1334,7 +1335,7 @@ def test_scaled_fp16_outer_buffers_forward(B, L, Lk, dtype, scale, radix) -> Non
         err[name] = rel_err(y, want)
     assert err["fp16"] <= BARS[dtype]
     assert err["fp16"] <= 1.1 * err["fp32"] + 5e-5, err
-    assert err["fp16"] < err["bf16"], err
+    assert err["fp16"] < err.get("bf16", 1.0), err
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["fused", "separate"])
