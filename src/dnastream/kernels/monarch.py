@@ -612,8 +612,9 @@ def plan_for(
     # transposed (two in-register transposes); 4 warps capped at 128 registers so 4 programs
     # share an SM (1.5-1.6x over 8 uncapped warps). Larger inner FFTs take one row per tile in
     # the transpose-free "natural" kernel, `chunk` = 32 spectrum rows at a time, 4 warps (one
-    # warpgroup: 1.5-1.7x over 8 warps at 4096-8192 points). Outer kernels: registers capped
-    # at 168 and 4 programs per SM (1.3-1.7x end to end with the inner changes).
+    # warpgroup: 1.5-1.7x over 8 warps at 4096-8192 points; since stop 21 the 4096-point
+    # plans below take 2-row tiles of 8 warps). Outer kernels: registers capped at 168 and 4
+    # programs per SM (1.3-1.7x end to end with the inner changes).
     # The 256-point FFT too, with 8 rows: 1.45-1.62x over its former 16 rows of 8 uncapped
     # warps on an H100 (benchmarks/results/tune_forward_256_h100.log; 16 capped rows spilled:
     # 0.46 vs 0.14 ms gated, benchmarks/results/bench_conv_h100.log).
