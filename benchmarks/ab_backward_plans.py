@@ -30,6 +30,12 @@ import torch  # noqa: E402
 from bench_conv import ref64, torch_rfft_conv, workload  # noqa: E402
 from dnastream.kernels.fftconv_triton import fftconv_triton, plan_for  # noqa: E402
 
+# 2-row tiles of 8 warps on a plan with outer levels over one-row inner tiles (512K): the
+# scaled forward transforms, the separate backward passes (stop 21's variants below)
+_R2_OUTER = dict(
+    rows=2, num_warps=8, bounded_fwd=True, fused_bwd=False, bwd_warps=0, static_bwd=False
+)
+
 VARIANTS = {
     "default": {},
     "separate": dict(fused_bwd=False, bwd_warps=0),
@@ -174,31 +180,12 @@ VARIANTS = {
     # ... and under outer levels (causal 512K: radix 128 over the one-row 4096-point kernel):
     # separate backward passes, the fused R-row backward, the shared outer forward, and with
     # the radix-128 launch of the 2-row plans (uncapped, 3 programs per SM)
-    "r2_w8_outer": dict(
-        rows=2, num_warps=8, bounded_fwd=True, fused_bwd=False, bwd_warps=0, static_bwd=False
-    ),
-    "r2_w8_outer_fused": dict(rows=2, num_warps=8, bounded_fwd=True, static_bwd=False),
-    "r2_w8_outer_shared": dict(
-        rows=2,
-        num_warps=8,
-        bounded_fwd=True,
-        fused_bwd=False,
-        bwd_warps=0,
-        static_bwd=False,
-        shared_bwd_outer=True,
-    ),
+    "r2_w8_outer": _R2_OUTER,
+    "r2_w8_outer_fused": dict(_R2_OUTER, fused_bwd=True, bwd_warps=8),
+    "r2_w8_outer_shared": dict(_R2_OUTER, shared_bwd_outer=True),
     # stop 21's 512K default (2-row tiles, shared backward pass) with the radix-128 2-row launch
     "o3_shared": dict(outer_maxnreg=None, outer_ctas_per_sm=3),
-    "r2_w8_outer_o3": dict(
-        rows=2,
-        num_warps=8,
-        bounded_fwd=True,
-        fused_bwd=False,
-        bwd_warps=0,
-        static_bwd=False,
-        outer_maxnreg=None,
-        outer_ctas_per_sm=3,
-    ),
+    "r2_w8_outer_o3": dict(_R2_OUTER, outer_maxnreg=None, outer_ctas_per_sm=3),
     "nat_t_c16": dict(nat_transposed=True, chunk=16),
     "nat_t_w8": dict(nat_transposed=True, num_warps=8),
     # ... and the fused backward's pass too (16K fused, one-row plans under outer levels)
