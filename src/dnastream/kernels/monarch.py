@@ -633,8 +633,10 @@ def plan_for(
         # B = 64, H = 768, against the one-row kernel: forward 1.14x causal, 1.09x circular,
         # 1.12x gated; forward+backward 1.09x / 1.05x / 1.03x (the filter gradient on the
         # 2-row tiles too: 1.02x / 0.96x / 0.97x). At 8192 points (128 x 64) the 2-row tiles
-        # lost, 0.64-0.76x; a 128-register cap (two programs per SM) lost at 4096, 0.62x
-        # (results/ab_fused_4k_h200_stop21.log, ab_r2_4k*_h200_stop21.log, ab_gated_*)
+        # lost, 0.64-0.76x; a 128-register cap (two programs per SM) lost at 4096, forward 0.74x,
+        # forward+backward 0.62x (results/ab_fused_4k_h200_stop21.log, ab_r2_4k*_h200_stop21.log,
+        # ab_gated_*). (The H200's shipped entry for the causal key repeats these settings: the
+        # H100's entry there, tuned on the one-row kernel, would otherwise apply to it.)
         if fp16 and inner == 4096 and not outer and freq_keep is None:
             rows = 2
         # ... and under causal 512K's radix-128 outer level (B >= 3), with the separate backward
